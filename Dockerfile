@@ -1,0 +1,36 @@
+# sagecraft: one image that trains (`docker run IMAGE train`) and serves (`docker run IMAGE serve`)
+# XGBoost, random forests and any installed algorithm plugin under the SageMaker contract.
+#
+#   docker build -t sagecraft .                                    # CPU image
+#   docker build --build-arg XGBOOST_PACKAGE=xgboost -t sagecraft:gpu .   # XGBoost's CUDA build
+ARG PYTHON_IMAGE=python:3.11-slim
+FROM ${PYTHON_IMAGE}
+
+# xgboost-cpu is XGBoost without its CUDA libraries (about 19 MB against 1.3 GB); name `xgboost`
+# here for an image whose models train with device=cuda on GPU instances.
+ARG XGBOOST_PACKAGE=xgboost-cpu
+
+LABEL com.amazonaws.sagemaker.capabilities.accept-bind-to-port=true \
+      com.amazonaws.sagemaker.capabilities.multi-models=true
+
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# Dependencies first, in their own layer: it changes only when pyproject.toml does.
+COPY pyproject.toml /tmp/sagecraft/pyproject.toml
+RUN python -c "import tomllib; d = tomllib.load(open('/tmp/sagecraft/pyproject.toml', 'rb')); print('\n'.join(d['project']['dependencies']))" > /tmp/requirements.txt \
+ && pip install -r /tmp/requirements.txt \
+ && if [ "$XGBOOST_PACKAGE" != "xgboost-cpu" ]; then \
+      version=$(python -c "import xgboost; print(xgboost.__version__)") \
+      && pip uninstall -y xgboost-cpu && pip install "$XGBOOST_PACKAGE==$version"; \
+    fi
+
+# The package itself, installed (not editable); the source tree does not stay in the image.
+COPY . /tmp/sagecraft
+RUN pip install --no-deps /tmp/sagecraft && rm -rf /tmp/sagecraft /tmp/requirements.txt /root/.cache
+
+# Nothing lives under /opt/ml: SageMaker mounts over it.
+EXPOSE 8080
+ENTRYPOINT ["sagecraft"]

@@ -1,0 +1,91 @@
+"""The `sagecraft` command: `train` and `serve` as SageMaker runs them, anything else is executed.
+
+SageMaker starts training with `docker run IMAGE train` and hosting with `docker run IMAGE serve`;
+`docker run IMAGE bash` (or any other command) runs that command instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import socket
+import sys
+
+from .environment import SageMakerPaths, ServingSettings
+from .errors import SagecraftError
+
+COMMANDS = ("train", "serve", "plugins")
+
+
+def _configure_logging() -> None:
+    level = os.environ.get("SAGECRAFT_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(
+        level=getattr(logging, level, logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sagecraft",
+        description="Train and serve tabular models under the SageMaker container contract. "
+        "Any other command is executed as given.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("train", help="run a training job from $SAGEMAKER_BASE_DIR (/opt/ml)")
+    commands.add_parser("serve", help="serve $SAGEMAKER_BASE_DIR/model on port 8080")
+    commands.add_parser("plugins", help="list the installed algorithm plugins")
+    return parser
+
+
+def _list_plugins() -> int:
+    from .plugins import installed_plugins
+
+    plugins = installed_plugins()
+    for name, algorithm in sorted(plugins.algorithms.items()):
+        print(f"{name:20} {algorithm.source.distribution} {algorithm.source.version}  "
+              f"{algorithm.info.description}")
+    for name, problem in sorted(plugins.problems.items()):
+        print(f"{name:20} UNAVAILABLE: {problem}")
+    return 0
+
+
+def _exec(argv: list[str]) -> int:
+    program = shutil.which(argv[0])
+    if program is None:
+        print(f"sagecraft: unknown command '{argv[0]}'; use one of: {', '.join(COMMANDS)}",
+              file=sys.stderr)
+        return 2
+    os.execv(program, argv)
+    return 0  # not reached
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and not argv[0].startswith("-") and argv[0] not in COMMANDS:
+        return _exec(argv)
+    args = _parser().parse_args(argv)
+    _configure_logging()
+    if args.command == "train":
+        from .trainer import run_training
+
+        return run_training(SageMakerPaths.from_environment())
+    if args.command == "serve":
+        try:
+            settings = ServingSettings.from_environment()
+            # Listen before the heavy imports: SageMaker expects a connection within 250 ms.
+            listener = socket.create_server((settings.host, settings.port), backlog=1024)
+        except (SagecraftError, OSError) as exc:
+            logging.getLogger("sagecraft").error("cannot serve: %s", exc)
+            return 1
+        from .lifecycle import run_server
+
+        return run_server(settings, SageMakerPaths.from_environment().model_dir, listener)
+    return _list_plugins()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

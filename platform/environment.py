@@ -1,0 +1,133 @@
+"""Where everything is: the SageMaker directory tree under SAGEMAKER_BASE_DIR, and serving settings.
+
+Every environment variable sagecraft reads is read in this module (the README's table lists them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigurationError
+
+DEFAULT_BASE_DIR = "/opt/ml"
+DEFAULT_PORT = 8080
+DEFAULT_MAX_PAYLOAD_MB = 6.0
+# SageMaker sends SIGKILL 30 s after SIGTERM; draining must end well before that.
+DEFAULT_SHUTDOWN_TIMEOUT_S = 20.0
+
+
+@dataclass(frozen=True)
+class SageMakerPaths:
+    """The container's directory tree, rooted at SAGEMAKER_BASE_DIR (default /opt/ml)."""
+
+    base: Path
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] = os.environ) -> SageMakerPaths:
+        return cls(Path(environ.get("SAGEMAKER_BASE_DIR") or DEFAULT_BASE_DIR))
+
+    @property
+    def config_dir(self) -> Path:
+        return self.base / "input" / "config"
+
+    @property
+    def hyperparameters_file(self) -> Path:
+        return self.config_dir / "hyperparameters.json"
+
+    @property
+    def input_data_config_file(self) -> Path:
+        return self.config_dir / "inputdataconfig.json"
+
+    @property
+    def resource_config_file(self) -> Path:
+        return self.config_dir / "resourceconfig.json"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.base / "input" / "data"
+
+    def channel_dir(self, channel: str) -> Path:
+        return self.data_dir / channel
+
+    @property
+    def model_dir(self) -> Path:
+        return self.base / "model"
+
+    @property
+    def output_dir(self) -> Path:
+        return self.base / "output"
+
+    @property
+    def output_data_dir(self) -> Path:
+        return self.output_dir / "data"
+
+    @property
+    def failure_file(self) -> Path:
+        return self.output_dir / "failure"
+
+
+def read_json_config(path: Path, *, required: bool) -> Any:
+    """Parse one of the JSON files under input/config; None when it is absent and optional."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if required:
+            raise ConfigurationError(f"{path} is missing: SageMaker writes it for every training job")
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigurationError(f"{path} is not valid JSON ({exc})") from None
+
+
+def _number(environ: Mapping[str, str], name: str, default: float, minimum: float) -> float:
+    raw = environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"environment variable {name}={raw!r} is not a number") from None
+    if value < minimum:
+        raise ConfigurationError(f"environment variable {name}={raw!r} must be at least {minimum}")
+    return value
+
+
+def _flag(environ: Mapping[str, str], name: str) -> bool:
+    return environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class ServingSettings:
+    """How `sagecraft serve` listens and what it accepts, read once at start."""
+
+    host: str
+    port: int
+    max_payload_bytes: int
+    shutdown_timeout_s: float
+    default_accept: str | None
+    multi_model: bool
+    log_requests: bool
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] = os.environ) -> ServingSettings:
+        # A batch transform job passes its MaxPayloadInMB as SAGEMAKER_MAX_PAYLOAD_IN_MB.
+        max_mb = _number(environ, "SAGEMAKER_MAX_PAYLOAD_IN_MB", DEFAULT_MAX_PAYLOAD_MB, 0.001)
+        max_mb = _number(environ, "SAGECRAFT_MAX_PAYLOAD_MB", max_mb, 0.001)
+        port = int(_number(environ, "SAGEMAKER_BIND_TO_PORT", DEFAULT_PORT, 1))
+        return cls(
+            host=environ.get("SAGECRAFT_BIND_HOST") or "0.0.0.0",
+            port=port,
+            max_payload_bytes=int(max_mb * 1024 * 1024),
+            shutdown_timeout_s=_number(
+                environ, "SAGECRAFT_SHUTDOWN_TIMEOUT", DEFAULT_SHUTDOWN_TIMEOUT_S, 0
+            ),
+            default_accept=environ.get("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT") or None,
+            multi_model=_flag(environ, "SAGEMAKER_MULTI_MODEL"),
+            log_requests=_flag(environ, "SAGECRAFT_ACCESS_LOG"),
+        )

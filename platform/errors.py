@@ -1,0 +1,105 @@
+"""The errors a user can cause, each with the HTTP status it maps to and one JSON shape."""
+
+from __future__ import annotations
+
+
+class SagecraftError(Exception):
+    """Base of every error sagecraft raises on purpose.
+
+    `status` is the HTTP status the server answers with; the training job writes the message to
+    `output/failure`. Messages say what went wrong, where, and what to do, without a traceback.
+    """
+
+    status = 500
+
+    @property
+    def kind(self) -> str:
+        return type(self).__name__
+
+    def to_json(self) -> dict[str, object]:
+        return {"code": self.status, "type": self.kind, "message": str(self)}
+
+
+# --- plugins -------------------------------------------------------------------------------
+
+
+class PluginError(SagecraftError):
+    """A plugin is missing, broken, or claims a name another plugin already claims."""
+
+
+class UnknownAlgorithmError(PluginError):
+    """The `algorithm` hyperparameter (or a model's manifest) names no installed plugin."""
+
+    status = 400
+
+
+class PluginConflictError(PluginError):
+    """Two installed distributions register the same algorithm name."""
+
+
+# --- training ------------------------------------------------------------------------------
+
+
+class TrainingError(SagecraftError):
+    """A training job cannot run with the configuration or data it was given."""
+
+    status = 400
+
+
+class ConfigurationError(TrainingError):
+    """A file under input/config is missing or malformed."""
+
+
+class HyperparameterError(TrainingError):
+    """A hyperparameter is unknown, missing, or has an invalid value."""
+
+
+class DataError(TrainingError):
+    """A channel is missing, empty, or holds data that cannot be read."""
+
+
+# --- serving -------------------------------------------------------------------------------
+
+
+class ModelLoadError(SagecraftError):
+    """The model folder cannot be loaded (missing, corrupt, or written by an unknown plugin)."""
+
+
+class RequestError(SagecraftError):
+    """The request cannot be answered as sent."""
+
+    status = 400
+
+
+class BadRequestError(RequestError):
+    """The payload cannot be parsed into rows the model accepts."""
+
+    status = 400
+
+
+class UnsupportedOutputError(BadRequestError):
+    """The model cannot produce the requested kind of prediction."""
+
+
+class NotAcceptableError(RequestError):
+    """No content type in `Accept` can be produced."""
+
+    status = 406
+
+
+class PayloadTooLargeError(RequestError):
+    """The body exceeds the configured limit."""
+
+    status = 413
+
+
+class UnsupportedMediaTypeError(RequestError):
+    """The request's `Content-Type` cannot be decoded."""
+
+    status = 415
+
+
+class NotReadyError(SagecraftError):
+    """The model is not loaded yet."""
+
+    status = 503

@@ -1,0 +1,135 @@
+"""Hook specifications: the public API that algorithm plugins implement.
+
+A plugin is a module (or object) registered through an entry point of the group `sagecraft`; the
+entry point's name is the algorithm's name, the value of the `algorithm` hyperparameter:
+
+    [project.entry-points.sagecraft]
+    my_algo = "sagecraft_my_algo"
+
+Mark implementations with `@hookimpl`. Hooks are always called with keyword arguments, and an
+implementation may accept fewer arguments than its specification lists: that is how a hook gains
+arguments without breaking plugins written earlier.
+
+The core calls each algorithm hook on the selected algorithm's plugin only (pluggy's subset hook
+callers), so an implementation never has to ask "is this call for me?". Hook wrappers from other
+plugins (timing, logging) still run around it.
+
+The hooks below appear in the order they fire: describing, training, then serving.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pluggy
+
+from .hyperparameters import Hyperparameter
+from .model_types import (
+    CLASSIFICATION,
+    LABEL,
+    PROBABILITIES,
+    REGRESSION,
+    AlgorithmInfo,
+    Dataset,
+    FitContext,
+)
+
+PROJECT_NAME = "sagecraft"
+HOOK_API_VERSION = 1
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+__all__ = [
+    "CLASSIFICATION",
+    "HOOK_API_VERSION",
+    "LABEL",
+    "PROBABILITIES",
+    "REGRESSION",
+    "AlgorithmInfo",
+    "Dataset",
+    "FitContext",
+    "Hyperparameter",
+    "hookimpl",
+    "hookspec",
+]
+
+
+# --- describing an algorithm ----------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def algorithm_info() -> AlgorithmInfo:
+    """Describe the algorithm: its hyperparameters, the libraries it uses, a one-line summary.
+
+    Called once when the plugin manager is built, before training and before serving. The core
+    validates users' hyperparameters against the declarations returned here. Stops at the first
+    non-None result.
+    """
+
+
+# --- training -------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def infer_task(hyperparameters: dict[str, Any]) -> str | None:
+    """Say whether these hyperparameters imply "classification" or "regression".
+
+    Called before the data is encoded, when the user did not set the `task` hyperparameter. Return
+    None to let the core decide from the labels (non-numeric labels mean classification). XGBoost,
+    for example, answers from its `objective`. Stops at the first non-None result.
+    """
+
+
+@hookspec(firstresult=True)
+def fit(
+    train: Dataset,
+    validation: Dataset | None,
+    hyperparameters: dict[str, Any],
+    context: FitContext,
+) -> Any:
+    """Fit a model and return it (any object `save_model` understands).
+
+    Called once per training job. `hyperparameters` holds the declared ones under their canonical
+    names (aliases resolved, types converted, defaults filled), plus, for plugins that accept
+    extra hyperparameters, the undeclared ones as the user gave them. Raise
+    `sagecraft.errors.HyperparameterError` or `DataError` for problems the user must fix; report
+    evaluation metrics through `context.log_metrics`. Stops at the first non-None result.
+    """
+
+
+@hookspec
+def save_model(model: Any, model_dir: Path) -> None:
+    """Write the fitted model into `model_dir` in a format that loads without running code.
+
+    Called once after `fit`. The folder exists and is empty but for `manifest.json`, which the core
+    writes and the plugin must not touch. Never use pickle or joblib: SageMaker users load models
+    from buckets other people can write to.
+    """
+
+
+@hookspec(firstresult=True)
+def load_model(model_dir: Path) -> Any:
+    """Read back what `save_model` wrote and return the model object `predict` expects.
+
+    Called once per model when the server loads it, off the request path. Raise
+    `sagecraft.errors.ModelLoadError` with a clear message for a corrupt or foreign file. Stops at
+    the first non-None result.
+    """
+
+
+# --- serving --------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def predict(model: Any, features: pd.DataFrame, output: str) -> Any:
+    """Predict for the rows of `features` and return a numpy array with one entry per row.
+
+    Called for every request, in a worker thread. `features` has the training columns in their
+    training order. `output` is "label" (class codes 0..k-1 for classification, which the core maps
+    back to the original labels; values for regression) or "probabilities" (an n_rows x n_classes
+    array; raise `sagecraft.errors.UnsupportedOutputError` where the model cannot answer it).
+    Stops at the first non-None result.
+    """

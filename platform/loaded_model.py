@@ -1,0 +1,60 @@
+"""A model ready to serve: its manifest, its plugin, and the plugin's loaded object."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .errors import ModelLoadError, SagecraftError
+from .manifest import Manifest
+from .model_types import CLASSIFICATION, LABEL
+from .plugins import Algorithm, PluginSet, installed_plugins
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    manifest: Manifest
+    algorithm: Algorithm
+    model: Any
+    classes: np.ndarray  # original labels by class code; empty for regression
+
+    @classmethod
+    def load(cls, model_dir: Path, plugins: PluginSet | None = None) -> LoadedModel:
+        """Read the manifest, pick its plugin, and load the model. Raises ModelLoadError."""
+        if not model_dir.is_dir():
+            raise ModelLoadError(f"model folder {model_dir} does not exist")
+        manifest = Manifest.read(model_dir)
+        try:
+            algorithm = (plugins or installed_plugins()).algorithm(manifest.algorithm)
+        except SagecraftError as exc:
+            raise ModelLoadError(f"{model_dir} needs algorithm '{manifest.algorithm}': {exc}") from None
+        model = algorithm.load_model(model_dir)
+        classes = np.array(manifest.classes, dtype=object)
+        if classes.size and all(isinstance(c, (int, float)) for c in manifest.classes):
+            classes = np.array(manifest.classes)
+        log.info("loaded %s model from %s (%s, %d features)", manifest.algorithm, model_dir,
+                 manifest.task, len(manifest.features))
+        return cls(manifest, algorithm, model, classes)
+
+    @property
+    def feature_names(self) -> list[str]:
+        return self.manifest.feature_names
+
+    def predict(self, features: pd.DataFrame, output: str = LABEL) -> np.ndarray:
+        """Predictions for every row, class codes mapped back to the original labels."""
+        result = np.asarray(self.algorithm.predict(self.model, features, output))
+        if len(result) != len(features):
+            raise SagecraftError(
+                f"plugin '{self.manifest.algorithm}' returned {len(result)} predictions for "
+                f"{len(features)} rows"
+            )
+        if output == LABEL and self.manifest.task == CLASSIFICATION:
+            return self.classes[result.astype(np.intp)]
+        return result

@@ -1,0 +1,87 @@
+"""What a saved model says about itself: manifest.json beside the plugin's files in the model folder.
+
+The server reads it to pick the plugin, name and order the request's columns, and map class codes
+back to the original labels, so a model folder is self-describing.
+"""
+
+from __future__ import annotations
+
+import json
+import platform as stdlib_platform
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from .errors import ModelLoadError
+
+MANIFEST_FILE = "manifest.json"
+FORMAT_VERSION = 1
+
+
+def sagecraft_version() -> str:
+    try:
+        return metadata.version("sagecraft")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    type: str  # the pandas dtype it was trained with, e.g. "float64"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    algorithm: str
+    task: str
+    features: list[Feature]
+    target: str | None
+    classes: list[Any]
+    plugin: dict[str, str]
+    libraries: dict[str, str]
+    hyperparameters: dict[str, Any]
+    format_version: int = FORMAT_VERSION
+    created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    def write(self, model_dir: Path) -> Path:
+        path = model_dir / MANIFEST_FILE
+        path.write_text(json.dumps(asdict(self), indent=2, default=str) + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def read(cls, model_dir: Path) -> Manifest:
+        path = model_dir / MANIFEST_FILE
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ModelLoadError(
+                f"{path} is missing: {model_dir} was not written by `sagecraft train`"
+            ) from None
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"{path} cannot be read: {exc}") from None
+        try:
+            version = data.get("format_version")
+            if version != FORMAT_VERSION:
+                raise ModelLoadError(
+                    f"{path} has format_version {version!r}; this sagecraft reads {FORMAT_VERSION}"
+                )
+            features = [Feature(**f) for f in data.pop("features")]
+            return cls(features=features, **data)
+        except (TypeError, KeyError, AttributeError) as exc:
+            raise ModelLoadError(f"{path} is not a sagecraft manifest: {exc}") from None
+
+
+def runtime_libraries(plugin_libraries: dict[str, str]) -> dict[str, str]:
+    """Versions worth knowing when a model misbehaves: Python, the core's and the plugin's."""
+    versions = {"python": stdlib_platform.python_version(), "sagecraft": sagecraft_version()}
+    for name in ("numpy", "pandas"):
+        versions[name] = metadata.version(name)
+    versions.update(plugin_libraries)
+    return versions

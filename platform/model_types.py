@@ -1,0 +1,80 @@
+"""The objects that hooks hand to algorithm plugins and get back from them."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .hyperparameters import Hyperparameter
+
+CLASSIFICATION = "classification"
+REGRESSION = "regression"
+TASKS = (CLASSIFICATION, REGRESSION)
+
+# What `predict` is asked for. LABEL: for classification the class *codes* (0..k-1, the core maps
+# them back to the original labels), for regression the predicted values. PROBABILITIES: an
+# (n_rows, n_classes) array of class probabilities, classification only.
+LABEL = "label"
+PROBABILITIES = "probabilities"
+OUTPUTS = (LABEL, PROBABILITIES)
+
+
+@dataclass(frozen=True)
+class AlgorithmInfo:
+    """What an algorithm plugin says about itself (returned by the `algorithm_info` hook).
+
+    `hyperparameters` are validated by the core before `fit` sees them. With
+    `accepts_extra_hyperparameters` the core passes names it does not declare through to `fit`
+    unchanged instead of rejecting them; the plugin then owns their validation. `libraries` maps library names to versions for the model manifest.
+    """
+
+    description: str
+    hyperparameters: Sequence[Hyperparameter] = ()
+    accepts_extra_hyperparameters: bool = False
+    libraries: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """One channel's rows, ready to fit: numeric features, encoded labels, optional weights.
+
+    `labels` holds class codes 0..k-1 (int) for classification, floats for regression.
+    """
+
+    features: pd.DataFrame
+    labels: np.ndarray
+    weights: np.ndarray | None = None
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.features)
+
+
+MetricsSink = Callable[[int, Mapping[str, float]], None]
+
+
+@dataclass(frozen=True)
+class FitContext:
+    """What a plugin may want to know while fitting, beyond the data and hyperparameters.
+
+    `classes` are the original labels in code order (empty for regression).
+    `tuning_objective_metric` is the metric a SageMaker tuning job optimises, e.g.
+    "validation:rmse", or None. Call `log_metrics(iteration, {"train-rmse": 0.4, ...})` once per
+    evaluation: the core prints the line in XGBoost's format, which SageMaker's metric regexes read.
+    """
+
+    task: str
+    classes: Sequence[Any]
+    feature_names: Sequence[str]
+    tuning_objective_metric: str | None
+    log_metrics: MetricsSink
+    logger: logging.Logger
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)

@@ -1,0 +1,202 @@
+"""The training journey: configuration, plugin, hyperparameters, data, fit, save, or a failure file.
+
+`run_training` is what `sagecraft train` calls; it returns the process's exit status.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import hyperparameters as hp
+from .data import ChannelTable, read_channel
+from .environment import SageMakerPaths, read_json_config
+from .errors import ConfigurationError, DataError, HyperparameterError, SagecraftError
+from .labels import LabelEncoding, infer_task
+from .manifest import Feature, Manifest, runtime_libraries
+from .metrics import print_metrics
+from .model_types import TASKS, Dataset, FitContext
+from .plugins import Algorithm, installed_plugins
+
+log = logging.getLogger(__name__)
+
+FAILURE_LIMIT = 1024
+TRAIN_CHANNEL = "train"
+VALIDATION_CHANNEL = "validation"
+
+# Hyperparameters the core reads itself, whichever algorithm is chosen.
+CORE_HYPERPARAMETERS = (
+    hp.Hyperparameter("algorithm", str, "Which installed algorithm plugin trains the model.",
+                      required=True),
+    hp.Hyperparameter("target", str, "Name of the label column in files with a header row. "
+                      "Absent: files have no header and the label is the first column."),
+    hp.Hyperparameter("task", str, "classification or regression; inferred when absent.",
+                      choices=TASKS),
+)
+_CORE_NAMES = {h.name for h in CORE_HYPERPARAMETERS}
+
+
+@dataclass(frozen=True)
+class TrainingJob:
+    """What the configuration files say, decoded."""
+
+    hyperparameters: hp.DecodedHyperparameters
+    channels: dict[str, dict[str, Any]]
+    current_host: str
+    hosts: list[str]
+
+    @classmethod
+    def read(cls, paths: SageMakerPaths) -> TrainingJob:
+        raw = read_json_config(paths.hyperparameters_file, required=False) or {}
+        channels = read_json_config(paths.input_data_config_file, required=False) or {}
+        resources = read_json_config(paths.resource_config_file, required=False) or {}
+        if not isinstance(channels, dict) or not isinstance(resources, dict):
+            raise ConfigurationError("inputdataconfig.json and resourceconfig.json must be objects")
+        for name, channel in channels.items():
+            mode = (channel or {}).get("TrainingInputMode", "File")
+            if mode == "Pipe":
+                raise ConfigurationError(
+                    f"channel '{name}' uses Pipe mode; sagecraft reads File or FastFile channels"
+                )
+        hosts = [str(h) for h in resources.get("hosts") or ["algo-1"]]
+        return cls(hp.decode(raw), channels, str(resources.get("current_host", hosts[0])), hosts)
+
+    def content_type(self, channel: str) -> str | None:
+        return (self.channels.get(channel) or {}).get("ContentType")
+
+    @property
+    def is_leader(self) -> bool:
+        return self.current_host == self.hosts[0]
+
+
+def _split_hyperparameters(
+    job: TrainingJob,
+) -> tuple[hp.ValidatedHyperparameters, dict[str, Any]]:
+    given = job.hyperparameters.values
+    if "algorithm" not in given:
+        installed = ", ".join(sorted(installed_plugins().algorithms)) or "none"
+        raise HyperparameterError(
+            f"hyperparameter 'algorithm' is required; installed algorithms: {installed}"
+        )
+    core = hp.validate({k: v for k, v in given.items() if k in _CORE_NAMES}, CORE_HYPERPARAMETERS,
+                       owner="sagecraft")
+    return core, {k: v for k, v in given.items() if k not in _CORE_NAMES}
+
+
+def _read_channels(
+    paths: SageMakerPaths, job: TrainingJob, target: str | None
+) -> tuple[ChannelTable, ChannelTable | None]:
+    train = read_channel(paths.channel_dir(TRAIN_CHANNEL), channel=TRAIN_CHANNEL, target=target,
+                         content_type=job.content_type(TRAIN_CHANNEL))
+    validation_dir = paths.channel_dir(VALIDATION_CHANNEL)
+    if not validation_dir.exists() and VALIDATION_CHANNEL not in job.channels:
+        return train, None
+    validation = read_channel(validation_dir, channel=VALIDATION_CHANNEL, target=target,
+                              content_type=job.content_type(VALIDATION_CHANNEL))
+    if list(validation.features.columns) != list(train.features.columns):
+        raise DataError(
+            f"the validation channel's features ({', '.join(validation.features.columns)}) differ "
+            f"from the train channel's ({', '.join(train.features.columns)})"
+        )
+    return train, validation
+
+
+def _task(core: dict[str, Any], algorithm: Algorithm, hyperparameters: dict[str, Any],
+          train: ChannelTable) -> str:
+    return core.get("task") or algorithm.infer_task(hyperparameters) or infer_task(train.labels)
+
+
+def train(paths: SageMakerPaths) -> None:
+    """Run one training job end to end; raises SagecraftError for anything the user must fix."""
+    job = TrainingJob.read(paths)
+    core, plugin_given = _split_hyperparameters(job)
+    algorithm_name = core.values["algorithm"]
+    algorithm = installed_plugins().algorithm(algorithm_name)
+    validated = hp.validate(
+        plugin_given, algorithm.info.hyperparameters,
+        accept_extra=algorithm.info.accepts_extra_hyperparameters,
+        owner=f"algorithm '{algorithm_name}'", also_known=sorted(_CORE_NAMES),
+    )
+    hyperparameters = {**validated.values, **validated.extra}
+    log.info("algorithm '%s' (%s), hyperparameters %s", algorithm_name,
+             algorithm.source.describe(), hyperparameters)
+
+    target = core.values.get("target")
+    train_table, validation_table = _read_channels(paths, job, target)
+    task = _task(core.values, algorithm, hyperparameters, train_table)
+    encoding = LabelEncoding.fit(task, train_table.labels)
+    train_set = Dataset(train_table.features, encoding.encode(train_table.labels, TRAIN_CHANNEL))
+    validation_set = None
+    if validation_table is not None:
+        validation_set = Dataset(
+            validation_table.features,
+            encoding.encode(validation_table.labels, VALIDATION_CHANNEL),
+        )
+    context = FitContext(
+        task=task,
+        classes=encoding.classes,
+        feature_names=list(train_table.features.columns),
+        tuning_objective_metric=job.hyperparameters.tuning_objective_metric,
+        log_metrics=print_metrics,
+        logger=logging.getLogger(f"sagecraft.algorithm.{algorithm_name}"),
+    )
+    log.info("fitting %s (%s, %d rows)", algorithm_name, task, train_set.n_rows)
+    model = algorithm.fit(train_set, validation_set, hyperparameters, context)
+
+    if not job.is_leader:
+        log.warning("host %s is not the first host (%s): it does not write the model",
+                    job.current_host, job.hosts[0])
+        return
+    paths.model_dir.mkdir(parents=True, exist_ok=True)
+    algorithm.save_model(model, paths.model_dir)
+    manifest = Manifest(
+        algorithm=algorithm_name,
+        task=task,
+        features=[Feature(str(name), str(dtype))
+                  for name, dtype in train_table.features.dtypes.items()],
+        target=target,
+        classes=encoding.classes,
+        plugin={"name": algorithm_name, "distribution": algorithm.source.distribution,
+                "version": algorithm.source.version},
+        libraries=runtime_libraries(dict(algorithm.info.libraries)),
+        hyperparameters=hyperparameters,
+    )
+    log.info("model written to %s", manifest.write(paths.model_dir).parent)
+
+
+def failure_text(exc: BaseException) -> str:
+    """The failure file: the message first (SageMaker shows 1024 characters), then the type."""
+    message = str(exc) if isinstance(exc, SagecraftError) else f"internal error: {exc}"
+    suffix = f"\n\nError type: {type(exc).__name__}"
+    room = FAILURE_LIMIT - len(suffix)
+    if len(message) > room:
+        message = message[: room - 3] + "..."
+    return message + suffix
+
+
+def write_failure(paths: SageMakerPaths, exc: BaseException) -> Path | None:
+    try:
+        paths.failure_file.parent.mkdir(parents=True, exist_ok=True)
+        paths.failure_file.write_text(failure_text(exc), encoding="utf-8")
+    except OSError:
+        log.exception("could not write %s", paths.failure_file)
+        return None
+    return paths.failure_file
+
+
+def run_training(paths: SageMakerPaths) -> int:
+    """`sagecraft train`: 0 when the model is written, 1 after writing output/failure."""
+    try:
+        train(paths)
+    except SagecraftError as exc:
+        log.error("training failed: %s", exc, exc_info=log.isEnabledFor(logging.DEBUG))
+        write_failure(paths, exc)
+        return 1
+    except Exception as exc:
+        log.exception("training failed with an internal error")
+        write_failure(paths, exc)
+        return 1
+    log.info("training complete")
+    return 0

@@ -1,0 +1,248 @@
+"""Hook implementations for XGBoost."""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+
+from sagecraft.errors import DataError, HyperparameterError, UnsupportedOutputError
+from sagecraft.hooks import (
+    CLASSIFICATION,
+    LABEL,
+    PROBABILITIES,
+    REGRESSION,
+    AlgorithmInfo,
+    Dataset,
+    FitContext,
+    hookimpl,
+)
+from sagecraft.hyperparameters import did_you_mean
+
+from .hyperparameters import HYPERPARAMETERS, PLUGIN_ONLY
+from .persistence import load_booster, save_booster
+
+CLASSIFICATION_FAMILIES = ("binary", "multi")
+_UNUSED = re.compile(r"Parameters: \{(?P<names>[^}]*)\} (?:are|is) not used")
+_XGBOOST_PREFIX = re.compile(r"^\[[\d:]+\] [^\s]+:\d+: ")
+
+
+@dataclass(frozen=True)
+class XGBoostModel:
+    """A booster and what its predictions mean: its objective and number of classes (0: none)."""
+
+    booster: xgb.Booster
+    objective: str
+    n_classes: int
+
+
+@hookimpl
+def algorithm_info() -> AlgorithmInfo:
+    return AlgorithmInfo(
+        description="Gradient-boosted trees (XGBoost), with SageMaker's built-in parameter names",
+        hyperparameters=HYPERPARAMETERS,
+        accepts_extra_hyperparameters=True,
+        libraries={"xgboost": xgb.__version__},
+    )
+
+
+@hookimpl
+def infer_task(hyperparameters: dict[str, Any]) -> str | None:
+    objective = hyperparameters.get("objective")
+    if not objective:
+        return None
+    return CLASSIFICATION if objective.split(":")[0] in CLASSIFICATION_FAMILIES else REGRESSION
+
+
+def _objective(hyperparameters: dict[str, Any], context: FitContext) -> str:
+    objective = hyperparameters.get("objective")
+    if context.task == REGRESSION:
+        objective = objective or "reg:squarederror"
+        if objective.split(":")[0] in CLASSIFICATION_FAMILIES:
+            raise HyperparameterError(
+                f"objective '{objective}' is for classification, but the task is regression"
+            )
+        return objective
+    classes = context.n_classes
+    objective = objective or ("binary:logistic" if classes == 2 else "multi:softprob")
+    family = objective.split(":")[0]
+    if family not in CLASSIFICATION_FAMILIES:
+        raise HyperparameterError(
+            f"objective '{objective}' is for regression, but the task is classification"
+        )
+    if family == "binary" and classes != 2:
+        raise HyperparameterError(
+            f"objective '{objective}' needs two classes; the labels have {classes}: "
+            f"{list(context.classes)[:10]}. Use multi:softprob"
+        )
+    given = hyperparameters.get("num_class")
+    if family == "multi" and given is not None and given != classes:
+        raise HyperparameterError(
+            f"hyperparameter 'num_class' = {given}, but the labels have {classes} classes"
+        )
+    return objective
+
+
+def _booster_params(
+    hyperparameters: dict[str, Any], objective: str, context: FitContext
+) -> dict[str, Any]:
+    params = {k: v for k, v in hyperparameters.items() if k not in PLUGIN_ONLY}
+    params["objective"] = objective
+    if objective.startswith("multi:"):
+        params["num_class"] = context.n_classes
+    return params
+
+
+def _watched_metric(params: dict[str, Any], context: FitContext) -> str | None:
+    """The metric early stopping watches: the tuning job's objective, else the last eval_metric."""
+    objective = context.tuning_objective_metric
+    if objective and ":" in objective:
+        data_name, metric = objective.split(":", 1)
+        if data_name == "validation":
+            metrics = list(params.get("eval_metric") or [])
+            if metric not in metrics:
+                params["eval_metric"] = [*metrics, metric]
+            return metric
+    metrics = params.get("eval_metric")
+    return metrics[-1] if metrics else None
+
+
+class _MetricLines(xgb.callback.TrainingCallback):
+    """Hands each round's evaluation to the core, which prints it in SageMaker's format."""
+
+    def __init__(self, context: FitContext) -> None:
+        self.context = context
+
+    def after_iteration(self, model: xgb.Booster, epoch: int, evals_log: dict) -> bool:
+        latest = {
+            f"{data}-{metric}": values[-1]
+            for data, by_metric in evals_log.items()
+            for metric, values in by_metric.items()
+        }
+        if latest:
+            self.context.log_metrics(epoch, latest)
+        return False
+
+
+class _RejectUnusedParameters(xgb.callback.TrainingCallback):
+    """After the first round, fail on pass-through names XGBoost reported as not used.
+
+    XGBoost warns, rather than fails, on parameter names it does not know; a typo would then train
+    a different model than the user asked for.
+    """
+
+    def __init__(self, caught: list[warnings.WarningMessage], passed_through: set[str]) -> None:
+        self.caught = caught
+        self.passed_through = passed_through
+
+    def after_iteration(self, model: xgb.Booster, epoch: int, evals_log: dict) -> bool:
+        if epoch != 0:
+            return False
+        for warning in self.caught:
+            match = _UNUSED.search(str(warning.message))
+            if not match:
+                continue
+            names = [n.strip().strip('"') for n in match.group("names").split(",")]
+            unknown = [n for n in names if n in self.passed_through]
+            if unknown:
+                declared = [h.name for h in HYPERPARAMETERS]
+                raise HyperparameterError(
+                    f"unknown hyperparameter '{unknown[0]}' for algorithm 'xgboost'"
+                    f"{did_you_mean(unknown[0], declared)}: XGBoost does not use it"
+                )
+        return False
+
+
+def _dmatrix(data: Dataset) -> xgb.DMatrix:
+    return xgb.DMatrix(data.features, label=data.labels, weight=data.weights)
+
+
+def _xgboost_message(exc: Exception) -> str:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return _XGBOOST_PREFIX.sub("", first)
+
+
+@hookimpl
+def fit(
+    train: Dataset, validation: Dataset | None, hyperparameters: dict[str, Any], context: FitContext
+) -> XGBoostModel:
+    objective = _objective(hyperparameters, context)
+    params = _booster_params(hyperparameters, objective, context)
+    rounds = hyperparameters["num_round"]
+    early_stopping = hyperparameters.get("early_stopping_rounds")
+    if early_stopping and validation is None:
+        raise HyperparameterError("early_stopping_rounds needs a 'validation' channel")
+    declared = {name for h in HYPERPARAMETERS for name in (h.name, *h.aliases)}
+    passed_through = set(hyperparameters) - declared
+
+    evals = [(_dmatrix(train), "train")]
+    if validation is not None:
+        evals.append((_dmatrix(validation), "validation"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        callbacks: list[xgb.callback.TrainingCallback] = [
+            _RejectUnusedParameters(caught, passed_through),
+            _MetricLines(context),
+        ]
+        if early_stopping:
+            callbacks.append(xgb.callback.EarlyStopping(
+                rounds=early_stopping, metric_name=_watched_metric(params, context),
+                data_name="validation", save_best=False,
+            ))
+        try:
+            booster = xgb.train(params, evals[0][0], num_boost_round=rounds, evals=evals,
+                                verbose_eval=False, callbacks=callbacks)
+        except xgb.core.XGBoostError as exc:
+            message = _xgboost_message(exc)
+            if "label" in message.lower():
+                raise DataError(f"XGBoost rejected the labels: {message}") from None
+            raise HyperparameterError(f"XGBoost rejected the hyperparameters: {message}") from None
+    for warning in caught:
+        context.logger.warning("xgboost: %s", str(warning.message).strip())
+    if early_stopping and booster.num_boosted_rounds() > booster.best_iteration + 1:
+        context.logger.info("early stopping: keeping rounds 0-%d of %d",
+                            booster.best_iteration, booster.num_boosted_rounds() - 1)
+        booster = booster[: booster.best_iteration + 1]
+    return XGBoostModel(booster, objective, context.n_classes)
+
+
+@hookimpl
+def save_model(model: XGBoostModel, model_dir: Path) -> None:
+    save_booster(model.booster, model_dir)
+
+
+@hookimpl
+def load_model(model_dir: Path) -> XGBoostModel:
+    booster, objective, n_classes = load_booster(model_dir)
+    return XGBoostModel(booster, objective, n_classes)
+
+
+def _softmax(margin: np.ndarray) -> np.ndarray:
+    shifted = np.exp(margin - margin.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+@hookimpl
+def predict(model: XGBoostModel, features: pd.DataFrame, output: str) -> np.ndarray:
+    matrix = features.to_numpy(dtype=np.float32, na_value=np.nan)
+    if model.n_classes == 0:
+        if output == LABEL:
+            return model.booster.inplace_predict(matrix)
+        raise UnsupportedOutputError(f"a regression model cannot predict '{output}'")
+    margin = model.booster.inplace_predict(matrix, predict_type="margin")
+    if model.n_classes == 2:
+        if output == LABEL:
+            return (margin > 0).astype(np.int32)
+        if model.objective == "binary:hinge":
+            raise UnsupportedOutputError("objective binary:hinge gives no probabilities")
+        positive = 1.0 / (1.0 + np.exp(-margin))
+        return np.column_stack([1.0 - positive, positive])
+    if output == LABEL:
+        return np.argmax(margin, axis=1)
+    return _softmax(margin)

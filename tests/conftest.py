@@ -1,0 +1,75 @@
+"""Shared fixtures: models trained once per session by the real `sagecraft train`, and servers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+
+import numpy as np
+import pytest
+
+from sagemaker_tree import Server, TrainingTree, iris_tree
+
+
+def regression_rows(seed: int, rows: int) -> str:
+    """Header-less CSV, label first (SageMaker's convention): y = 3 x0 - 2 x1 + noise."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, 5))
+    y = 3 * x[:, 0] - 2 * x[:, 1] + rng.normal(scale=0.1, size=rows)
+    return "\n".join(",".join(f"{v:.6f}" for v in (label, *row)) for label, row in zip(y, x)) + "\n"
+
+
+@pytest.fixture(scope="session")
+def iris_forest(tmp_path_factory: pytest.TempPathFactory) -> TrainingTree:
+    tree = iris_tree(tmp_path_factory.mktemp("iris-forest"),
+                     {"algorithm": "random_forest", "target": "Species", "mtry": 2})
+    assert tree.train().returncode == 0, tree.explain()
+    return tree
+
+
+@pytest.fixture(scope="session")
+def iris_xgboost(tmp_path_factory: pytest.TempPathFactory) -> TrainingTree:
+    tree = iris_tree(tmp_path_factory.mktemp("iris-xgboost"),
+                     {"algorithm": "xgboost", "target": "Species", "num_round": 20, "max_depth": 3})
+    assert tree.train().returncode == 0, tree.explain()
+    return tree
+
+
+@pytest.fixture(scope="session")
+def regression_xgboost(tmp_path_factory: pytest.TempPathFactory) -> TrainingTree:
+    tree = TrainingTree(tmp_path_factory.mktemp("regression-xgboost"))
+    tree.add_file("train", "train.csv", regression_rows(0, 400))
+    tree.add_file("validation", "validation.csv", regression_rows(1, 100))
+    tree.channels(train="text/csv", validation="text/csv")
+    tree.hyperparameters({"algorithm": "xgboost", "num_round": 30, "eval_metric": "rmse"})
+    assert tree.train().returncode == 0, tree.explain()
+    return tree
+
+
+def _serve(tree: TrainingTree) -> Iterator[Server]:
+    server = Server(tree.base).wait_ready()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def forest_server(iris_forest: TrainingTree) -> Iterator[Server]:
+    yield from _serve(iris_forest)
+
+
+@pytest.fixture(scope="session")
+def xgboost_server(iris_xgboost: TrainingTree) -> Iterator[Server]:
+    yield from _serve(iris_xgboost)
+
+
+@pytest.fixture(scope="session")
+def regression_server(regression_xgboost: TrainingTree) -> Iterator[Server]:
+    yield from _serve(regression_xgboost)
+
+
+@pytest.fixture(params=["forest", "xgboost"])
+def iris_server(request: pytest.FixtureRequest) -> Server:
+    """Each iris model in turn: both algorithms must behave the same at the HTTP boundary."""
+    return request.getfixturevalue(f"{request.param}_server")
+
+

@@ -1,0 +1,180 @@
+"""Test helpers: a SageMaker directory tree, the real `sagecraft` processes, and installed test plugins."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+IRIS_CSV = REPO / "demo" / "iris.csv"
+# The installed console script, as the image's ENTRYPOINT runs it.
+_SCRIPT = Path(sys.executable).parent / "sagecraft"
+SAGECRAFT = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "sagecraft.cli"]
+IRIS_FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def environment(base: Path, pythonpath: Path | None = None, **extra: str) -> dict[str, str]:
+    env = dict(os.environ, SAGEMAKER_BASE_DIR=str(base), PYTHONUNBUFFERED="1")
+    if pythonpath is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pythonpath), env.get("PYTHONPATH")]))
+    env.update(extra)
+    return env
+
+
+@dataclass
+class TrainingTree:
+    """/opt/ml for one training job, under a temporary base dir."""
+
+    base: Path
+    pythonpath: Path | None = None
+    result: subprocess.CompletedProcess | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        for folder in ("input/config", "input/data", "model", "output"):
+            (self.base / folder).mkdir(parents=True, exist_ok=True)
+        self.write_config("resourceconfig.json", {"current_host": "algo-1", "hosts": ["algo-1"]})
+
+    def write_config(self, name: str, value: object) -> None:
+        (self.base / "input" / "config" / name).write_text(json.dumps(value))
+
+    def hyperparameters(self, values: dict[str, object], *, encoding: str = "str") -> None:
+        """Write hyperparameters.json as the generic Estimator ("str") or a framework one ("json")."""
+        encode = str if encoding == "str" else json.dumps
+        self.write_config("hyperparameters.json", {k: encode(v) for k, v in values.items()})
+
+    def channels(self, **content_types: str | None) -> None:
+        self.write_config("inputdataconfig.json", {
+            name: {"TrainingInputMode": "File", **({"ContentType": ct} if ct else {})}
+            for name, ct in content_types.items()
+        })
+
+    def add_file(self, channel: str, name: str, text: str, *, gzipped: bool = False) -> Path:
+        path = self.base / "input" / "data" / channel / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(gzip.compress(text.encode()) if gzipped else text.encode())
+        return path
+
+    def train(self, timeout: float = 180, **env: str) -> subprocess.CompletedProcess:
+        self.result = subprocess.run(
+            [*SAGECRAFT, "train"], env=environment(self.base, self.pythonpath, **env),
+            capture_output=True, text=True, timeout=timeout, check=False,
+        )
+        return self.result
+
+    @property
+    def model_dir(self) -> Path:
+        return self.base / "model"
+
+    @property
+    def failure(self) -> str | None:
+        path = self.base / "output" / "failure"
+        return path.read_text() if path.exists() else None
+
+    def explain(self) -> str:
+        result = self.result
+        return "" if result is None else f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+
+
+def iris_rows() -> tuple[str, list[str]]:
+    lines = IRIS_CSV.read_text().splitlines()
+    return lines[0], lines[1:]
+
+
+def iris_tree(base: Path, hyperparameters: dict[str, object], encoding: str = "str") -> TrainingTree:
+    """The R blog's job: header row, target=Species, the data split in two files."""
+    tree = TrainingTree(base)
+    header, rows = iris_rows()
+    tree.add_file("train", "part-1.csv", "\n".join([header, *rows[::2]]) + "\n")
+    tree.add_file("train", "part-2.csv", "\n".join([header, *rows[1::2]]) + "\n")
+    tree.channels(train="text/csv")
+    tree.hyperparameters(hyperparameters, encoding=encoding)
+    return tree
+
+
+class Server:
+    """A real `sagecraft serve` process on 127.0.0.1 and a free port."""
+
+    def __init__(self, base: Path, pythonpath: Path | None = None, **env: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = base / f"serve-{self.port}.log"
+        self._log = self.log_path.open("w")
+        self.process = subprocess.Popen(
+            [*SAGECRAFT, "serve"],
+            env=environment(base, pythonpath, SAGEMAKER_BIND_TO_PORT=str(self.port),
+                            SAGECRAFT_BIND_HOST="127.0.0.1", **env),
+            stdout=self._log, stderr=subprocess.STDOUT,
+        )
+        self.session = requests.Session()
+
+    def wait_ready(self, timeout: float = 90) -> Server:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}: {self.log()}")
+            try:
+                if self.session.get(f"{self.url}/ping", timeout=2).status_code == 200:
+                    return self
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(f"server not ready in {timeout} s: {self.log()}")
+
+    def invoke(self, body: bytes | str, content_type: str | None = "text/csv",
+               accept: str | None = None, **kwargs: object) -> requests.Response:
+        headers = {}
+        if content_type is not None:
+            headers["Content-Type"] = content_type
+        if accept is not None:
+            headers["Accept"] = accept
+        data = body.encode() if isinstance(body, str) else body
+        return self.session.post(f"{self.url}/invocations", data=data, headers=headers,
+                                 timeout=120, **kwargs)
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text()
+
+    def stop(self, timeout: float = 40) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        self.session.close()
+        return self.process.returncode
+
+
+def install_test_plugin(site: Path, distribution: str, entry_points: dict[str, str],
+                        modules: dict[str, str]) -> Path:
+    """Install a throw-away distribution into `site` (a folder put on PYTHONPATH): real metadata
+    and entry points, found by importlib.metadata exactly as a pip-installed plugin is."""
+    site.mkdir(parents=True, exist_ok=True)
+    info = site / f"{distribution.replace('-', '_')}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {distribution}\nVersion: 1.0\n")
+    lines = "\n".join(f"{name} = {target}" for name, target in entry_points.items())
+    (info / "entry_points.txt").write_text(f"[sagecraft]\n{lines}\n")
+    for module, source in modules.items():
+        (site / f"{module}.py").write_text(textwrap.dedent(source))
+    return site
