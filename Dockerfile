@@ -18,14 +18,19 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# Dependencies first, in their own layer: it changes only when pyproject.toml does.
+# Dependencies first, in their own layer: it changes only when pyproject.toml does. The test
+# suites, C headers and Cython sources of the wheels are never used at run time and are dropped.
 COPY pyproject.toml /tmp/sagecraft/pyproject.toml
 RUN python -c "import tomllib; d = tomllib.load(open('/tmp/sagecraft/pyproject.toml', 'rb')); print('\n'.join(d['project']['dependencies']))" > /tmp/requirements.txt \
  && pip install -r /tmp/requirements.txt \
  && if [ "$XGBOOST_PACKAGE" != "xgboost-cpu" ]; then \
       version=$(python -c "import xgboost; print(xgboost.__version__)") \
       && pip uninstall -y xgboost-cpu && pip install "$XGBOOST_PACKAGE==$version"; \
-    fi
+    fi \
+ && site=$(python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])") \
+ && find "$site" -depth -type d -name tests -exec rm -rf {} + \
+ && rm -rf "$site/pyarrow/include" "$site/pyarrow/src" \
+ && find "$site" \( -name "*.pxd" -o -name "*.pyx" -o -name "*.pxi" \) -delete
 
 # The package itself, installed (not editable); the source tree does not stay in the image.
 COPY . /tmp/sagecraft

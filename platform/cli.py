@@ -16,7 +16,7 @@ import sys
 from .environment import SageMakerPaths, ServingSettings
 from .errors import SagecraftError
 
-COMMANDS = ("train", "serve", "plugins")
+COMMANDS = ("train", "serve", "plugins", "hyperparameters")
 
 
 def _configure_logging() -> None:
@@ -38,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("train", help="run a training job from $SAGEMAKER_BASE_DIR (/opt/ml)")
     commands.add_parser("serve", help="serve $SAGEMAKER_BASE_DIR/model on port 8080")
     commands.add_parser("plugins", help="list the installed algorithm plugins")
+    table = commands.add_parser("hyperparameters",
+                                help="print an algorithm's hyperparameters as a Markdown table")
+    table.add_argument("algorithm", help="an installed algorithm, or 'sagecraft' for the core's")
     return parser
 
 
@@ -50,6 +53,23 @@ def _list_plugins() -> int:
               f"{algorithm.info.description}")
     for name, problem in sorted(plugins.problems.items()):
         print(f"{name:20} UNAVAILABLE: {problem}")
+    return 0
+
+
+def _hyperparameters(algorithm: str) -> int:
+    from .hyperparameter_table import markdown_table
+    from .plugins import installed_plugins
+    from .trainer import CORE_HYPERPARAMETERS
+
+    if algorithm == "sagecraft":
+        print(markdown_table(CORE_HYPERPARAMETERS))
+        return 0
+    try:
+        declarations = installed_plugins().algorithm(algorithm).info.hyperparameters
+    except SagecraftError as exc:
+        print(f"sagecraft: {exc}", file=sys.stderr)
+        return 2
+    print(markdown_table(declarations))
     return 0
 
 
@@ -84,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         from .lifecycle import run_server
 
         return run_server(settings, SageMakerPaths.from_environment().model_dir, listener)
+    if args.command == "hyperparameters":
+        return _hyperparameters(args.algorithm)
     return _list_plugins()
 
 

@@ -92,7 +92,7 @@ def _looks_like_header(rows: list[list[str]]) -> bool:
         return len(rows) == 1 and not any(_is_number(cell) for cell in rows[0][1:])
     first, second = rows[0], rows[1]
     return any(
-        not _is_number(a) and _is_number(b) and b.strip() != "" for a, b in zip(first, second)
+        not _is_number(a) and _is_number(b) and b.strip() != "" for a, b in zip(first, second, strict=False)
     )
 
 

@@ -77,7 +77,9 @@ def read_json_config(path: Path, *, required: bool) -> Any:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         if required:
-            raise ConfigurationError(f"{path} is missing: SageMaker writes it for every training job")
+            raise ConfigurationError(
+                f"{path} is missing: SageMaker writes it for every training job"
+            ) from None
         return None
     try:
         return json.loads(text)

@@ -24,7 +24,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except SagecraftError as exc:
-        if exc.status >= 500:
+        if exc.status >= 500 and exc.status != 503:  # 503: still loading, expected at start
             log.error("%s %s: %s", request.method, request.path, exc)
         return error_response(exc.status, exc.kind, str(exc))
     except web.HTTPRequestEntityTooLarge:

@@ -30,7 +30,8 @@ class AlgorithmInfo:
 
     `hyperparameters` are validated by the core before `fit` sees them. With
     `accepts_extra_hyperparameters` the core passes names it does not declare through to `fit`
-    unchanged instead of rejecting them; the plugin then owns their validation. `libraries` maps library names to versions for the model manifest.
+    unchanged instead of rejecting them; the plugin then owns their validation.
+    `libraries` maps library names to versions for the model manifest.
     """
 
     description: str

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
-
-import numpy as np
 import pytest
 
-from sagemaker_tree import Server, TrainingTree, iris_tree
+# The SDK v2 warns on import that v3 exists; the tests use v2's Predictor on purpose.
+os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
 
-
-def regression_rows(seed: int, rows: int) -> str:
-    """Header-less CSV, label first (SageMaker's convention): y = 3 x0 - 2 x1 + noise."""
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(rows, 5))
-    y = 3 * x[:, 0] - 2 * x[:, 1] + rng.normal(scale=0.1, size=rows)
-    return "\n".join(",".join(f"{v:.6f}" for v in (label, *row)) for label, row in zip(y, x)) + "\n"
+from sagemaker_tree import Server, TrainingTree, iris_tree, regression_rows
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import requests
 
 REPO = Path(__file__).resolve().parent.parent
@@ -108,6 +109,15 @@ def iris_tree(base: Path, hyperparameters: dict[str, object], encoding: str = "s
     return tree
 
 
+def regression_rows(seed: int, rows: int) -> str:
+    """Header-less CSV, label first (SageMaker's convention): y = 3 x0 - 2 x1 + noise."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, 5))
+    y = 3 * x[:, 0] - 2 * x[:, 1] + rng.normal(scale=0.1, size=rows)
+    lines = (",".join(f"{v:.6f}" for v in (label, *row)) for label, row in zip(y, x, strict=True))
+    return "\n".join(lines) + "\n"
+
+
 class Server:
     """A real `sagecraft serve` process on 127.0.0.1 and a free port."""
 
@@ -149,7 +159,8 @@ class Server:
                                  timeout=120, **kwargs)
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text()
 
     def stop(self, timeout: float = 40) -> int:

@@ -7,9 +7,8 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import regression_rows
 
-from sagemaker_tree import TrainingTree, iris_rows, iris_tree
+from sagemaker_tree import TrainingTree, iris_rows, iris_tree, regression_rows
 
 # What SageMaker users write in MetricDefinitions for the built-in XGBoost (tab shown as #011).
 VALIDATION_RMSE = re.compile(r".*\[[0-9]+\].*#011validation-rmse:(\S+)")

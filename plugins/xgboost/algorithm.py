@@ -10,13 +10,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import xgboost as xgb
 
+import xgboost as xgb
 from sagecraft.errors import DataError, HyperparameterError, UnsupportedOutputError
 from sagecraft.hooks import (
     CLASSIFICATION,
     LABEL,
-    PROBABILITIES,
     REGRESSION,
     AlgorithmInfo,
     Dataset,

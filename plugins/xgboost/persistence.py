@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import xgboost as xgb
-
 from sagecraft.errors import ModelLoadError
 
 MODEL_FILE = "xgboost-model.ubj"
