@@ -7,15 +7,17 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from .content_registry import ContentTypeRegistry
 from .environment import ServingSettings
 from .loaded_model import LoadedModel
 
 
 @dataclass
 class ModelSlot:
-    """The single model of a single-model endpoint: None until loaded."""
+    """The single model of a single-model endpoint, and the content types: None until loaded."""
 
     model: LoadedModel | None = None
+    content_types: ContentTypeRegistry | None = None
 
 
 SETTINGS = web.AppKey("settings", ServingSettings)

@@ -48,11 +48,16 @@ def _list_plugins() -> int:
     from .plugins import installed_plugins
 
     plugins = installed_plugins()
-    for name, algorithm in sorted(plugins.algorithms.items()):
-        print(f"{name:20} {algorithm.source.distribution} {algorithm.source.version}  "
-              f"{algorithm.info.description}")
+    for name, record in sorted(plugins.records.items()):
+        source = record.source
+        print(f"{name}  ({source.distribution} {source.version}, {source.target})")
+        if name in plugins.algorithms:
+            print(f"  algorithm: {plugins.algorithms[name].info.description}")
+        if record.content_types:
+            print(f"  content types: {', '.join(record.content_types)}")
+        print(f"  hooks: {', '.join(record.hooks)}")
     for name, problem in sorted(plugins.problems.items()):
-        print(f"{name:20} UNAVAILABLE: {problem}")
+        print(f"{name}  UNAVAILABLE: {problem}")
     return 0
 
 

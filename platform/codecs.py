@@ -1,4 +1,4 @@
-"""Request bodies to feature tables, and predictions to response bodies, per content type.
+"""The built-in codecs: CSV, JSON, JSON Lines and NPY bodies to feature tables, predictions back.
 
 Decoders name the row and column at fault in a BadRequestError; they never guess missing columns.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -17,15 +17,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from .content_registry import ContentTypeRegistry
 from .content_types import CSV, JSON, JSONLINES, NPY
-from .errors import BadRequestError, UnsupportedMediaTypeError
+from .errors import BadRequestError
+from .hooks import hookimpl
 
 # Bodies above this size are parsed by pyarrow's multi-threaded reader; smaller ones by Python,
 # which starts faster.
 LARGE_CSV_BYTES = 256 * 1024
-
-Decoder = Callable[[bytes, Sequence[str]], pd.DataFrame]
-Encoder = Callable[[np.ndarray], bytes]
 
 
 def _text(body: bytes) -> str:
@@ -208,25 +207,6 @@ def decode_npy(body: bytes, features: Sequence[str]) -> pd.DataFrame:
     return pd.DataFrame(_checked_finite(matrix, features), columns=list(features))
 
 
-DECODERS: dict[str, Decoder] = {
-    CSV: decode_csv,
-    JSON: decode_json,
-    JSONLINES: decode_jsonlines,
-    NPY: decode_npy,
-}
-
-
-def decode(content_type: str, body: bytes, features: Sequence[str]) -> pd.DataFrame:
-    decoder = DECODERS.get(content_type)
-    if decoder is None:
-        raise UnsupportedMediaTypeError(
-            f"cannot read Content-Type '{content_type}'; send one of: {', '.join(DECODERS)}"
-        )
-    if not body.strip():
-        raise BadRequestError("the request body is empty")
-    return decoder(body, features)
-
-
 # --- encoders --------------------------------------------------------------------------------
 
 
@@ -268,9 +248,12 @@ def encode_npy(predictions: np.ndarray) -> bytes:
     return out.getvalue()
 
 
-ENCODERS: dict[str, Encoder] = {
-    CSV: encode_csv,
-    JSON: encode_json,
-    JSONLINES: encode_jsonlines,
-    NPY: encode_npy,
-}
+@hookimpl
+def register_content_types(registry: ContentTypeRegistry) -> None:
+    """The built-in content types, registered exactly as a plugin's would be."""
+    for media_type, decoder in ((CSV, decode_csv), (JSON, decode_json),
+                                (JSONLINES, decode_jsonlines), (NPY, decode_npy)):
+        registry.add_decoder(media_type, decoder)
+    for media_type, encoder in ((CSV, encode_csv), (JSON, encode_json),
+                                (JSONLINES, encode_jsonlines), (NPY, encode_npy)):
+        registry.add_encoder(media_type, encoder)

@@ -133,3 +133,17 @@ class ServingSettings:
             multi_model=_flag(environ, "SAGEMAKER_MULTI_MODEL"),
             log_requests=_flag(environ, "SAGECRAFT_ACCESS_LOG"),
         )
+
+
+@dataclass(frozen=True)
+class PluginSettings:
+    """Which plugins to load, and whether to trace hook calls (read once, when plugins load)."""
+
+    only: frozenset[str] | None
+    trace_hooks: bool
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] = os.environ) -> PluginSettings:
+        names = environ.get("SAGECRAFT_PLUGINS", "").strip()
+        only = frozenset(n.strip() for n in names.split(",") if n.strip()) if names else None
+        return cls(only=only, trace_hooks=_flag(environ, "SAGECRAFT_TRACE_HOOKS"))

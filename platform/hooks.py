@@ -14,7 +14,12 @@ The core calls each algorithm hook on the selected algorithm's plugin only (plug
 callers), so an implementation never has to ask "is this call for me?". Hook wrappers from other
 plugins (timing, logging) still run around it.
 
+Plugins that implement no algorithm hook extend sagecraft instead: they add content types
+(`register_content_types`), watch training (`training_started`, `training_finished`), or wrap
+another plugin's hook with `@hookimpl(wrapper=True)`, e.g. to time every `predict` call.
+
 The hooks below appear in the order they fire: describing, training, then serving.
+HOOK_API_VERSION counts additions to this API; a plugin written for an older version keeps working.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import Any
 import pandas as pd
 import pluggy
 
+from .content_registry import ContentTypeRegistry
 from .hyperparameters import Hyperparameter
 from .model_types import (
     CLASSIFICATION,
@@ -49,6 +55,7 @@ __all__ = [
     "PROBABILITIES",
     "REGRESSION",
     "AlgorithmInfo",
+    "ContentTypeRegistry",
     "Dataset",
     "FitContext",
     "Hyperparameter",
@@ -70,7 +77,29 @@ def algorithm_info() -> AlgorithmInfo:
     """
 
 
+@hookspec
+def register_content_types(registry: ContentTypeRegistry) -> None:
+    """Add request decoders and response encoders with `registry.add_decoder(media_type, fn)` and
+    `registry.add_encoder(media_type, fn)`.
+
+    Called once when the plugins are loaded, for every plugin that implements it; sagecraft's own
+    CSV, JSON, JSON Lines and NPY codecs are added through this hook first. A decoder is called as
+    `fn(body: bytes, feature_names: Sequence[str]) -> pandas.DataFrame` (the model's columns, in
+    order; raise `sagecraft.errors.BadRequestError` naming the row at fault); an encoder as
+    `fn(predictions: numpy.ndarray) -> bytes`, one entry (or row) per request row. A plugin may
+    replace a built-in type; two plugins adding the same type is reported as a conflict.
+    """
+
+
 # --- training -------------------------------------------------------------------------------
+
+
+@hookspec
+def training_started(algorithm: str, hyperparameters: dict[str, Any], output_data_dir: Path) -> None:
+    """Called once per training job, after the hyperparameters are validated and before the data is
+    read, for every plugin that implements it. `output_data_dir` is where extra artefacts go
+    (SageMaker uploads it as output.tar.gz). Return value ignored.
+    """
 
 
 @hookspec(firstresult=True)
@@ -120,6 +149,16 @@ def load_model(model_dir: Path) -> Any:
     """
 
 
+@hookspec
+def training_finished(
+    algorithm: str, model_dir: Path, output_data_dir: Path, manifest: dict[str, Any]
+) -> None:
+    """Called once after the model and its manifest are written, for every plugin that implements
+    it: the place to add artefacts to `output_data_dir` or to record the model elsewhere.
+    `manifest` is manifest.json's content. Not called when training fails. Return value ignored.
+    """
+
+
 # --- serving --------------------------------------------------------------------------------
 
 
@@ -132,4 +171,7 @@ def predict(model: Any, features: pd.DataFrame, output: str) -> Any:
     back to the original labels; values for regression) or "probabilities" (an n_rows x n_classes
     array; raise `sagecraft.errors.UnsupportedOutputError` where the model cannot answer it).
     Stops at the first non-None result.
+
+    Other plugins may wrap it, for timing, logging or auditing, with
+    `@hookimpl(wrapper=True) def predict(model, features, output): result = yield; return result`.
     """

@@ -14,6 +14,7 @@ from .appkeys import MODEL_SLOT
 from .environment import ServingSettings
 from .errors import SagecraftError
 from .loaded_model import LoadedModel
+from .plugins import installed_plugins
 from .server import create_app
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,9 @@ async def _serve(settings: ServingSettings, model_dir: Path, listener: socket.so
     async def load() -> None:
         nonlocal exit_code
         try:
-            app[MODEL_SLOT].model = await loop.run_in_executor(None, LoadedModel.load, model_dir)
+            model = await loop.run_in_executor(None, LoadedModel.load, model_dir)
+            app[MODEL_SLOT].content_types = installed_plugins().content_types
+            app[MODEL_SLOT].model = model
             log.info("ready")
         except SagecraftError as exc:
             log.error("cannot serve: %s", exc)

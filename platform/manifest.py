@@ -50,9 +50,13 @@ class Manifest:
     def feature_names(self) -> list[str]:
         return [f.name for f in self.features]
 
+    def to_json(self) -> dict[str, Any]:
+        """The manifest as manifest.json holds it."""
+        return json.loads(json.dumps(asdict(self), default=str))
+
     def write(self, model_dir: Path) -> Path:
         path = model_dir / MANIFEST_FILE
-        path.write_text(json.dumps(asdict(self), indent=2, default=str) + "\n", encoding="utf-8")
+        path.write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")
         return path
 
     @classmethod

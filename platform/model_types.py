@@ -31,13 +31,16 @@ class AlgorithmInfo:
     `hyperparameters` are validated by the core before `fit` sees them. With
     `accepts_extra_hyperparameters` the core passes names it does not declare through to `fit`
     unchanged instead of rejecting them; the plugin then owns their validation.
-    `libraries` maps library names to versions for the model manifest.
+    `libraries` maps library names to versions for the model manifest. `api_version` is the
+    `sagecraft.hooks.HOOK_API_VERSION` the plugin was written for; a newer one than the installed
+    sagecraft provides makes the plugin unavailable, with a message saying so.
     """
 
     description: str
     hyperparameters: Sequence[Hyperparameter] = ()
     accepts_extra_hyperparameters: bool = False
     libraries: Mapping[str, str] = field(default_factory=dict)
+    api_version: int = 1
 
 
 @dataclass(frozen=True)

@@ -3,12 +3,13 @@
 Design: every algorithm plugin implements the same hooks (`fit`, `predict`, ...). Rather than
 making each implementation check whether a call is meant for it, `Algorithm` holds pluggy
 *subset hook callers* that leave out every other algorithm plugin. Plugins that implement no
-algorithm hook (wrappers for timing, logging, ...) stay in every subset, so they still wrap the
-selected algorithm's calls.
+algorithm hook (codecs, wrappers for timing or logging, training observers) stay in every subset,
+so their wrappers still run around the selected algorithm's calls.
 
 pluggy's own `load_setuptools_entrypoints` silently skips an entry point whose name is already
 registered, so a second distribution claiming `xgboost` would vanish without a word; we read the
-entry points ourselves and report such conflicts by distribution.
+entry points ourselves and report such conflicts by distribution. A plugin that fails to import,
+implements an unknown hook or breaks a rule is set aside with a message; the others keep working.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import functools
 import logging
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -25,11 +26,16 @@ from typing import Any
 import pandas as pd
 import pluggy
 
-from . import hooks
+from . import codecs, hooks
+from .content_registry import ContentTypeRegistry
+from .environment import PluginSettings
 from .errors import PluginConflictError, PluginError, UnknownAlgorithmError
+from .hyperparameters import did_you_mean
+from .manifest import sagecraft_version
 from .model_types import AlgorithmInfo, Dataset, FitContext
 
 ENTRY_POINT_GROUP = "sagecraft"
+CORE_PLUGIN = "sagecraft"
 ALGORITHM_HOOKS = ("algorithm_info", "fit", "save_model", "load_model", "predict")
 
 log = logging.getLogger(__name__)
@@ -46,6 +52,16 @@ class PluginSource:
 
     def describe(self) -> str:
         return f"{self.distribution} {self.version} ({self.name} = {self.target})"
+
+
+@dataclass
+class PluginRecord:
+    """A registered plugin, for `sagecraft plugins`: where it came from and what it provides."""
+
+    source: PluginSource
+    hooks: list[str]
+    algorithm: bool = False
+    content_types: list[str] = field(default_factory=list)
 
 
 class Algorithm:
@@ -70,6 +86,11 @@ class Algorithm:
             raise PluginError(
                 f"plugin '{self.name}' ({source.describe()}): algorithm_info returned "
                 f"{type(info).__name__}, not sagecraft.hooks.AlgorithmInfo"
+            )
+        if info.api_version > hooks.HOOK_API_VERSION:
+            raise PluginError(
+                f"plugin '{self.name}' ({source.describe()}) needs hook API version "
+                f"{info.api_version}; this sagecraft provides {hooks.HOOK_API_VERSION}: upgrade sagecraft"
             )
         self.info: AlgorithmInfo = info
 
@@ -104,16 +125,20 @@ class Algorithm:
 
 
 class PluginSet:
-    """The loaded plugins: algorithms by name, and what could not be loaded, by name."""
+    """The loaded plugins: algorithms by name, content types, and what could not be loaded."""
 
     def __init__(
         self,
         manager: pluggy.PluginManager,
         algorithms: dict[str, Algorithm],
+        records: dict[str, PluginRecord],
+        content_types: ContentTypeRegistry,
         problems: dict[str, PluginError],
     ) -> None:
         self.manager = manager
         self.algorithms = algorithms
+        self.records = records
+        self.content_types = content_types
         self.problems = problems
 
     def algorithm(self, name: str) -> Algorithm:
@@ -125,15 +150,9 @@ class PluginSet:
             raise self.problems[name]
         installed = ", ".join(sorted(self.algorithms)) or "none"
         raise UnknownAlgorithmError(
-            f"unknown algorithm '{name}'{_suggestion(name, self.algorithms)}. "
+            f"unknown algorithm '{name}'{did_you_mean(name, self.algorithms)}. "
             f"Installed algorithms: {installed}"
         )
-
-
-def _suggestion(name: str, names: Iterable[str]) -> str:
-    from .hyperparameters import did_you_mean
-
-    return did_you_mean(name, names)
 
 
 def _source(entry_point: metadata.EntryPoint) -> PluginSource:
@@ -146,86 +165,151 @@ def _source(entry_point: metadata.EntryPoint) -> PluginSource:
     )
 
 
-def _unknown_hooks(manager: pluggy.PluginManager, plugin: object) -> list[str]:
-    return sorted(
-        caller.name for caller in manager.get_hookcallers(plugin) or () if not caller.has_spec()
-    )
+def _implemented(manager: pluggy.PluginManager, plugin: object) -> dict[str, bool]:
+    """Hook name -> True when the plugin implements it plainly, False when only as a wrapper."""
+    found: dict[str, bool] = {}
+    for caller in manager.get_hookcallers(plugin) or ():
+        for impl in caller.get_hookimpls():
+            if impl.plugin is plugin:
+                plain = not (impl.wrapper or impl.hookwrapper)
+                found[caller.name] = found.get(caller.name, False) or plain
+    return found
 
 
-def build_plugin_set(entry_points: Iterable[metadata.EntryPoint]) -> PluginSet:
-    """Register every entry point, set aside broken or conflicting ones, and bind algorithms."""
-    manager = pluggy.PluginManager(hooks.PROJECT_NAME)
-    manager.add_hookspecs(hooks)
-    problems: dict[str, PluginError] = {}
+class _Builder:
+    """Registers plugins one by one; whatever one plugin does wrong is recorded against it."""
 
-    by_name: dict[str, list[metadata.EntryPoint]] = defaultdict(list)
-    for entry_point in entry_points:
-        by_name[entry_point.name].append(entry_point)
+    def __init__(self, settings: PluginSettings) -> None:
+        self.settings = settings
+        self.manager = pluggy.PluginManager(hooks.PROJECT_NAME)
+        self.manager.add_hookspecs(hooks)
+        self.problems: dict[str, PluginError] = {}
+        self.records: dict[str, PluginRecord] = {}
+        self.plugins: dict[str, object] = {}
+        if settings.trace_hooks:
+            tracer = logging.getLogger("sagecraft.hooks.trace")
+            self.manager.trace.root.setwriter(lambda message: tracer.info("%s", message.rstrip()))
+            self.manager.enable_tracing()
 
-    registered: dict[str, tuple[object, PluginSource]] = {}
-    for name, claims in sorted(by_name.items()):
-        sources = [_source(ep) for ep in claims]
-        if len(claims) > 1:
-            claimants = " and ".join(s.describe() for s in sources)
-            problems[name] = PluginConflictError(
-                f"plugin name '{name}' is claimed by {claimants}; uninstall one of them"
-            )
-            continue
-        source = sources[0]
+    def register(self, plugin: object, source: PluginSource) -> None:
+        name = source.name
         try:
-            plugin = claims[0].load()
-            manager.register(plugin, name=name)
-        except Exception as exc:  # a third party's import error must not stop the others
-            log.exception("plugin '%s' from %s failed to load", name, source.describe())
-            problems[name] = PluginError(
-                f"plugin '{name}' from {source.describe()} failed to load: "
-                f"{type(exc).__name__}: {exc}"
-            )
-            continue
-        unknown = _unknown_hooks(manager, plugin)
+            self.manager.register(plugin, name=name)
+        except Exception as exc:
+            self.problems[name] = PluginError(f"plugin '{name}' from {source.describe()}: {exc}")
+            return
+        implemented = _implemented(self.manager, plugin)
+        unknown = sorted(h for h in implemented if not getattr(self.manager.hook, h).has_spec())
         if unknown:
-            manager.unregister(plugin)
-            problems[name] = PluginError(
+            self.manager.unregister(plugin)
+            known = ", ".join(hook_names())
+            self.problems[name] = PluginError(
                 f"plugin '{name}' from {source.describe()} implements unknown hook(s) "
-                f"{', '.join(unknown)}; known hooks: "
-                f"{', '.join(sorted(h for h in dir(manager.hook) if not h.startswith('_')))}"
+                f"{', '.join(unknown)}; known hooks: {known}"
             )
-            continue
-        registered[name] = (plugin, source)
-
-    algorithm_plugins: dict[str, tuple[object, PluginSource]] = {}
-    for name, (plugin, source) in registered.items():
-        implemented = {caller.name for caller in manager.get_hookcallers(plugin) or ()}
-        if not implemented & set(ALGORITHM_HOOKS):
-            continue  # an extension plugin: wrappers and the like
-        missing = [hook for hook in ALGORITHM_HOOKS if hook not in implemented]
-        if missing:
-            manager.unregister(plugin)
-            problems[name] = PluginError(
-                f"plugin '{name}' from {source.describe()} is an algorithm but does not implement "
+            return
+        is_algorithm = implemented.get("fit", False)
+        missing = [h for h in ALGORITHM_HOOKS if not implemented.get(h)]
+        if is_algorithm and missing:
+            self.manager.unregister(plugin)
+            self.problems[name] = PluginError(
+                f"plugin '{name}' from {source.describe()} implements fit but not "
                 f"{', '.join(missing)}"
             )
-            continue
-        algorithm_plugins[name] = (plugin, source)
+            return
+        self.plugins[name] = plugin
+        self.records[name] = PluginRecord(source, sorted(implemented), algorithm=is_algorithm)
 
-    algorithms: dict[str, Algorithm] = {}
-    for name, (plugin, source) in algorithm_plugins.items():
-        others = [other for other, _ in algorithm_plugins.values() if other is not plugin]
-        try:
-            algorithms[name] = Algorithm(manager, source, others)
-        except PluginError as exc:
-            problems[name] = exc
-        except Exception as exc:
-            log.exception("plugin '%s' from %s failed to describe itself", name, source.describe())
-            problems[name] = PluginError(
-                f"plugin '{name}' from {source.describe()} failed in algorithm_info: {exc}"
-            )
-    for problem in problems.values():
+    def load_entry_points(self, entry_points: Iterable[metadata.EntryPoint]) -> None:
+        by_name: dict[str, list[metadata.EntryPoint]] = defaultdict(list)
+        for entry_point in entry_points:
+            by_name[entry_point.name].append(entry_point)
+        for name, claims in sorted(by_name.items()):
+            if self.settings.only is not None and name not in self.settings.only:
+                continue
+            sources = [_source(ep) for ep in claims]
+            if len(claims) > 1 or name == CORE_PLUGIN:
+                claimants = " and ".join(s.describe() for s in sources)
+                self.problems[name] = PluginConflictError(
+                    f"plugin name '{name}' is claimed by {claimants}"
+                    + (" and by sagecraft itself" if name == CORE_PLUGIN else "")
+                    + "; uninstall one of them"
+                )
+                continue
+            try:
+                plugin = claims[0].load()
+            except Exception as exc:  # a third party's import error must not stop the others
+                log.debug("plugin '%s' failed to import", name, exc_info=True)
+                self.problems[name] = PluginError(
+                    f"plugin '{name}' from {sources[0].describe()} failed to load: "
+                    f"{type(exc).__name__}: {exc}"
+                )
+                continue
+            self.register(plugin, sources[0])
+
+    def content_types(self) -> ContentTypeRegistry:
+        registry = ContentTypeRegistry()
+        everyone = list(self.plugins.values())
+        for name, plugin in self.plugins.items():
+            if "register_content_types" not in self.records[name].hooks:
+                continue
+            others = [p for p in everyone if p is not plugin]
+            caller = self.manager.subset_hook_caller("register_content_types", remove_plugins=others)
+            try:
+                caller(registry=registry.registering_for(name))
+            except PluginError as exc:
+                self.problems[name] = exc
+            except Exception as exc:
+                self.problems[name] = PluginError(
+                    f"plugin '{name}' failed in register_content_types: {type(exc).__name__}: {exc}"
+                )
+            self.records[name].content_types = registry.providers.get(name, [])
+        return registry
+
+    def algorithms(self) -> dict[str, Algorithm]:
+        candidates = {n: p for n, p in self.plugins.items() if self.records[n].algorithm}
+        algorithms: dict[str, Algorithm] = {}
+        for name, plugin in candidates.items():
+            others = [other for other in candidates.values() if other is not plugin]
+            try:
+                algorithms[name] = Algorithm(self.manager, self.records[name].source, others)
+            except PluginError as exc:
+                self.problems[name] = exc
+            except Exception as exc:
+                self.problems[name] = PluginError(
+                    f"plugin '{name}' from {self.records[name].source.describe()} failed in "
+                    f"algorithm_info: {type(exc).__name__}: {exc}"
+                )
+        return algorithms
+
+
+def build_plugin_set(
+    entry_points: Iterable[metadata.EntryPoint], settings: PluginSettings | None = None
+) -> PluginSet:
+    """Register sagecraft's own codecs, then every entry point; bind algorithms and content types."""
+    builder = _Builder(settings or PluginSettings(only=None, trace_hooks=False))
+    builder.register(codecs, PluginSource(CORE_PLUGIN, "sagecraft.codecs", "sagecraft",
+                                          sagecraft_version()))
+    builder.load_entry_points(entry_points)
+    content_types = builder.content_types()
+    algorithms = builder.algorithms()
+    for problem in builder.problems.values():
         log.error("%s", problem)
-    return PluginSet(manager, algorithms, problems)
+    return PluginSet(builder.manager, algorithms, builder.records, content_types, builder.problems)
+
+
+def hook_names() -> list[str]:
+    """The names of every hook specification, in alphabetical order."""
+    marker = f"{hooks.PROJECT_NAME}_spec"
+    return sorted(name for name, value in vars(hooks).items() if hasattr(value, marker))
 
 
 @functools.lru_cache(maxsize=1)
 def installed_plugins() -> PluginSet:
-    """The plugins of every installed distribution's `sagecraft` entry points, built once."""
-    return build_plugin_set(metadata.entry_points(group=ENTRY_POINT_GROUP))
+    """The plugins of every installed distribution's `sagecraft` entry points, built once.
+
+    SAGECRAFT_PLUGINS=a,b loads only the named entry points; SAGECRAFT_TRACE_HOOKS=true logs
+    every hook call.
+    """
+    return build_plugin_set(metadata.entry_points(group=ENTRY_POINT_GROUP),
+                            PluginSettings.from_environment())

@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
-from . import codecs
 from .appkeys import EXECUTOR, MODEL_SLOT, SETTINGS, ModelSlot
+from .content_registry import ContentTypeRegistry
 from .content_types import CSV, media_type, negotiate
 from .environment import ServingSettings
 from .errors import NotReadyError, PayloadTooLargeError
@@ -27,23 +27,24 @@ async def ping(request: web.Request) -> web.Response:
     return web.json_response({"status": "healthy"})
 
 
-def _answer(model: LoadedModel, content_type: str, body: bytes, accept: str) -> bytes:
+def _answer(model: LoadedModel, types: ContentTypeRegistry, content_type: str, body: bytes,
+            accept: str) -> bytes:
     """Decode, predict and encode one request; runs in a worker thread."""
-    features = codecs.decode(content_type, body, model.feature_names)
-    return codecs.ENCODERS[accept](model.predict(features))
+    features = types.decode(content_type, body, model.feature_names)
+    return types.encode(accept, model.predict(features))
 
 
 async def invocations(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
-    model = request.app[MODEL_SLOT].model
-    if model is None:
+    slot = request.app[MODEL_SLOT]
+    model, types = slot.model, slot.content_types
+    if model is None or types is None:
         raise NotReadyError("the model is still loading")
     # Absent Content-Type: CSV, the format of the R example and of SageMaker's tabular algorithms.
     content_type = media_type(request.headers.get("Content-Type")) or CSV
-    if content_type not in codecs.DECODERS:
-        codecs.decode(content_type, b"", ())  # raises the 415 with the supported list
-    default = settings.default_accept or (content_type if content_type in codecs.ENCODERS else CSV)
-    accept = negotiate(request.headers.get("Accept"), codecs.ENCODERS, media_type(default) or CSV)
+    types.check_decodable(content_type)
+    default = settings.default_accept or (content_type if content_type in types.encoders else CSV)
+    accept = negotiate(request.headers.get("Accept"), types.encoders, media_type(default) or CSV)
     if request.content_length is not None and request.content_length > settings.max_payload_bytes:
         raise PayloadTooLargeError(
             f"the body has {request.content_length} bytes, over the limit of "
@@ -52,7 +53,7 @@ async def invocations(request: web.Request) -> web.Response:
     body = await request.read()
     loop = asyncio.get_running_loop()
     answer = await loop.run_in_executor(
-        request.app[EXECUTOR], _answer, model, content_type, body, accept
+        request.app[EXECUTOR], _answer, model, types, content_type, body, accept
     )
     return web.Response(body=answer, headers={"Content-Type": accept})
 

@@ -113,7 +113,8 @@ def train(paths: SageMakerPaths) -> None:
     job = TrainingJob.read(paths)
     core, plugin_given = _split_hyperparameters(job)
     algorithm_name = core.values["algorithm"]
-    algorithm = installed_plugins().algorithm(algorithm_name)
+    plugins = installed_plugins()
+    algorithm = plugins.algorithm(algorithm_name)
     validated = hp.validate(
         plugin_given, algorithm.info.hyperparameters,
         accept_extra=algorithm.info.accepts_extra_hyperparameters,
@@ -122,6 +123,9 @@ def train(paths: SageMakerPaths) -> None:
     hyperparameters = {**validated.values, **validated.extra}
     log.info("algorithm '%s' (%s), hyperparameters %s", algorithm_name,
              algorithm.source.describe(), hyperparameters)
+    paths.output_data_dir.mkdir(parents=True, exist_ok=True)
+    plugins.manager.hook.training_started(algorithm=algorithm_name, hyperparameters=hyperparameters,
+                                          output_data_dir=paths.output_data_dir)
 
     target = core.values.get("target")
     train_table, validation_table = _read_channels(paths, job, target)
@@ -164,6 +168,10 @@ def train(paths: SageMakerPaths) -> None:
         hyperparameters=hyperparameters,
     )
     log.info("model written to %s", manifest.write(paths.model_dir).parent)
+    plugins.manager.hook.training_finished(
+        algorithm=algorithm_name, model_dir=paths.model_dir, output_data_dir=paths.output_data_dir,
+        manifest=manifest.to_json(),
+    )
 
 
 def failure_text(exc: BaseException) -> str:

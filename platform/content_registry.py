@@ -1,0 +1,88 @@
+"""The content types the server reads and writes, as registered by plugins.
+
+Built-in CSV, JSON, JSON Lines and NPY codecs register through the same `register_content_types`
+hook as a third party's, from `sagecraft.codecs`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .content_types import ALIASES
+from .errors import BadRequestError, PluginError, UnsupportedMediaTypeError
+
+Decoder = Callable[[bytes, Sequence[str]], pd.DataFrame]
+Encoder = Callable[[np.ndarray], bytes]
+
+log = logging.getLogger(__name__)
+
+
+def _bare(media_type: str) -> str:
+    bare = media_type.split(";", 1)[0].strip().lower()
+    if "/" not in bare:
+        raise PluginError(f"'{media_type}' is not a media type such as text/csv")
+    return ALIASES.get(bare, bare)
+
+
+class ContentTypeRegistry:
+    """Decoders (request body -> feature table) and encoders (predictions -> body) by media type.
+
+    Plugins receive it in `register_content_types` and call `add_decoder` / `add_encoder`.
+    """
+
+    def __init__(self) -> None:
+        self.decoders: dict[str, Decoder] = {}
+        self.encoders: dict[str, Encoder] = {}
+        self.providers: dict[str, list[str]] = {}  # plugin name -> the types it added
+        self._owner: dict[tuple[str, str], str] = {}
+        self._plugin = "sagecraft"
+
+    def registering_for(self, plugin: str) -> ContentTypeRegistry:
+        self._plugin = plugin
+        return self
+
+    def _claim(self, kind: str, media_type: str) -> None:
+        previous = self._owner.get((kind, media_type))
+        if previous is not None and previous != "sagecraft":
+            raise PluginError(
+                f"plugins '{previous}' and '{self._plugin}' both add a {kind} for {media_type}"
+            )
+        if previous == "sagecraft":
+            log.info("plugin '%s' replaces the built-in %s for %s", self._plugin, kind, media_type)
+        self._owner[(kind, media_type)] = self._plugin
+        self.providers.setdefault(self._plugin, [])
+        if media_type not in self.providers[self._plugin]:
+            self.providers[self._plugin].append(media_type)
+
+    def add_decoder(self, media_type: str, decoder: Decoder) -> None:
+        """Read request bodies of `media_type`: decoder(body, feature_names) -> DataFrame."""
+        media_type = _bare(media_type)
+        self._claim("decoder", media_type)
+        self.decoders[media_type] = decoder
+
+    def add_encoder(self, media_type: str, encoder: Encoder) -> None:
+        """Write responses of `media_type`: encoder(predictions) -> bytes."""
+        media_type = _bare(media_type)
+        self._claim("encoder", media_type)
+        self.encoders[media_type] = encoder
+
+    def decode(self, content_type: str, body: bytes, features: Sequence[str]) -> pd.DataFrame:
+        decoder = self.decoders.get(content_type)
+        if decoder is None:
+            raise UnsupportedMediaTypeError(
+                f"cannot read Content-Type '{content_type}'; send one of: {', '.join(self.decoders)}"
+            )
+        if not body.strip():
+            raise BadRequestError("the request body is empty")
+        return decoder(body, features)
+
+    def check_decodable(self, content_type: str) -> None:
+        if content_type not in self.decoders:
+            self.decode(content_type, b"", ())
+
+    def encode(self, media_type: str, predictions: np.ndarray) -> bytes:
+        return self.encoders[media_type](predictions)
