@@ -45,6 +45,7 @@ class TrainingTree:
 
     base: Path
     pythonpath: Path | None = None
+    command: list[str] = field(default_factory=lambda: list(SAGECRAFT))
     result: subprocess.CompletedProcess | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -74,7 +75,7 @@ class TrainingTree:
 
     def train(self, timeout: float = 180, **env: str) -> subprocess.CompletedProcess:
         self.result = subprocess.run(
-            [*SAGECRAFT, "train"], env=environment(self.base, self.pythonpath, **env),
+            [*self.command, "train"], env=environment(self.base, self.pythonpath, **env),
             capture_output=True, text=True, timeout=timeout, check=False,
         )
         return self.result
@@ -121,13 +122,14 @@ def regression_rows(seed: int, rows: int) -> str:
 class Server:
     """A real `sagecraft serve` process on 127.0.0.1 and a free port."""
 
-    def __init__(self, base: Path, pythonpath: Path | None = None, **env: str) -> None:
+    def __init__(self, base: Path, pythonpath: Path | None = None,
+                 command: list[str] | None = None, **env: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = base / f"serve-{self.port}.log"
         self._log = self.log_path.open("w")
         self.process = subprocess.Popen(
-            [*SAGECRAFT, "serve"],
+            [*(command or SAGECRAFT), "serve"],
             env=environment(base, pythonpath, SAGEMAKER_BIND_TO_PORT=str(self.port),
                             SAGECRAFT_BIND_HOST="127.0.0.1", **env),
             stdout=self._log, stderr=subprocess.STDOUT,

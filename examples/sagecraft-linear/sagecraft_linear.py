@@ -1,0 +1,103 @@
+"""A sagecraft algorithm plugin: logistic regression (classification) or ridge (regression).
+
+Train with the hyperparameter `algorithm=linear`. The model is saved as plain JSON (coefficients,
+intercepts and the column means used for missing values), so loading it can never run code.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import sklearn
+from sklearn.linear_model import LogisticRegression, Ridge
+
+from sagecraft.errors import ModelLoadError, UnsupportedOutputError
+from sagecraft.hooks import (
+    CLASSIFICATION,
+    LABEL,
+    PROBABILITIES,
+    AlgorithmInfo,
+    Dataset,
+    FitContext,
+    Hyperparameter,
+    hookimpl,
+)
+
+MODEL_FILE = "linear-model.json"
+
+
+@hookimpl
+def algorithm_info() -> AlgorithmInfo:
+    return AlgorithmInfo(
+        description="Linear models: logistic regression or ridge regression (scikit-learn)",
+        hyperparameters=[
+            Hyperparameter("C", float, "Inverse regularisation strength (classification).",
+                           default=1.0, minimum=0, exclusive_minimum=True),
+            Hyperparameter("alpha", float, "Regularisation strength (regression).", default=1.0,
+                           minimum=0),
+            Hyperparameter("max_iter", int, "Most solver iterations.", default=1000, minimum=1),
+        ],
+        libraries={"scikit-learn": sklearn.__version__},
+    )
+
+
+def _matrix(features: pd.DataFrame, means: np.ndarray) -> np.ndarray:
+    matrix = features.to_numpy(dtype=np.float64, na_value=np.nan)
+    return np.where(np.isnan(matrix), means, matrix)  # a missing value becomes the training mean
+
+
+@hookimpl
+def fit(train: Dataset, validation: Dataset | None, hyperparameters: dict, context: FitContext) -> dict:
+    means = np.nan_to_num(np.nanmean(train.features.to_numpy(dtype=np.float64), axis=0))
+    matrix = _matrix(train.features, means)
+    if context.task == CLASSIFICATION:
+        model = LogisticRegression(C=hyperparameters["C"], max_iter=hyperparameters["max_iter"])
+    else:
+        model = Ridge(alpha=hyperparameters["alpha"], max_iter=hyperparameters["max_iter"])
+    model.fit(matrix, train.labels, sample_weight=train.weights)
+    metric = "accuracy" if context.task == CLASSIFICATION else "r2"
+    scores = {f"{name}-{metric}": model.score(_matrix(data.features, means), data.labels)
+              for name, data in (("train", train), ("validation", validation)) if data is not None}
+    context.log_metrics(0, scores)
+    return {
+        "task": context.task,
+        "coef": np.atleast_2d(model.coef_).tolist(),
+        "intercept": np.atleast_1d(model.intercept_).tolist(),
+        "means": means.tolist(),
+    }
+
+
+@hookimpl
+def save_model(model: dict, model_dir: Path) -> None:
+    (model_dir / MODEL_FILE).write_text(json.dumps(model))
+
+
+@hookimpl
+def load_model(model_dir: Path) -> dict:
+    try:
+        model = json.loads((model_dir / MODEL_FILE).read_text())
+        return {"task": model["task"], "coef": np.array(model["coef"]),
+                "intercept": np.array(model["intercept"]), "means": np.array(model["means"])}
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelLoadError(f"{model_dir / MODEL_FILE} is not a linear model: {exc}") from None
+
+
+@hookimpl
+def predict(model: dict, features: pd.DataFrame, output: str) -> np.ndarray:
+    scores = _matrix(features, model["means"]) @ model["coef"].T + model["intercept"]
+    if model["task"] != CLASSIFICATION:
+        if output != LABEL:
+            raise UnsupportedOutputError(f"a regression model cannot predict '{output}'")
+        return scores[:, 0]
+    if scores.shape[1] == 1:  # binary: one score for the second class
+        positive = 1 / (1 + np.exp(-scores[:, 0]))
+        probabilities = np.column_stack([1 - positive, positive])
+    else:
+        exp = np.exp(scores - scores.max(axis=1, keepdims=True))
+        probabilities = exp / exp.sum(axis=1, keepdims=True)
+    if output == PROBABILITIES:
+        return probabilities
+    return np.argmax(probabilities, axis=1)
