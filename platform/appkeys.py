@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
 from .content_registry import ContentTypeRegistry
 from .environment import ServingSettings
-from .loaded_model import LoadedModel
+from .registry import ModelRegistry
+
+# The name the single model of a single-model endpoint has in the registry.
+SINGLE_MODEL = "model"
 
 
 @dataclass
-class ModelSlot:
-    """The single model of a single-model endpoint, and the content types: None until loaded."""
+class Runtime:
+    """What exists once the plugins are loaded: the content types and the model registry."""
 
-    model: LoadedModel | None = None
     content_types: ContentTypeRegistry | None = None
+    registry: ModelRegistry | None = None
+    started: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 SETTINGS = web.AppKey("settings", ServingSettings)
-MODEL_SLOT = web.AppKey("model_slot", ModelSlot)
+RUNTIME = web.AppKey("runtime", Runtime)
 EXECUTOR = web.AppKey("executor", ThreadPoolExecutor)

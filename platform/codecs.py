@@ -58,11 +58,14 @@ def _number(value: Any, row: int, column: int, features: Sequence[str]) -> float
     return number
 
 
-def _frame(rows: Sequence[Sequence[Any]], features: Sequence[str]) -> pd.DataFrame:
-    """Rows of cells (numbers or text) to a float table, or a message naming the bad cell."""
+def _frame(rows: Sequence[Sequence[Any]], features: Sequence[str], first_row: int = 1) -> pd.DataFrame:
+    """Rows of cells (numbers or text) to a float table, or a message naming the bad cell.
+
+    `first_row` is the number the first row has in the request, for messages.
+    """
     if not rows:
         raise BadRequestError("the request holds no rows")
-    for index, row in enumerate(rows, start=1):
+    for index, row in enumerate(rows, start=first_row):
         if len(row) != len(features):
             raise BadRequestError(f"row {index} has {len(row)} values, {_expects(features)}")
     try:
@@ -70,29 +73,34 @@ def _frame(rows: Sequence[Sequence[Any]], features: Sequence[str]) -> pd.DataFra
     except (ValueError, TypeError):
         matrix = np.array(
             [[_number(v, r, c, features) for c, v in enumerate(row, 1)]
-             for r, row in enumerate(rows, 1)],
+             for r, row in enumerate(rows, first_row)],
             dtype=np.float64,
         )
-    return pd.DataFrame(_checked_finite(matrix, features), columns=list(features))
+    return pd.DataFrame(_checked_finite(matrix, features, first_row), columns=list(features))
 
 
-def _checked_finite(matrix: np.ndarray, features: Sequence[str]) -> np.ndarray:
+def _checked_finite(matrix: np.ndarray, features: Sequence[str], first_row: int = 1) -> np.ndarray:
     if np.isinf(matrix).any():
         row, column = map(int, np.argwhere(np.isinf(matrix))[0])
-        _number(matrix[row, column], row + 1, column + 1, features)
+        _number(matrix[row, column], row + first_row, column + 1, features)
     return matrix
 
 
 # --- decoders --------------------------------------------------------------------------------
 
 
-def _csv_rows(text: str) -> list[list[str]]:
+def _csv_rows(text: str, first_row: int) -> list[list[str]]:
     # A shell passes `--body "1,2\n3,4"` with a literal backslash-n; no number contains one.
-    text = text.replace("\\n", "\n")
+    text = text.replace("\\n", "\n").strip("\r\n")
     try:
-        return [row for row in csv.reader(io.StringIO(text)) if row and any(c.strip() for c in row)]
+        rows = list(csv.reader(io.StringIO(text))) if text else []
     except csv.Error as exc:
         raise BadRequestError(f"the body is not valid CSV: {exc}") from None
+    for index, row in enumerate(rows, start=first_row):
+        # An empty line inside a batch is a record too: dropping it would shift every answer.
+        if not any(cell.strip() for cell in row):
+            raise BadRequestError(f"row {index} is empty")
+    return rows
 
 
 def _decode_large_csv(body: bytes, features: Sequence[str]) -> pd.DataFrame | None:
@@ -102,6 +110,7 @@ def _decode_large_csv(body: bytes, features: Sequence[str]) -> pd.DataFrame | No
         table = pacsv.read_csv(
             io.BytesIO(body),
             read_options=pacsv.ReadOptions(autogenerate_column_names=True, column_names=None),
+            parse_options=pacsv.ParseOptions(ignore_empty_lines=False),
             convert_options=options,
         )
     except pa.ArrowInvalid:
@@ -114,15 +123,15 @@ def _decode_large_csv(body: bytes, features: Sequence[str]) -> pd.DataFrame | No
     return pd.DataFrame(matrix, columns=list(features))
 
 
-def decode_csv(body: bytes, features: Sequence[str]) -> pd.DataFrame:
+def decode_csv(body: bytes, features: Sequence[str], first_row: int = 1) -> pd.DataFrame:
     if len(body) > LARGE_CSV_BYTES and b"\\n" not in body[:4096]:
-        frame = _decode_large_csv(body, features)
+        frame = _decode_large_csv(body.rstrip(b"\r\n"), features)
         if frame is not None:
             return frame
-    rows = _csv_rows(_text(body))
-    if rows and [c.strip() for c in rows[0]] == list(features):
+    rows = _csv_rows(_text(body), first_row)
+    if first_row == 1 and rows and [c.strip() for c in rows[0]] == list(features):
         rows = rows[1:]  # a header row naming exactly the model's features
-    return _frame(rows, features)
+    return _frame(rows, features, first_row)
 
 
 def _json_row(item: Any, index: int, features: Sequence[str]) -> Sequence[Any]:
@@ -180,12 +189,13 @@ def decode_json(body: bytes, features: Sequence[str]) -> pd.DataFrame:
     return _frame([_json_row(item, i, features) for i, item in enumerate(instances, 1)], features)
 
 
-def decode_jsonlines(body: bytes, features: Sequence[str]) -> pd.DataFrame:
+def decode_jsonlines(body: bytes, features: Sequence[str], first_row: int = 1) -> pd.DataFrame:
     rows = []
-    for number, line in enumerate(body.splitlines(), 1):
-        if line.strip():
-            rows.append(_json_row(_loads(line, f"line {number}"), number, features))
-    return _frame(rows, features)
+    for number, line in enumerate(body.strip(b"\r\n").splitlines(), first_row):
+        if not line.strip():
+            raise BadRequestError(f"line {number} is empty")
+        rows.append(_json_row(_loads(line, f"line {number}"), number, features))
+    return _frame(rows, features, first_row)
 
 
 def decode_npy(body: bytes, features: Sequence[str]) -> pd.DataFrame:
@@ -251,9 +261,10 @@ def encode_npy(predictions: np.ndarray) -> bytes:
 @hookimpl
 def register_content_types(registry: ContentTypeRegistry) -> None:
     """The built-in content types, registered exactly as a plugin's would be."""
-    for media_type, decoder in ((CSV, decode_csv), (JSON, decode_json),
-                                (JSONLINES, decode_jsonlines), (NPY, decode_npy)):
-        registry.add_decoder(media_type, decoder)
+    registry.add_decoder(CSV, decode_csv, line_oriented=True)
+    registry.add_decoder(JSONLINES, decode_jsonlines, line_oriented=True)
+    registry.add_decoder(JSON, decode_json)
+    registry.add_decoder(NPY, decode_npy)
     for media_type, encoder in ((CSV, encode_csv), (JSON, encode_json),
                                 (JSONLINES, encode_jsonlines), (NPY, encode_npy)):
         registry.add_encoder(media_type, encoder)

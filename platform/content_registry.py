@@ -37,6 +37,7 @@ class ContentTypeRegistry:
     def __init__(self) -> None:
         self.decoders: dict[str, Decoder] = {}
         self.encoders: dict[str, Encoder] = {}
+        self.line_oriented: set[str] = set()
         self.providers: dict[str, list[str]] = {}  # plugin name -> the types it added
         self._owner: dict[tuple[str, str], str] = {}
         self._plugin = "sagecraft"
@@ -58,11 +59,20 @@ class ContentTypeRegistry:
         if media_type not in self.providers[self._plugin]:
             self.providers[self._plugin].append(media_type)
 
-    def add_decoder(self, media_type: str, decoder: Decoder) -> None:
-        """Read request bodies of `media_type`: decoder(body, feature_names) -> DataFrame."""
+    def add_decoder(self, media_type: str, decoder: Decoder, *, line_oriented: bool = False) -> None:
+        """Read request bodies of `media_type`: decoder(body, feature_names) -> DataFrame.
+
+        `line_oriented=True` says one record per line, so a large body may be decoded in slices of
+        whole lines; the decoder is then also called with `first_row=N`, the number of the slice's
+        first line, for its error messages.
+        """
         media_type = _bare(media_type)
         self._claim("decoder", media_type)
         self.decoders[media_type] = decoder
+        if line_oriented:
+            self.line_oriented.add(media_type)
+        else:
+            self.line_oriented.discard(media_type)
 
     def add_encoder(self, media_type: str, encoder: Encoder) -> None:
         """Write responses of `media_type`: encoder(predictions) -> bytes."""
@@ -70,19 +80,20 @@ class ContentTypeRegistry:
         self._claim("encoder", media_type)
         self.encoders[media_type] = encoder
 
-    def decode(self, content_type: str, body: bytes, features: Sequence[str]) -> pd.DataFrame:
-        decoder = self.decoders.get(content_type)
-        if decoder is None:
-            raise UnsupportedMediaTypeError(
-                f"cannot read Content-Type '{content_type}'; send one of: {', '.join(self.decoders)}"
-            )
+    def decode(self, content_type: str, body: bytes, features: Sequence[str],
+               first_row: int = 1) -> pd.DataFrame:
+        self.check_decodable(content_type)
+        if first_row != 1:
+            return self.decoders[content_type](body, features, first_row=first_row)
         if not body.strip():
             raise BadRequestError("the request body is empty")
-        return decoder(body, features)
+        return self.decoders[content_type](body, features)
 
     def check_decodable(self, content_type: str) -> None:
         if content_type not in self.decoders:
-            self.decode(content_type, b"", ())
+            raise UnsupportedMediaTypeError(
+                f"cannot read Content-Type '{content_type}'; send one of: {', '.join(self.decoders)}"
+            )
 
     def encode(self, media_type: str, predictions: np.ndarray) -> bytes:
         return self.encoders[media_type](predictions)

@@ -70,6 +70,11 @@ class SageMakerPaths:
     def failure_file(self) -> Path:
         return self.output_dir / "failure"
 
+    @property
+    def models_dir(self) -> Path:
+        """Where SageMaker unpacks the models of a multi-model endpoint."""
+        return self.base / "models"
+
 
 def read_json_config(path: Path, *, required: bool) -> Any:
     """Parse one of the JSON files under input/config; None when it is absent and optional."""
@@ -115,6 +120,12 @@ class ServingSettings:
     default_accept: str | None
     multi_model: bool
     log_requests: bool
+    workers: int
+    memory_budget_bytes: int | None
+    evict_idle_models: bool
+    record_errors: bool
+    batch: bool
+    batch_strategy: str | None
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] = os.environ) -> ServingSettings:
@@ -132,6 +143,13 @@ class ServingSettings:
             default_accept=environ.get("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT") or None,
             multi_model=_flag(environ, "SAGEMAKER_MULTI_MODEL"),
             log_requests=_flag(environ, "SAGECRAFT_ACCESS_LOG"),
+            workers=int(_number(environ, "SAGEMAKER_MODEL_SERVER_WORKERS", os.cpu_count() or 1, 1)),
+            memory_budget_bytes=(int(budget * 1024 * 1024) if (budget := _number(
+                environ, "SAGECRAFT_MEMORY_BUDGET_MB", 0, 0)) else None),
+            evict_idle_models=_flag(environ, "SAGECRAFT_EVICT_IDLE_MODELS"),
+            record_errors=_flag(environ, "SAGECRAFT_RECORD_ERRORS"),
+            batch=_flag(environ, "SAGEMAKER_BATCH"),
+            batch_strategy=(environ.get("SAGEMAKER_BATCH_STRATEGY") or "").upper() or None,
         )
 
 

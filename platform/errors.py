@@ -99,6 +99,24 @@ class UnsupportedMediaTypeError(RequestError):
     status = 415
 
 
+class ModelNotFoundError(RequestError):
+    """A multi-model endpoint has no model of that name, or its folder does not exist."""
+
+    status = 404
+
+
+class ModelAlreadyLoadedError(RequestError):
+    """A model of that name is loaded (or loading) already."""
+
+    status = 409
+
+
+class InsufficientMemoryError(SagecraftError):
+    """Loading another model would exceed the memory budget; SageMaker then unloads idle models."""
+
+    status = 507
+
+
 class NotReadyError(SagecraftError):
     """The model is not loaded yet."""
 

@@ -1,77 +1,94 @@
-"""The aiohttp application: GET /ping and POST /invocations of a single-model endpoint."""
+"""The aiohttp application: /ping, /invocations and /execution-parameters, plus the model API of a
+multi-model endpoint (see multi_model.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
-from .appkeys import EXECUTOR, MODEL_SLOT, SETTINGS, ModelSlot
-from .content_registry import ContentTypeRegistry
+from .appkeys import EXECUTOR, RUNTIME, SETTINGS, SINGLE_MODEL, Runtime
 from .content_types import CSV, media_type, negotiate
 from .environment import ServingSettings
-from .errors import NotReadyError, PayloadTooLargeError
-from .loaded_model import LoadedModel
+from .errors import BadRequestError, NotReadyError
+from .invocation import answer, read_body
 from .middleware import error_middleware
+from .multi_model import add_model_routes
 
-CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
+TARGET_MODEL = "X-Amzn-SageMaker-Target-Model"
 
 
 async def ping(request: web.Request) -> web.Response:
-    """200 once the model is loaded, 503 before: SageMaker's health check, answered from memory."""
-    if request.app[MODEL_SLOT].model is None:
+    """SageMaker's health check, from memory: a single-model endpoint is healthy once its model is
+    loaded; a multi-model endpoint, which starts empty, as soon as it runs."""
+    settings, runtime = request.app[SETTINGS], request.app[RUNTIME]
+    if not settings.multi_model and not (
+        runtime.registry is not None and runtime.registry.is_ready(SINGLE_MODEL)
+    ):
         raise NotReadyError("the model is still loading")
     return web.json_response({"status": "healthy"})
 
 
-def _answer(model: LoadedModel, types: ContentTypeRegistry, content_type: str, body: bytes,
-            accept: str) -> bytes:
-    """Decode, predict and encode one request; runs in a worker thread."""
-    features = types.decode(content_type, body, model.feature_names)
-    return types.encode(accept, model.predict(features))
-
-
-async def invocations(request: web.Request) -> web.Response:
+async def execution_parameters(request: web.Request) -> web.Response:
+    """What a batch transform job asks before it sends mini-batches."""
     settings = request.app[SETTINGS]
-    slot = request.app[MODEL_SLOT]
-    model, types = slot.model, slot.content_types
-    if model is None or types is None:
-        raise NotReadyError("the model is still loading")
+    return web.json_response({
+        "MaxConcurrentTransforms": settings.workers,
+        "BatchStrategy": settings.batch_strategy or "MULTI_RECORD",
+        "MaxPayloadInMB": max(1, settings.max_payload_bytes // (1024 * 1024)),
+    })
+
+
+async def invoke(request: web.Request, model_name: str) -> web.Response:
+    """Answer one invocation of `model_name`; shared by /invocations and /models/<name>/invoke."""
+    settings, runtime = request.app[SETTINGS], request.app[RUNTIME]
+    if runtime.registry is None or runtime.content_types is None:
+        raise NotReadyError("the server is still starting")
+    types = runtime.content_types
     # Absent Content-Type: CSV, the format of the R example and of SageMaker's tabular algorithms.
     content_type = media_type(request.headers.get("Content-Type")) or CSV
     types.check_decodable(content_type)
     default = settings.default_accept or (content_type if content_type in types.encoders else CSV)
     accept = negotiate(request.headers.get("Accept"), types.encoders, media_type(default) or CSV)
-    if request.content_length is not None and request.content_length > settings.max_payload_bytes:
-        raise PayloadTooLargeError(
-            f"the body has {request.content_length} bytes, over the limit of "
-            f"{settings.max_payload_bytes}; raise SAGECRAFT_MAX_PAYLOAD_MB"
+    body = await read_body(request, settings.max_payload_bytes)
+    async with runtime.registry.use(model_name) as model:
+        result = await asyncio.get_running_loop().run_in_executor(
+            request.app[EXECUTOR], answer, model, types, content_type, body, accept,
+            settings.record_errors,
         )
-    body = await request.read()
-    loop = asyncio.get_running_loop()
-    answer = await loop.run_in_executor(
-        request.app[EXECUTOR], _answer, model, types, content_type, body, accept
-    )
-    return web.Response(body=answer, headers={"Content-Type": accept})
+    return web.Response(body=result, headers={"Content-Type": accept})
+
+
+async def invocations(request: web.Request) -> web.Response:
+    if request.app[SETTINGS].multi_model:
+        target = request.headers.get(TARGET_MODEL)
+        if not target:
+            raise BadRequestError(f"a multi-model endpoint needs the {TARGET_MODEL} header")
+        return await invoke(request, target)
+    if not request.app[RUNTIME].registry or not request.app[RUNTIME].registry.is_ready(SINGLE_MODEL):
+        raise NotReadyError("the model is still loading")
+    return await invoke(request, SINGLE_MODEL)
 
 
 async def _executor(app: web.Application) -> AsyncIterator[None]:
-    executor = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="predict")
+    executor = ThreadPoolExecutor(max_workers=app[SETTINGS].workers, thread_name_prefix="predict")
     app[EXECUTOR] = executor
     yield
     executor.shutdown(wait=True, cancel_futures=True)
 
 
 def create_app(settings: ServingSettings) -> web.Application:
-    """The application; its model slot stays empty until the caller loads a model into it."""
+    """The application; the caller fills its Runtime once the plugins are loaded."""
     app = web.Application(client_max_size=settings.max_payload_bytes,
                           middlewares=[error_middleware])
     app[SETTINGS] = settings
-    app[MODEL_SLOT] = ModelSlot()
+    app[RUNTIME] = Runtime()
     app.cleanup_ctx.append(_executor)
     app.router.add_get("/ping", ping)
     app.router.add_post("/invocations", invocations)
+    app.router.add_get("/execution-parameters", execution_parameters)
+    if settings.multi_model:
+        add_model_routes(app, invoke)
     return app

@@ -1,0 +1,130 @@
+"""One invocation: read the body (spooled to disk when large), decode, predict, encode.
+
+Line-oriented bodies (CSV, JSON Lines) larger than a slice are decoded and predicted a slice of whole
+lines at a time, so a 100 MB batch or a 1 GB asynchronous payload never exists as one big table.
+With `record_errors`, a record that cannot be read answers an error marker on its own line while
+the other records are predicted (batch transform keeps every record's place).
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+from collections.abc import Iterator
+from typing import IO
+
+import numpy as np
+import orjson
+import pandas as pd
+from aiohttp import web
+
+from .content_registry import ContentTypeRegistry
+from .content_types import CSV, JSONLINES
+from .errors import BadRequestError, PayloadTooLargeError
+from .loaded_model import LoadedModel
+
+SLICE_BYTES = 8 * 1024 * 1024
+SPOOL_BYTES = 32 * 1024 * 1024
+READ_CHUNK = 1024 * 1024
+
+
+def _too_large(size: int, limit: int) -> PayloadTooLargeError:
+    return PayloadTooLargeError(
+        f"the body has {size} bytes, over the limit of {limit}; raise SAGECRAFT_MAX_PAYLOAD_MB"
+    )
+
+
+async def read_body(request: web.Request, limit: int) -> IO[bytes]:
+    """The body as a file: in memory up to SPOOL_BYTES, on disk beyond, never over `limit`."""
+    if request.content_length is not None and request.content_length > limit:
+        raise _too_large(request.content_length, limit)
+    body: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 (returned)
+    total = 0
+    async for chunk in request.content.iter_chunked(READ_CHUNK):
+        total += len(chunk)
+        if total > limit:
+            body.close()
+            raise PayloadTooLargeError(
+                f"the body exceeds the limit of {limit} bytes; raise SAGECRAFT_MAX_PAYLOAD_MB"
+            )
+        body.write(chunk)
+    body.seek(0)
+    return body
+
+
+def _line_slices(body: IO[bytes]) -> Iterator[bytes]:
+    """Consecutive pieces of whole lines, about SLICE_BYTES each."""
+    carry = b""
+    while True:
+        block = body.read(SLICE_BYTES)
+        if not block:
+            break
+        block = carry + block
+        cut = block.rfind(b"\n")
+        if cut < 0:
+            carry = block
+            continue
+        carry = block[cut + 1 :]
+        yield block[: cut + 1]
+    if carry:
+        yield carry
+
+
+def _predict_slices(model: LoadedModel, types: ContentTypeRegistry, content_type: str,
+                    body: IO[bytes]) -> np.ndarray:
+    parts = []
+    first_row = 1
+    for piece in _line_slices(body):
+        features = types.decode(content_type, piece, model.feature_names, first_row=first_row)
+        parts.append(model.predict(features))
+        first_row += len(features)
+    if not parts:
+        raise BadRequestError("the request body is empty")
+    return np.concatenate(parts)
+
+
+def _error_marker(accept: str, message: str) -> bytes:
+    if accept == JSONLINES:
+        return orjson.dumps({"error": message})
+    return orjson.dumps(f"error: {message}")  # a quoted CSV field
+
+
+def _predict_records(model: LoadedModel, types: ContentTypeRegistry, content_type: str,
+                     body: bytes, accept: str) -> bytes:
+    """One output line per input line; unreadable lines get an error marker instead."""
+    lines = body.strip(b"\r\n").split(b"\n")
+    good: list[int] = []
+    frames = []
+    markers: dict[int, bytes] = {}
+    for index, line in enumerate(lines):
+        try:
+            frames.append(types.decode(content_type, line, model.feature_names, first_row=index + 1))
+            good.append(index)
+        except BadRequestError as exc:
+            markers[index] = _error_marker(accept, str(exc))
+    answers: list[bytes] = []
+    if frames:
+        predictions = model.predict(pd.concat(frames, ignore_index=True))
+        answers = types.encode(accept, predictions).rstrip(b"\n").split(b"\n")
+    by_line = dict(zip(good, answers, strict=True))
+    return b"".join((markers.get(i) or by_line[i]) + b"\n" for i in range(len(lines)))
+
+
+def answer(model: LoadedModel, types: ContentTypeRegistry, content_type: str, body: IO[bytes],
+           accept: str, record_errors: bool = False) -> bytes:
+    """Decode, predict and encode one request; runs in a worker thread."""
+    with body:
+        line_oriented = content_type in types.line_oriented
+        if record_errors and line_oriented and accept in (CSV, JSONLINES):
+            return _predict_records(model, types, content_type, body.read(), accept)
+        if line_oriented and _size(body) > SLICE_BYTES:
+            return types.encode(accept, _predict_slices(model, types, content_type, body))
+        features = types.decode(content_type, body.read(), model.feature_names)
+        return types.encode(accept, model.predict(features))
+
+
+def _size(body: IO[bytes]) -> int:
+    position = body.tell()
+    size = body.seek(0, io.SEEK_END)
+    body.seek(position)
+    return size

@@ -1,0 +1,158 @@
+"""The loaded models of an endpoint: one for a single-model endpoint, many for a multi-model one.
+
+All methods run on the event loop; loading runs in a worker thread so other models keep serving.
+A model is used through `use(name)`, which waits for a load in progress and counts the request, so
+`unload` can wait for in-flight requests before it frees the memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Executor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import (
+    InsufficientMemoryError,
+    ModelAlreadyLoadedError,
+    ModelNotFoundError,
+    SagecraftError,
+)
+from .loaded_model import LoadedModel
+from .memory import folder_bytes, release_memory, rss_bytes
+
+log = logging.getLogger(__name__)
+
+# In memory a model takes a few times its folder's size (skops files are compressed).
+LOAD_SIZE_FACTOR = 3
+
+
+@dataclass
+class ModelEntry:
+    name: str
+    url: str
+    ready: asyncio.Future[LoadedModel]
+    last_used: float = field(default_factory=time.monotonic)
+    in_flight: int = 0
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+    unloading: bool = False
+
+    def describe(self) -> dict[str, str]:
+        return {"modelName": self.name, "modelUrl": self.url}
+
+
+class ModelRegistry:
+    """Models by name, with a memory budget (None: unlimited) and optional LRU eviction."""
+
+    def __init__(
+        self,
+        executor: Executor,
+        loader: Callable[[Path], LoadedModel],
+        memory_budget: int | None = None,
+        evict_idle: bool = False,
+    ) -> None:
+        self.executor = executor
+        self.loader = loader
+        self.memory_budget = memory_budget
+        self.evict_idle = evict_idle
+        self.entries: dict[str, ModelEntry] = {}
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.entries
+
+    def is_ready(self, name: str) -> bool:
+        entry = self.entries.get(name)
+        return entry is not None and entry.ready.done() and entry.ready.exception() is None
+
+    async def _make_room(self, needed: int) -> None:
+        if self.memory_budget is None:
+            return
+        while rss_bytes() + needed > self.memory_budget:
+            idle = [e for e in self.entries.values()
+                    if e.ready.done() and not e.unloading and e.in_flight == 0]
+            if not self.evict_idle or not idle:
+                raise InsufficientMemoryError(
+                    f"loading this model needs about {needed >> 20} MiB; the server uses "
+                    f"{rss_bytes() >> 20} MiB of its {self.memory_budget >> 20} MiB budget. "
+                    "Unload a model first"
+                )
+            victim = min(idle, key=lambda e: e.last_used)
+            log.info("evicting idle model '%s' to make room", victim.name)
+            await self.unload(victim.name)
+
+    async def load(self, name: str, folder: Path, url: str | None = None) -> ModelEntry:
+        """Load `folder` under `name`; 409 if the name is taken, 507 if the budget is exceeded."""
+        if name in self.entries:
+            raise ModelAlreadyLoadedError(f"model '{name}' is already loaded")
+        loop = asyncio.get_running_loop()
+        entry = ModelEntry(name, url or str(folder), loop.create_future())
+        entry.idle.set()
+        self.entries[name] = entry
+        try:
+            await self._make_room(folder_bytes(folder) * LOAD_SIZE_FACTOR)
+            model = await loop.run_in_executor(self.executor, self.loader, folder)
+            if self.memory_budget is not None and rss_bytes() > self.memory_budget:
+                del model
+                raise InsufficientMemoryError(
+                    f"model '{name}' did not fit in the {self.memory_budget >> 20} MiB budget"
+                )
+        except BaseException as exc:
+            self.entries.pop(name, None)
+            entry.ready.set_exception(exc if isinstance(exc, Exception) else SagecraftError(str(exc)))
+            entry.ready.exception()  # mark retrieved: waiters got it already
+            release_memory()
+            raise
+        entry.ready.set_result(model)
+        log.info("model '%s' loaded from %s", name, folder)
+        return entry
+
+    async def unload(self, name: str) -> None:
+        """Forget the model once its in-flight requests finish, and give its memory back."""
+        entry = self.entries.get(name)
+        if entry is None or entry.unloading:
+            raise ModelNotFoundError(f"model '{name}' is not loaded")
+        entry.unloading = True
+        with contextlib.suppress(Exception):  # a failed load has already removed itself
+            await asyncio.shield(entry.ready)
+        await entry.idle.wait()
+        self.entries.pop(name, None)
+        del entry
+        await asyncio.get_running_loop().run_in_executor(self.executor, release_memory)
+        log.info("model '%s' unloaded", name)
+
+    @asynccontextmanager
+    async def use(self, name: str) -> AsyncIterator[LoadedModel]:
+        """The model, once loaded; requests during a load wait for that load."""
+        entry = self.entries.get(name)
+        if entry is None or entry.unloading:
+            raise ModelNotFoundError(f"model '{name}' is not loaded")
+        model = await asyncio.shield(entry.ready)
+        entry.in_flight += 1
+        entry.idle.clear()
+        entry.last_used = time.monotonic()
+        try:
+            yield model
+        finally:
+            entry.in_flight -= 1
+            if entry.in_flight == 0:
+                entry.idle.set()
+
+    def describe(self, name: str) -> dict[str, str]:
+        entry = self.entries.get(name)
+        if entry is None or entry.unloading:
+            raise ModelNotFoundError(f"model '{name}' is not loaded")
+        return entry.describe()
+
+    def page(self, token: str | None, limit: int) -> tuple[list[dict[str, str]], str | None]:
+        """One page of models in name order; the token is the last name of the previous page."""
+        names = sorted(n for n, e in self.entries.items() if not e.unloading)
+        if token:
+            names = [n for n in names if n > token]
+        page = names[:limit]
+        following = page[-1] if len(names) > limit else None
+        return [self.entries[n].describe() for n in page], following
