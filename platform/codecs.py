@@ -265,6 +265,7 @@ def register_content_types(registry: ContentTypeRegistry) -> None:
     registry.add_decoder(JSONLINES, decode_jsonlines, line_oriented=True)
     registry.add_decoder(JSON, decode_json)
     registry.add_decoder(NPY, decode_npy)
-    for media_type, encoder in ((CSV, encode_csv), (JSON, encode_json),
-                                (JSONLINES, encode_jsonlines), (NPY, encode_npy)):
-        registry.add_encoder(media_type, encoder)
+    registry.add_encoder(CSV, encode_csv, line_oriented=True)
+    registry.add_encoder(JSONLINES, encode_jsonlines, line_oriented=True)
+    registry.add_encoder(JSON, encode_json)
+    registry.add_encoder(NPY, encode_npy)

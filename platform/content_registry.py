@@ -38,6 +38,7 @@ class ContentTypeRegistry:
         self.decoders: dict[str, Decoder] = {}
         self.encoders: dict[str, Encoder] = {}
         self.line_oriented: set[str] = set()
+        self.line_oriented_out: set[str] = set()
         self.providers: dict[str, list[str]] = {}  # plugin name -> the types it added
         self._owner: dict[tuple[str, str], str] = {}
         self._plugin = "sagecraft"
@@ -74,11 +75,19 @@ class ContentTypeRegistry:
         else:
             self.line_oriented.discard(media_type)
 
-    def add_encoder(self, media_type: str, encoder: Encoder) -> None:
-        """Write responses of `media_type`: encoder(predictions) -> bytes."""
+    def add_encoder(self, media_type: str, encoder: Encoder, *, line_oriented: bool = False) -> None:
+        """Write responses of `media_type`: encoder(predictions) -> bytes.
+
+        `line_oriented=True` says the encoder writes one newline-terminated line per row, so the
+        answers for consecutive slices of a large request may simply be concatenated.
+        """
         media_type = _bare(media_type)
         self._claim("encoder", media_type)
         self.encoders[media_type] = encoder
+        if line_oriented:
+            self.line_oriented_out.add(media_type)
+        else:
+            self.line_oriented_out.discard(media_type)
 
     def decode(self, content_type: str, body: bytes, features: Sequence[str],
                first_row: int = 1) -> pd.DataFrame:

@@ -69,21 +69,25 @@ class ModelRegistry:
         entry = self.entries.get(name)
         return entry is not None and entry.ready.done() and entry.ready.exception() is None
 
+    def _least_recently_used_idle(self) -> str | None:
+        idle = [e for e in self.entries.values()
+                if e.ready.done() and not e.unloading and e.in_flight == 0]
+        return min(idle, key=lambda e: e.last_used).name if idle else None
+
     async def _make_room(self, needed: int) -> None:
         if self.memory_budget is None:
             return
         while rss_bytes() + needed > self.memory_budget:
-            idle = [e for e in self.entries.values()
-                    if e.ready.done() and not e.unloading and e.in_flight == 0]
-            if not self.evict_idle or not idle:
+            # Only the name is kept here: a reference to the entry would keep its model alive.
+            victim = self._least_recently_used_idle() if self.evict_idle else None
+            if victim is None:
                 raise InsufficientMemoryError(
                     f"loading this model needs about {needed >> 20} MiB; the server uses "
                     f"{rss_bytes() >> 20} MiB of its {self.memory_budget >> 20} MiB budget. "
                     "Unload a model first"
                 )
-            victim = min(idle, key=lambda e: e.last_used)
-            log.info("evicting idle model '%s' to make room", victim.name)
-            await self.unload(victim.name)
+            log.info("evicting idle model '%s' to make room", victim)
+            await self.unload(victim)
 
     async def load(self, name: str, folder: Path, url: str | None = None) -> ModelEntry:
         """Load `folder` under `name`; 409 if the name is taken, 507 if the budget is exceeded."""

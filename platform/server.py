@@ -4,8 +4,10 @@ multi-model endpoint (see multi_model.py)."""
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import IO
 
 from aiohttp import web
 
@@ -18,6 +20,7 @@ from .middleware import error_middleware
 from .multi_model import add_model_routes
 
 TARGET_MODEL = "X-Amzn-SageMaker-Target-Model"
+SEND_CHUNK = 1024 * 1024
 
 
 async def ping(request: web.Request) -> web.Response:
@@ -58,7 +61,23 @@ async def invoke(request: web.Request, model_name: str) -> web.Response:
             request.app[EXECUTOR], answer, model, types, content_type, body, accept,
             settings.record_errors,
         )
-    return web.Response(body=result, headers={"Content-Type": accept})
+    return await _send(request, result, accept)
+
+
+async def _send(request: web.Request, result: IO[bytes], content_type: str) -> web.StreamResponse:
+    """Small answers in one piece; large ones streamed from their spool file."""
+    with result:
+        size = result.seek(0, io.SEEK_END)
+        result.seek(0)
+        if size <= SEND_CHUNK:
+            return web.Response(body=result.read(), headers={"Content-Type": content_type})
+        response = web.StreamResponse(headers={"Content-Type": content_type})
+        response.content_length = size
+        await response.prepare(request)
+        while chunk := result.read(SEND_CHUNK):
+            await response.write(chunk)
+        await response.write_eof()
+        return response
 
 
 async def invocations(request: web.Request) -> web.Response:

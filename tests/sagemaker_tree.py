@@ -160,6 +160,19 @@ class Server:
         return self.session.post(f"{self.url}/invocations", data=data, headers=headers,
                                  timeout=120, **kwargs)
 
+    def rss_bytes(self) -> int:
+        """The server process's resident memory, from /proc."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        return 0
+
+    def peak_rss_bytes(self) -> int:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+        return 0
+
     def log(self) -> str:
         if not self._log.closed:
             self._log.flush()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import venv
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sagemaker_tree import REPO, Server, iris_tree
+from sagemaker_tree import REPO, Server, TrainingTree, iris_tree
 
 EXAMPLE = REPO / "examples" / "sagecraft-linear"
 
@@ -50,6 +51,32 @@ def test_example_plugin_trains_and_serves_from_its_wheel(example_env: Path, tmp_
         answer = server.invoke("5.0,3.4,1.5,0.2\n6.6,3.0,5.6,2.0", accept="application/json")
         assert answer.json() == {"predictions": ["setosa", "virginica"]}
         assert server.invoke("1,2").status_code == 400
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_example_plugin_serves_beside_the_built_ins_in_a_multi_model_endpoint(
+    example_env: Path, iris_forest: TrainingTree, iris_xgboost: TrainingTree, tmp_path: Path
+) -> None:
+    tree = iris_tree(tmp_path / "linear", {"algorithm": "linear", "target": "Species"})
+    tree.command = _sagecraft(example_env)
+    assert tree.train().returncode == 0, tree.explain()
+    models = {"linear": tree.model_dir, "forest": iris_forest.model_dir,
+              "xgboost": iris_xgboost.model_dir}
+    for name, folder in models.items():
+        shutil.copytree(folder, tmp_path / "models" / name / "model")
+    server = Server(tmp_path, command=_sagecraft(example_env),
+                    SAGEMAKER_MULTI_MODEL="true").wait_ready()
+    try:
+        for name in models:
+            loaded = server.session.post(f"{server.url}/models", json={
+                "model_name": name, "url": str(tmp_path / "models" / name / "model")})
+            assert loaded.status_code == 200, loaded.text
+        for name in models:
+            answer = server.session.post(f"{server.url}/models/{name}/invoke",
+                                         data="6.6,3.0,5.6,2.0", headers={"Content-Type": "text/csv"})
+            assert answer.text == "virginica\n", (name, answer.text)
     finally:
         server.stop()
 
