@@ -261,11 +261,12 @@ def encode_npy(predictions: np.ndarray) -> bytes:
 @hookimpl
 def register_content_types(registry: ContentTypeRegistry) -> None:
     """The built-in content types, registered exactly as a plugin's would be."""
+    # In order of preference: a wildcard Accept such as application/* picks the first that fits.
     registry.add_decoder(CSV, decode_csv, line_oriented=True)
-    registry.add_decoder(JSONLINES, decode_jsonlines, line_oriented=True)
     registry.add_decoder(JSON, decode_json)
+    registry.add_decoder(JSONLINES, decode_jsonlines, line_oriented=True)
     registry.add_decoder(NPY, decode_npy)
     registry.add_encoder(CSV, encode_csv, line_oriented=True)
-    registry.add_encoder(JSONLINES, encode_jsonlines, line_oriented=True)
     registry.add_encoder(JSON, encode_json)
+    registry.add_encoder(JSONLINES, encode_jsonlines, line_oriented=True)
     registry.add_encoder(NPY, encode_npy)
