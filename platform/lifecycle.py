@@ -1,11 +1,23 @@
-"""Run the server: listen at once, load the model in the background, drain on SIGTERM."""
+"""Run the server: listen at once, load in the background, fork workers, drain on SIGTERM.
+
+A single-model endpoint with more than one worker loads its model once, in a parent process that
+answers /ping with 503 meanwhile, then forks the workers: they share the model's memory
+copy-on-write and each runs its own event loop on the same listening socket. The parent replaces a
+worker that dies and, on SIGTERM, lets each drain its requests. A multi-model endpoint runs as one
+process, since SageMaker's load and unload calls must reach the process that serves the model.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import logging
+import os
 import signal
 import socket
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -15,66 +27,13 @@ from .environment import ServingSettings
 from .errors import SagecraftError
 from .loaded_model import LoadedModel
 from .memory import container_memory_bytes
-from .plugins import installed_plugins
+from .plugins import PluginSet, installed_plugins
 from .registry import ModelRegistry
 from .server import create_app
 
 log = logging.getLogger(__name__)
 
-
-async def _serve(settings: ServingSettings, model_dir: Path, listener: socket.socket) -> int:
-    app = create_app(settings)
-    runner = web.AppRunner(
-        app,
-        shutdown_timeout=settings.shutdown_timeout_s,
-        access_log=logging.getLogger("aiohttp.access") if settings.log_requests else None,
-    )
-    await runner.setup()
-    site = web.SockSite(runner, listener)
-    await site.start()
-    log.info("listening on %s:%d (body limit %d bytes)", settings.host, settings.port,
-             settings.max_payload_bytes)
-
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    exit_code = 0
-
-    async def start() -> None:
-        nonlocal exit_code
-        runtime = app[RUNTIME]
-        try:
-            plugins = await loop.run_in_executor(None, installed_plugins)
-            runtime.content_types = plugins.content_types
-            runtime.registry = ModelRegistry(
-                app[EXECUTOR], LoadedModel.load, memory_budget(settings), settings.evict_idle_models
-            )
-            runtime.started.set()
-            if settings.multi_model:
-                log.info("multi-model endpoint ready; memory budget %s",
-                         f"{runtime.registry.memory_budget >> 20} MiB")
-                return
-            await runtime.registry.load(SINGLE_MODEL, model_dir)
-            log.info("ready")
-        except SagecraftError as exc:
-            log.error("cannot serve: %s", exc)
-            exit_code = 1
-            stop.set()
-        except Exception:
-            log.exception("cannot serve: loading the model failed")
-            exit_code = 1
-            stop.set()
-        finally:
-            runtime.started.set()
-
-    loading = asyncio.create_task(start())
-    await stop.wait()
-    log.info("stopping: draining requests for up to %.0f s", settings.shutdown_timeout_s)
-    loading.cancel()
-    await runner.cleanup()
-    log.info("stopped")
-    return exit_code
+Prepared = tuple[PluginSet, LoadedModel]
 
 
 def memory_budget(settings: ServingSettings) -> int | None:
@@ -84,13 +43,174 @@ def memory_budget(settings: ServingSettings) -> int | None:
     return int(container_memory_bytes() * 0.85) if settings.multi_model else None
 
 
+async def _run_app(
+    settings: ServingSettings,
+    listener: socket.socket,
+    start: Callable[[web.Application], Awaitable[None]],
+    stop: asyncio.Event | None = None,
+) -> int:
+    """Serve `listener` until SIGTERM (or `stop`); `start` fills the app's runtime meanwhile.
+    Returns 1 when `start` fails."""
+    app = create_app(settings)
+    runner = web.AppRunner(
+        app,
+        shutdown_timeout=settings.shutdown_timeout_s,
+        access_log=logging.getLogger("aiohttp.access") if settings.log_requests else None,
+    )
+    await runner.setup()
+    await web.SockSite(runner, listener).start()
+    loop = asyncio.get_running_loop()
+    stop = stop or asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    exit_code = 0
+
+    async def starting() -> None:
+        nonlocal exit_code
+        try:
+            await start(app)
+        except SagecraftError as exc:
+            log.error("cannot serve: %s", exc)
+            exit_code = 1
+            stop.set()
+        except Exception:
+            log.exception("cannot serve: loading the model failed")
+            exit_code = 1
+            stop.set()
+        finally:
+            app[RUNTIME].started.set()
+
+    task = asyncio.create_task(starting())
+    await stop.wait()
+    task.cancel()
+    await runner.cleanup()
+    return exit_code
+
+
+def _registry(app: web.Application, plugins: PluginSet, settings: ServingSettings) -> ModelRegistry:
+    runtime = app[RUNTIME]
+    runtime.content_types = plugins.content_types
+    runtime.registry = ModelRegistry(app[EXECUTOR], LoadedModel.load, memory_budget(settings),
+                                     settings.evict_idle_models)
+    return runtime.registry
+
+
+async def _serve_one_process(settings: ServingSettings, model_dir: Path,
+                             listener: socket.socket) -> int:
+    async def start(app: web.Application) -> None:
+        plugins = await asyncio.get_running_loop().run_in_executor(None, installed_plugins)
+        registry = _registry(app, plugins, settings)
+        app[RUNTIME].started.set()
+        if settings.multi_model:
+            log.info("multi-model endpoint ready; memory budget %d MiB",
+                     (registry.memory_budget or 0) >> 20)
+            return
+        await registry.load(SINGLE_MODEL, model_dir)
+        log.info("ready")
+
+    log.info("listening on %s:%d (body limit %d bytes)", settings.host, settings.port,
+             settings.max_payload_bytes)
+    code = await _run_app(settings, listener, start)
+    log.info("stopped")
+    return code
+
+
+# --- several worker processes ----------------------------------------------------------------
+
+
+async def _load_in_parent(settings: ServingSettings, model_dir: Path,
+                          listener: socket.socket) -> Prepared | None:
+    """Load plugins and model while a temporary app answers /ping with 503."""
+    prepared: list[Prepared] = []
+    done = asyncio.Event()
+
+    async def start(app: web.Application) -> None:
+        loop = asyncio.get_running_loop()
+        plugins = await loop.run_in_executor(None, installed_plugins)
+        model = await loop.run_in_executor(None, LoadedModel.load, model_dir)
+        prepared.append((plugins, model))
+        done.set()
+
+    # A duplicate descriptor: closing this temporary site must not close the real listener.
+    code = await _run_app(settings, listener.dup(), start, stop=done)
+    return prepared[0] if code == 0 and prepared else None
+
+
+async def _worker(settings: ServingSettings, listener: socket.socket, prepared: Prepared,
+                  model_dir: Path) -> int:
+    plugins, model = prepared
+
+    async def start(app: web.Application) -> None:
+        _registry(app, plugins, settings).add_loaded(SINGLE_MODEL, model, str(model_dir))
+
+    return await _run_app(settings, listener, start)
+
+
+def _start_worker(settings: ServingSettings, listener: socket.socket, prepared: Prepared,
+                  model_dir: Path) -> int:
+    pid = os.fork()
+    if pid:
+        return pid
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    code = 1
+    try:
+        code = _run_loop(_worker(settings, listener, prepared, model_dir))
+    finally:
+        logging.shutdown()
+        os._exit(code)
+
+
+def _serve_workers(settings: ServingSettings, model_dir: Path, listener: socket.socket) -> int:
+    prepared = _run_loop(_load_in_parent(settings, model_dir, listener))
+    if prepared is None:
+        return 1
+    # Objects loaded so far never change: keep the collector from touching (and so copying) them.
+    gc.freeze()
+    workers = {_start_worker(settings, listener, prepared, model_dir)
+               for _ in range(settings.workers)}
+    log.info("ready: %d worker processes on %s:%d", len(workers), settings.host, settings.port)
+    stopping: list[float] = []
+
+    def on_stop(signum: int, frame: object) -> None:
+        if not stopping:
+            stopping.append(time.monotonic())
+            for pid in workers:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    while workers:
+        pid, status = os.waitpid(-1, os.WNOHANG)
+        if pid == 0:
+            if stopping and time.monotonic() - stopping[0] > settings.shutdown_timeout_s + 5:
+                for straggler in workers:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(straggler, signal.SIGKILL)
+            time.sleep(0.05)
+            continue
+        workers.discard(pid)
+        if not stopping:
+            log.warning("worker %d exited (status %d); starting a new one", pid, status)
+            workers.add(_start_worker(settings, listener, prepared, model_dir))
+    log.info("stopped")
+    return 0
+
+
+def _run_loop(coroutine: Awaitable[int] | Awaitable[Prepared | None]) -> object:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coroutine)
+    return uvloop.run(coroutine)
+
+
 def run_server(settings: ServingSettings, model_dir: Path, listener: socket.socket) -> int:
     """`sagecraft serve`: serves until SIGTERM; the exit status is 1 if the model cannot load.
 
     `listener` is already listening, so connections queue while this module's imports run.
     """
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(_serve(settings, model_dir, listener))
-    return uvloop.run(_serve(settings, model_dir, listener))
+    if settings.multi_model or settings.workers <= 1:
+        return _run_loop(_serve_one_process(settings, model_dir, listener))
+    return _serve_workers(settings, model_dir, listener)

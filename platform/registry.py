@@ -115,6 +115,13 @@ class ModelRegistry:
         log.info("model '%s' loaded from %s", name, folder)
         return entry
 
+    def add_loaded(self, name: str, model: LoadedModel, url: str) -> None:
+        """Register a model loaded elsewhere (a worker process inherits its parent's model)."""
+        entry = ModelEntry(name, url, asyncio.get_running_loop().create_future())
+        entry.idle.set()
+        entry.ready.set_result(model)
+        self.entries[name] = entry
+
     async def unload(self, name: str) -> None:
         """Forget the model once its in-flight requests finish, and give its memory back."""
         entry = self.entries.get(name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -38,6 +39,16 @@ def regression_xgboost(tmp_path_factory: pytest.TempPathFactory) -> TrainingTree
     tree.hyperparameters({"algorithm": "xgboost", "num_round": 30, "eval_metric": "rmse"})
     assert tree.train().returncode == 0, tree.explain()
     return tree
+
+
+@pytest.fixture(scope="session")
+def big_forest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A forest of about 100 MiB in memory: large enough to dominate the server's noise."""
+    big = TrainingTree(tmp_path_factory.mktemp("big-forest"))
+    big.add_file("train", "d.csv", regression_rows(0, 3000))
+    big.hyperparameters({"algorithm": "random_forest", "ntree": 150, "n_jobs": 2})
+    assert big.train().returncode == 0, big.explain()
+    return big.model_dir
 
 
 def _serve(tree: TrainingTree) -> Iterator[Server]:

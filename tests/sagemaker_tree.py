@@ -167,6 +167,19 @@ class Server:
                 return int(line.split()[1]) * 1024
         return 0
 
+    def worker_pids(self) -> list[int]:
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text()
+        return [int(pid) for pid in children.split()]
+
+    def pss_bytes(self) -> int:
+        """Proportional memory of the server and its workers: shared pages counted once."""
+        total = 0
+        for pid in [self.process.pid, *self.worker_pids()]:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1]) * 1024
+        return total
+
     def peak_rss_bytes(self) -> int:
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
             if line.startswith("VmHWM:"):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import requests
 
-from sagemaker_tree import Server, TrainingTree, install_test_plugin, iris_tree, regression_rows
+from sagemaker_tree import Server, TrainingTree, install_test_plugin, iris_tree
 
 SETOSA = "5.0,3.4,1.5,0.2"
 
@@ -242,16 +242,6 @@ def test_unload_during_an_invocation_lets_it_finish(endpoint: tuple[Server, dict
     assert outcome["r"].status_code == 200
     assert len(outcome["r"].text.splitlines()) == 150_000
     assert _invoke(server, "busy").status_code == 404
-
-
-@pytest.fixture(scope="module")
-def big_forest(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A forest of about 100 MiB in memory: large enough to dominate the server's noise."""
-    big = TrainingTree(tmp_path_factory.mktemp("big"))
-    big.add_file("train", "d.csv", regression_rows(0, 3000))
-    big.hyperparameters({"algorithm": "random_forest", "ntree": 150, "n_jobs": 2})
-    assert big.train().returncode == 0, big.explain()
-    return big.model_dir
 
 
 @pytest.mark.slow
