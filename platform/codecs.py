@@ -6,6 +6,7 @@ Decoders name the row and column at fault in a BadRequestError; they never guess
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import math
 from collections.abc import Sequence
@@ -58,6 +59,17 @@ def _number(value: Any, row: int, column: int, features: Sequence[str]) -> float
     return number
 
 
+@functools.lru_cache(maxsize=256)
+def _columns(features: tuple[str, ...]) -> pd.Index:
+    """The column index for a model's features, built once: building it costs more than a row."""
+    return pd.Index(features, dtype=object)
+
+
+def feature_table(matrix: np.ndarray, features: Sequence[str]) -> pd.DataFrame:
+    """A float matrix as the feature table hooks receive, without copying it."""
+    return pd.DataFrame(matrix, columns=_columns(tuple(features)), copy=False)
+
+
 def _frame(rows: Sequence[Sequence[Any]], features: Sequence[str], first_row: int = 1) -> pd.DataFrame:
     """Rows of cells (numbers or text) to a float table, or a message naming the bad cell.
 
@@ -76,7 +88,7 @@ def _frame(rows: Sequence[Sequence[Any]], features: Sequence[str], first_row: in
              for r, row in enumerate(rows, first_row)],
             dtype=np.float64,
         )
-    return pd.DataFrame(_checked_finite(matrix, features, first_row), columns=list(features))
+    return feature_table(_checked_finite(matrix, features, first_row), features)
 
 
 def _checked_finite(matrix: np.ndarray, features: Sequence[str], first_row: int = 1) -> np.ndarray:
@@ -120,7 +132,7 @@ def _decode_large_csv(body: bytes, features: Sequence[str]) -> pd.DataFrame | No
     matrix = np.column_stack([c.to_numpy() for c in table.columns])
     if np.isinf(matrix).any():
         return None
-    return pd.DataFrame(matrix, columns=list(features))
+    return feature_table(matrix, features)
 
 
 def decode_csv(body: bytes, features: Sequence[str], first_row: int = 1) -> pd.DataFrame:
@@ -214,7 +226,7 @@ def decode_npy(body: bytes, features: Sequence[str]) -> pd.DataFrame:
         raise BadRequestError("the request holds no rows")
     if matrix.shape[1] != len(features):
         raise BadRequestError(f"the array has {matrix.shape[1]} columns, {_expects(features)}")
-    return pd.DataFrame(_checked_finite(matrix, features), columns=list(features))
+    return feature_table(_checked_finite(matrix, features), features)
 
 
 # --- encoders --------------------------------------------------------------------------------

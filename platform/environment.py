@@ -126,6 +126,7 @@ class ServingSettings:
     record_errors: bool
     batch: bool
     batch_strategy: str | None
+    batching: bool
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] = os.environ) -> ServingSettings:
@@ -149,6 +150,8 @@ class ServingSettings:
             evict_idle_models=_flag(environ, "SAGECRAFT_EVICT_IDLE_MODELS"),
             record_errors=_flag(environ, "SAGECRAFT_RECORD_ERRORS"),
             batch=_flag(environ, "SAGEMAKER_BATCH"),
+            batching=environ.get("SAGECRAFT_REQUEST_BATCHING", "true").strip().lower()
+            not in {"0", "false", "no", "off"},
             batch_strategy=(environ.get("SAGEMAKER_BATCH_STRATEGY") or "").upper() or None,
         )
 

@@ -37,8 +37,11 @@ def _too_large(size: int, limit: int) -> PayloadTooLargeError:
 
 async def read_body(request: web.Request, limit: int) -> IO[bytes]:
     """The body as a file: in memory up to SPOOL_BYTES, on disk beyond, never over `limit`."""
-    if request.content_length is not None and request.content_length > limit:
-        raise _too_large(request.content_length, limit)
+    length = request.content_length
+    if length is not None and length > limit:
+        raise _too_large(length, limit)
+    if length is not None and length <= SPOOL_BYTES:
+        return io.BytesIO(await request.read())
     body: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 (returned)
     total = 0
     async for chunk in request.content.iter_chunked(READ_CHUNK):
@@ -84,6 +87,8 @@ def _slices(model: LoadedModel, types: ContentTypeRegistry, content_type: str,
 
 
 def _spooled(data: bytes) -> IO[bytes]:
+    if len(data) <= SPOOL_BYTES:
+        return io.BytesIO(data)
     out = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 (returned)
     out.write(data)
     out.seek(0)
@@ -130,7 +135,7 @@ def answer(model: LoadedModel, types: ContentTypeRegistry, content_type: str, bo
             return _spooled(_predict_records(model, types, content_type, body.read(), accept))
         if line_oriented and _size(body) > SLICE_BYTES:
             if accept in types.line_oriented_out:
-                out = _spooled(b"")
+                out = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 (returned)
                 for predictions in _slices(model, types, content_type, body):
                     out.write(types.encode(accept, predictions))
                 out.seek(0)

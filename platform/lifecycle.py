@@ -162,6 +162,9 @@ def _start_worker(settings: ServingSettings, listener: socket.socket, prepared: 
 
 
 def _serve_workers(settings: ServingSettings, model_dir: Path, listener: socket.socket) -> int:
+    # Each worker gets its share of the cores: OpenMP's threads (XGBoost's, scikit-learn's) would
+    # otherwise spin on the cores the other workers use. Set before the libraries load.
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // settings.workers)))
     prepared = _run_loop(_load_in_parent(settings, model_dir, listener))
     if prepared is None:
         return 1

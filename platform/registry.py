@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .batching import PredictionBatcher
 from .errors import (
     InsufficientMemoryError,
     ModelAlreadyLoadedError,
@@ -41,6 +42,7 @@ class ModelEntry:
     in_flight: int = 0
     idle: asyncio.Event = field(default_factory=asyncio.Event)
     unloading: bool = False
+    batcher: PredictionBatcher | None = None
 
     def describe(self) -> dict[str, str]:
         return {"modelName": self.name, "modelUrl": self.url}
@@ -135,6 +137,13 @@ class ModelRegistry:
         del entry
         await asyncio.get_running_loop().run_in_executor(self.executor, release_memory)
         log.info("model '%s' unloaded", name)
+
+    def batcher(self, name: str) -> PredictionBatcher:
+        """The model's request batcher (the model must be loaded: call inside `use`)."""
+        entry = self.entries[name]
+        if entry.batcher is None:
+            entry.batcher = PredictionBatcher(entry.ready.result())
+        return entry.batcher
 
     @asynccontextmanager
     async def use(self, name: str) -> AsyncIterator[LoadedModel]:

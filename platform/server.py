@@ -21,6 +21,9 @@ from .multi_model import add_model_routes
 
 TARGET_MODEL = "X-Amzn-SageMaker-Target-Model"
 SEND_CHUNK = 1024 * 1024
+# Bodies up to this size are answered on the event loop (measured: about 100 rows of 20 features
+# take well under a millisecond).
+INLINE_BYTES = 16 * 1024
 
 
 async def ping(request: web.Request) -> web.Response:
@@ -56,11 +59,22 @@ async def invoke(request: web.Request, model_name: str) -> web.Response:
     default = settings.default_accept or (content_type if content_type in types.encoders else CSV)
     accept = negotiate(request.headers.get("Accept"), types.encoders, media_type(default) or CSV)
     body = await read_body(request, settings.max_payload_bytes)
+    small = request.content_length is not None and request.content_length <= INLINE_BYTES
     async with runtime.registry.use(model_name) as model:
-        result = await asyncio.get_running_loop().run_in_executor(
-            request.app[EXECUTOR], answer, model, types, content_type, body, accept,
-            settings.record_errors,
-        )
+        if small and settings.batching and not settings.record_errors:
+            with body:
+                features = types.decode(content_type, body.read(), model.feature_names)
+            predictions = await runtime.registry.batcher(model_name).predict(features)
+            result = io.BytesIO(types.encode(accept, predictions))
+        elif small:
+            # A thread hop costs more than a few rows' work; large bodies go to the pool so the
+            # event loop keeps answering /ping.
+            result = answer(model, types, content_type, body, accept, settings.record_errors)
+        else:
+            result = await asyncio.get_running_loop().run_in_executor(
+                request.app[EXECUTOR], answer, model, types, content_type, body, accept,
+                settings.record_errors,
+            )
     return await _send(request, result, accept)
 
 

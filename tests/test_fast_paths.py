@@ -5,12 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import requests
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 
 from sagecraft.codecs import decode_csv
 from sagecraft.model_types import LABEL, PROBABILITIES
 from sagecraft_random_forest.algorithm import ServingForest, predict
 from sagecraft_random_forest.flat_forest import FLAT_MAX_ROWS, FlatForest
+from sagemaker_tree import Server, TrainingTree
 
 RNG = np.random.default_rng(0)
 
@@ -74,3 +76,36 @@ def test_large_csv_parser_equals_the_small_one() -> None:
                        for i in range(0, 30_000, 1000)], ignore_index=True)
     assert large.equals(small)
     assert np.array_equal(large.to_numpy(), matrix)
+
+
+@pytest.mark.parametrize("batching", ["true", "false"])
+def test_concurrent_requests_get_their_own_answers_with_and_without_batching(
+    iris_xgboost: TrainingTree, batching: str
+) -> None:
+    """Merged predictions are split back to the right requests, exactly as predicted alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sagecraft.loaded_model import LoadedModel
+
+    rows = np.round(RNG.uniform([4, 2, 1, 0], [8, 4.5, 7, 2.5], size=(400, 4)), 2)
+    model = LoadedModel.load(iris_xgboost.model_dir)
+    expected = model.predict(pd.DataFrame(rows, columns=model.feature_names)).tolist()
+    server = Server(iris_xgboost.base, SAGECRAFT_REQUEST_BATCHING=batching).wait_ready()
+    try:
+        def ask(index: int) -> tuple[int, str]:
+            with requests.Session() as session:
+                body = ",".join(map(str, rows[index])) if index % 3 else "\n".join(
+                    ",".join(map(str, row)) for row in rows[index:index + 3])
+                answer = session.post(server.url + "/invocations", data=body,
+                                      headers={"Content-Type": "text/csv"}, timeout=60)
+                return index, answer.text
+
+        with ThreadPoolExecutor(32) as pool:
+            answers = dict(pool.map(ask, range(len(rows) - 3)))
+        for index, text in answers.items():
+            wanted = expected[index:index + (1 if index % 3 else 3)]
+            assert text.splitlines() == wanted, index
+        bad = server.invoke("1,2")
+        assert bad.status_code == 400 and server.invoke("5,3.4,1.5,0.2").text == "setosa\n"
+    finally:
+        server.stop()
