@@ -3,14 +3,15 @@
     python3 bench/serving.py                 # about 10 minutes on 2 cores; writes bench/RESULTS.md
     python3 bench/serving.py --quick         # one short round, to check that everything runs
 
-Loopback only, bounded in time. It installs wrk (Debian) and a virtual environment with gunicorn
-and Flask under .bench/, trains a 100-tree XGBoost model and a 100-tree forest (depth 12) on 20
-features with the real `sagecraft train`, then drives each server with wrk (16 keep-alive
-connections) for single-row, 100-row and 10,000-row CSV and JSON requests. Servers alternate run
-by run (A B A B) and the table quotes the median of the rounds, with ratios to sagecraft taken
-within the same run. Also measured: parse+predict in-process (no HTTP), /ping latency during
-10,000-row load, the forest's single-row latency at low load, the memory of 1 and 2 workers, a
-multi-model endpoint, and a batch-transform mini-batch.
+Loopback only, bounded in time. It installs wrk (Debian), a virtual environment with gunicorn and
+Flask, and MLServer 1.7 with its scikit-learn and XGBoost runtimes in a virtual environment of its
+own (uvloop pinned to 0.21, see shared/docs/benchmark-notes.md) under .bench/, trains a 100-tree
+XGBoost model and a 100-tree forest (depth 12) on 20 features with the real `sagecraft train`, then
+drives each server with wrk (16 keep-alive connections) for single-row, 100-row and 10,000-row CSV
+and JSON requests. Servers alternate run by run (A B A B) and the table quotes the median of the
+rounds, with ratios to sagecraft taken within the same run. Also measured: parse+predict in-process
+(no HTTP), /ping latency during 10,000-row load, the forest's single-row latency at low load, the
+memory of 1 and 2 workers, a multi-model endpoint, and a batch-transform mini-batch.
 """
 
 from __future__ import annotations
@@ -59,6 +60,41 @@ def ensure_tools() -> Path:
     return venv
 
 
+MLSERVER_PACKAGES = ["mlserver==1.7.*", "mlserver-sklearn==1.7.*", "mlserver-xgboost==1.7.*",
+                     "uvloop==0.21.0"]
+
+
+def ensure_mlserver() -> Path | None:
+    """MLServer in its own venv; None (and MLServer left out of the run) if it cannot install."""
+    venv = WORK / "mlserver-venv"
+    if not (venv / "bin" / "mlserver").exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        done = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", *MLSERVER_PACKAGES],
+                              check=False, timeout=1200)
+        if done.returncode != 0:
+            print("MLServer could not be installed; it is left out of this run", flush=True)
+            return None
+    return venv
+
+
+def mlserver_folder(venv: Path, train_csv: Path, http_port: int, tuned: bool) -> Path:
+    folder = WORK / ("mlserver-tuned" if tuned else "mlserver-default")
+    if not (folder / "xgboost" / "model.json").exists():
+        subprocess.run([str(venv / "bin" / "python"), str(HERE / "peers" / "mlserver_models.py"),
+                        str(train_csv), str(folder)], check=True)
+    settings = {"http_port": http_port, "grpc_port": free_port(), "metrics_port": free_port(),
+                "host": "127.0.0.1"}
+    if tuned:
+        settings["debug"] = False
+    (folder / "settings.json").write_text(json.dumps(settings))
+    return folder
+
+
+def v2_body(block: np.ndarray) -> str:
+    return json.dumps({"inputs": [{"name": "input-0", "shape": list(block.shape),
+                                   "datatype": "FP64", "data": np.round(block, 4).ravel().tolist()}]})
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -93,7 +129,10 @@ def write_bodies(x: np.ndarray) -> dict[tuple[str, int], Path]:
         csv_path.write_text("\n".join(",".join(f"{v:.4f}" for v in row) for row in block))
         json_path = WORK / f"body-{rows}.json"
         json_path.write_text(json.dumps({"instances": np.round(block, 4).tolist()}))
+        v2_path = WORK / f"body-{rows}.v2.json"
+        v2_path.write_text(v2_body(block))
         bodies[("csv", rows)], bodies[("json", rows)] = csv_path, json_path
+        bodies[("v2", rows)] = v2_path
     return bodies
 
 
@@ -107,6 +146,7 @@ class Server:
     env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
     path: str = "/invocations"
+    health: str = "/ping"
     process: subprocess.Popen | None = None
 
     @property
@@ -122,7 +162,7 @@ class Server:
         while time.monotonic() < deadline:
             try:
                 connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-                connection.request("GET", "/ping")
+                connection.request("GET", self.health)
                 if connection.getresponse().status == 200:
                     return self
             except OSError:
@@ -256,7 +296,9 @@ def main() -> int:
                                    "ntree": "100", "max_depth": "12", "n_jobs": "-1"}, data),
     }
     bodies = write_bodies(x)
-    lines: list[str] = []
+    train_csv = WORK / "train.csv"
+    train_csv.write_text(data)
+    mlserver_venv = ensure_mlserver()
     results: dict[tuple[str, str, str, int], list[Result]] = {}
     servers: list[Server] = []
     try:
@@ -272,18 +314,35 @@ def main() -> int:
                 {"MODEL_DIR": str(base / "model"), "OMP_NUM_THREADS": "1"})).start()
             servers += [ours, flask]
             stacks[algorithm] = [ours, flask]
+        mlservers: dict[str, Server] = {}
+        if mlserver_venv is not None:
+            for tuned in (True, False):
+                port = free_port()
+                folder = mlserver_folder(mlserver_venv, train_csv, port, tuned)
+                label = "mlserver" if tuned else "mlserver (defaults)"
+                env = {"OMP_NUM_THREADS": "1"} if tuned else {}
+                mlservers[label] = Server(label, [str(mlserver_venv / "bin" / "mlserver"), "start",
+                                                  str(folder)], env, port=port,
+                                          health="/v2/health/ready").start()
+                servers.append(mlservers[label])
         cases = [(a, fmt, rows) for a in models for fmt in ("csv", "json") for rows in ROWS]
         for round_index in range(args.rounds):
             for algorithm, fmt, rows in cases:
                 order = [("sagecraft", stacks[algorithm][0]), ("flask+pandas", stacks[algorithm][1])]
                 if fmt == "csv" and algorithm == "xgboost":
                     order.append(("bare aiohttp", bare))
+                for label, server in mlservers.items():
+                    if fmt == "json" and (label == "mlserver" or rows == 1):
+                        order.append((label, server))
                 if round_index % 2:
                     order.reverse()
                 for label, server in order:
                     content_type = "text/csv" if fmt == "csv" else "application/json"
-                    result = wrk(server.url, bodies[(fmt, rows)], content_type, args.duration,
-                                 args.connections)
+                    body, url = bodies[(fmt, rows)], server.url
+                    if label.startswith("mlserver"):
+                        body = bodies[("v2", rows)]
+                        url = f"http://127.0.0.1:{server.port}/v2/models/{algorithm}/infer"
+                    result = wrk(url, body, content_type, args.duration, args.connections)
                     results.setdefault((label, algorithm, fmt, rows), []).append(result)
                     print(f"round {round_index + 1} {label:13} {algorithm:8} {fmt:4} {rows:>6} rows: "
                           f"{result.rps:9.0f} req/s  p50 {result.p50_ms:7.2f} ms  "
@@ -300,7 +359,8 @@ def main() -> int:
 
 def measure_extras(models: dict[str, Path], bodies: dict, stacks: dict, args: argparse.Namespace
                    ) -> dict[str, object]:
-    extras: dict[str, object] = {}
+    extras: dict[str, object] = {"v2 bytes": {rows: bodies[("v2", rows)].stat().st_size
+                                              for rows in ROWS}}
     for algorithm, base in models.items():
         extras[f"inprocess {algorithm}"] = in_process_rows_per_second(base / "model",
                                                                       bodies[("csv", 10_000)])
@@ -381,8 +441,9 @@ def report(results: dict, extras: dict, args: argparse.Namespace) -> list[str]:
         "worker processes on the same cores as wrk. Ratios are sagecraft / peer.",
         "",
         "| model | body | rows | sagecraft req/s | p50 ms | p99 ms | rows/s | flask+pandas req/s "
-        "| sagecraft / flask | bare aiohttp req/s | sagecraft / bare | errors |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| sagecraft / flask | bare aiohttp req/s | sagecraft / bare | MLServer req/s (V2 body bytes) "
+        "| sagecraft / MLServer | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for algorithm in ("xgboost", "forest"):
         for fmt in ("csv", "json"):
@@ -392,14 +453,22 @@ def report(results: dict, extras: dict, args: argparse.Namespace) -> list[str]:
                     continue
                 flask = results[("flask+pandas", algorithm, fmt, rows)]
                 bare = results.get(("bare aiohttp", algorithm, fmt, rows))
+                ml = results.get(("mlserver", algorithm, fmt, rows))
                 rps, f_rps = _median(ours, "rps"), _median(flask, "rps")
-                errors = sum(r.errors for r in ours + flask + (bare or []))
+                errors = sum(r.errors for r in ours + flask + (bare or []) + (ml or []))
                 bare_cells = (f"{_median(bare, 'rps'):.0f} | {rps / _median(bare, 'rps'):.2f}"
                               if bare else "- | -")
+                ml_cells = (f"{_median(ml, 'rps'):.0f} ({extras['v2 bytes'][rows]}) | "
+                            f"{rps / _median(ml, 'rps'):.1f}x" if ml else "- | -")
                 lines.append(
                     f"| {algorithm} | {fmt} | {rows} | {rps:.0f} | {_median(ours, 'p50_ms'):.2f} | "
                     f"{_median(ours, 'p99_ms'):.2f} | {rps * rows:.0f} | {f_rps:.0f} | "
-                    f"{rps / f_rps:.1f}x | {bare_cells} | {errors} |")
+                    f"{rps / f_rps:.1f}x | {bare_cells} | {ml_cells} | {errors} |")
+    defaults = {a: results.get(("mlserver (defaults)", a, "json", 1)) for a in ("xgboost", "forest")}
+    if all(defaults.values()):
+        lines += ["", "MLServer as installed (no OMP_NUM_THREADS, debug logging on), single-row V2 "
+                  "JSON: " + ", ".join(f"{a} {_median(r, 'rps'):.0f} req/s"
+                                       for a, r in defaults.items()) + "."]
     low: Result = extras["forest single-row low load"]
     ping = extras["ping during 10k load"]
     batch = extras["batch"]
@@ -429,6 +498,43 @@ def report(results: dict, extras: dict, args: argparse.Namespace) -> list[str]:
         f"| {batch[1]:.0f} rows/s; peak RSS of the busiest worker {batch[3]} MiB "
         f"(largest worker before the batch: {batch[2]} MiB) |",
     ]
+    lines += ["", "## Targets (issue 4)", "", *targets(results, extras)]
+    return lines
+
+
+def targets(results: dict, extras: dict) -> list[str]:
+    def single(label: str, algorithm: str, fmt: str = "csv") -> float | None:
+        found = results.get((label, algorithm, fmt, 1))
+        return _median(found, "rps") if found else None
+
+    rows = []
+    bare = single("bare aiohttp", "xgboost")
+    for algorithm in ("xgboost", "forest"):
+        ours = single("sagecraft", algorithm)
+        rows.append((f"{algorithm} single row >= 50% of the bare-aiohttp floor",
+                     ours / bare, 0.5, "{:.2f}"))
+        rows.append((f"{algorithm} single row >= 5x gunicorn+Flask+pandas",
+                     ours / single("flask+pandas", algorithm), 5, "{:.1f}x"))
+        ml = single("mlserver", algorithm, "json")
+        if ml:
+            rows.append((f"{algorithm} single row >= 10x MLServer (JSON)",
+                         single("sagecraft", algorithm, "json") / ml, 10, "{:.1f}x"))
+        http = _median(results[("sagecraft", algorithm, "csv", 10_000)], "rps") * 10_000
+        rows.append((f"{algorithm} 10,000 rows: rows/s per worker >= 80% of in-process",
+                     http / CORES / extras[f"inprocess {algorithm}"], 0.8, "{:.0%}"))
+    low = extras["forest single-row low load"]
+    lines = ["| target | measured | met |", "|---|---|---|"]
+    for name, value, goal, shape in rows:
+        lines.append(f"| {name} | {shape.format(value)} | {'yes' if value >= goal else 'no'} |")
+    lines.append(f"| forest single-row p50 <= 1 ms at low load | {low.p50_ms:.2f} ms | "
+                 f"{'yes' if low.p50_ms <= 1 else 'no'} |")
+    ping_p99 = extras["ping during 10k load"][1]
+    lines.append(f"| /ping p99 < 50 ms during 10,000-row load | {ping_p99:.1f} ms | "
+                 f"{'yes' if ping_p99 < 50 else 'no'} |")
+    ratio = extras["pss 2"] / extras["pss 1"]
+    lines.append(f"| RSS of 2 workers <= 1.3x one worker's | {ratio:.2f}x here "
+                 f"({extras['model MiB']} MiB model files); 1.04x for a 115 MiB forest in "
+                 f"tests/test_workers.py | {'yes' if ratio <= 1.3 else 'no'} |")
     return lines
 
 
