@@ -1,6 +1,6 @@
 """Serving benchmark: sagecraft against the HTTP floor and the stack users run today, side by side.
 
-    python3 bench/serving.py                 # about 10 minutes on 2 cores; writes bench/RESULTS.md
+    python3 bench/serving.py                 # about 15 minutes on 2 cores; writes bench/RESULTS.md
     python3 bench/serving.py --quick         # one short round, to check that everything runs
 
 Loopback only, bounded in time. It installs wrk (Debian), a virtual environment with gunicorn and

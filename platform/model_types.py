@@ -21,7 +21,6 @@ TASKS = (CLASSIFICATION, REGRESSION)
 # (n_rows, n_classes) array of class probabilities, classification only.
 LABEL = "label"
 PROBABILITIES = "probabilities"
-OUTPUTS = (LABEL, PROBABILITIES)
 
 
 @dataclass(frozen=True)

@@ -64,9 +64,6 @@ class ModelRegistry:
         self.evict_idle = evict_idle
         self.entries: dict[str, ModelEntry] = {}
 
-    def __contains__(self, name: str) -> bool:
-        return name in self.entries
-
     def is_ready(self, name: str) -> bool:
         entry = self.entries.get(name)
         return entry is not None and entry.ready.done() and entry.ready.exception() is None
