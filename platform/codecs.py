@@ -238,6 +238,7 @@ def _is_numeric(predictions: np.ndarray) -> bool:
 
 def encode_csv(predictions: np.ndarray) -> bytes:
     if _is_numeric(predictions):
+        predictions = np.ascontiguousarray(predictions)  # orjson reads contiguous arrays only
         if predictions.ndim == 1:
             body = orjson.dumps(predictions, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1]
             return body.replace(b",", b"\n") + b"\n"
@@ -250,7 +251,8 @@ def encode_csv(predictions: np.ndarray) -> bytes:
 
 
 def _jsonable(predictions: np.ndarray) -> Any:
-    return predictions if _is_numeric(predictions) else predictions.tolist()
+    # orjson serialises contiguous numeric arrays directly (a column slice is not contiguous).
+    return np.ascontiguousarray(predictions) if _is_numeric(predictions) else predictions.tolist()
 
 
 def encode_json(predictions: np.ndarray) -> bytes:

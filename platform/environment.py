@@ -109,6 +109,23 @@ def _flag(environ: Mapping[str, str], name: str) -> bool:
     return environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+# What a prediction can return (see outputs.py); the first is the default.
+OUTPUT_KINDS = ("predicted_label", "probabilities", "probability")
+
+
+def _default_output(environ: Mapping[str, str]) -> str | None:
+    """SAGEMAKER_INFERENCE_OUTPUT, as AWS's containers read it; one kind per answer here."""
+    raw = (environ.get("SAGEMAKER_INFERENCE_OUTPUT") or "").strip().lower()
+    if not raw:
+        return None
+    kinds = [k.strip() for k in raw.split(",") if k.strip()]
+    if len(kinds) != 1 or kinds[0] not in OUTPUT_KINDS:
+        raise ConfigurationError(
+            f"SAGEMAKER_INFERENCE_OUTPUT={raw!r}: give one of {', '.join(OUTPUT_KINDS)}"
+        )
+    return kinds[0]
+
+
 @dataclass(frozen=True)
 class ServingSettings:
     """How `sagecraft serve` listens and what it accepts, read once at start."""
@@ -127,6 +144,7 @@ class ServingSettings:
     batch: bool
     batch_strategy: str | None
     batching: bool
+    default_output: str | None
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] = os.environ) -> ServingSettings:
@@ -152,6 +170,7 @@ class ServingSettings:
             batch=_flag(environ, "SAGEMAKER_BATCH"),
             batching=environ.get("SAGECRAFT_REQUEST_BATCHING", "true").strip().lower()
             not in {"0", "false", "no", "off"},
+            default_output=_default_output(environ),
             batch_strategy=(environ.get("SAGEMAKER_BATCH_STRATEGY") or "").upper() or None,
         )
 

@@ -23,6 +23,7 @@ from .content_registry import ContentTypeRegistry
 from .content_types import JSONLINES
 from .errors import BadRequestError, PayloadTooLargeError
 from .loaded_model import LoadedModel
+from .outputs import PREDICTED_LABEL, predict_output
 
 SLICE_BYTES = 2 * 1024 * 1024  # measured: peak memory grows ~80 MiB whatever the payload size
 SPOOL_BYTES = 32 * 1024 * 1024
@@ -75,12 +76,12 @@ def _line_slices(body: IO[bytes]) -> Iterator[bytes]:
 
 
 def _slices(model: LoadedModel, types: ContentTypeRegistry, content_type: str,
-            body: IO[bytes]) -> Iterator[np.ndarray]:
+            body: IO[bytes], output: str) -> Iterator[np.ndarray]:
     """Predictions for consecutive slices of whole lines of a large line-oriented body."""
     first_row = 1
     for piece in _line_slices(body):
         features = types.decode(content_type, piece, model.feature_names, first_row=first_row)
-        yield model.predict(features)
+        yield predict_output(model, features, output)
         first_row += len(features)
     if first_row == 1:
         raise BadRequestError("the request body is empty")
@@ -102,7 +103,7 @@ def _error_marker(accept: str, message: str) -> bytes:
 
 
 def _predict_records(model: LoadedModel, types: ContentTypeRegistry, content_type: str,
-                     body: bytes, accept: str) -> bytes:
+                     body: bytes, accept: str, output: str) -> bytes:
     """One output line per input line; unreadable lines get an error marker instead."""
     lines = body.strip(b"\r\n").split(b"\n")
     good: list[int] = []
@@ -119,31 +120,32 @@ def _predict_records(model: LoadedModel, types: ContentTypeRegistry, content_typ
             markers[index] = _error_marker(accept, str(exc))
     answers: list[bytes] = []
     if frames:
-        predictions = model.predict(pd.concat(frames, ignore_index=True))
+        predictions = predict_output(model, pd.concat(frames, ignore_index=True), output)
         answers = types.encode(accept, predictions).rstrip(b"\n").split(b"\n")
     by_line = dict(zip(good, answers, strict=True))
     return b"".join((markers.get(i) or by_line[i]) + b"\n" for i in range(len(lines)))
 
 
 def answer(model: LoadedModel, types: ContentTypeRegistry, content_type: str, body: IO[bytes],
-           accept: str, record_errors: bool = False) -> IO[bytes]:
+           accept: str, record_errors: bool = False, output: str = PREDICTED_LABEL) -> IO[bytes]:
     """Decode, predict and encode one request; runs in a worker thread. Returns the answer as a
     file (in memory when small) for the handler to send."""
     with body:
         line_oriented = content_type in types.line_oriented
         if record_errors and line_oriented and accept in types.line_oriented_out:
-            return _spooled(_predict_records(model, types, content_type, body.read(), accept))
+            return _spooled(_predict_records(model, types, content_type, body.read(), accept,
+                                             output))
         if line_oriented and _size(body) > SLICE_BYTES:
             if accept in types.line_oriented_out:
                 out = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 (returned)
-                for predictions in _slices(model, types, content_type, body):
+                for predictions in _slices(model, types, content_type, body, output):
                     out.write(types.encode(accept, predictions))
                 out.seek(0)
                 return out
             return _spooled(types.encode(accept, np.concatenate(list(
-                _slices(model, types, content_type, body)))))
+                _slices(model, types, content_type, body, output)))))
         features = types.decode(content_type, body.read(), model.feature_names)
-        return _spooled(types.encode(accept, model.predict(features)))
+        return _spooled(types.encode(accept, predict_output(model, features, output)))
 
 
 def _size(body: IO[bytes]) -> int:

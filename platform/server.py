@@ -18,8 +18,10 @@ from .errors import BadRequestError, NotReadyError
 from .invocation import answer, read_body
 from .middleware import error_middleware
 from .multi_model import add_model_routes
+from .outputs import PREDICTED_LABEL, requested_output
 
 TARGET_MODEL = "X-Amzn-SageMaker-Target-Model"
+CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
 SEND_CHUNK = 1024 * 1024
 # Bodies up to this size are answered on the event loop (measured: about 100 rows of 20 features
 # take well under a millisecond).
@@ -58,10 +60,12 @@ async def invoke(request: web.Request, model_name: str) -> web.Response:
     types.check_decodable(content_type)
     default = settings.default_accept or (content_type if content_type in types.encoders else CSV)
     accept = negotiate(request.headers.get("Accept"), types.encoders, media_type(default) or CSV)
+    output = requested_output(request.headers.get(CUSTOM_ATTRIBUTES), request.headers.get("Accept"),
+                              settings.default_output)
     body = await read_body(request, settings.max_payload_bytes)
     small = request.content_length is not None and request.content_length <= INLINE_BYTES
     async with runtime.registry.use(model_name) as model:
-        if small and settings.batching and not settings.record_errors:
+        if small and settings.batching and not settings.record_errors and output == PREDICTED_LABEL:
             with body:
                 features = types.decode(content_type, body.read(), model.feature_names)
             predictions = await runtime.registry.batcher(model_name).predict(features)
@@ -69,11 +73,11 @@ async def invoke(request: web.Request, model_name: str) -> web.Response:
         elif small:
             # A thread hop costs more than a few rows' work; large bodies go to the pool so the
             # event loop keeps answering /ping.
-            result = answer(model, types, content_type, body, accept, settings.record_errors)
+            result = answer(model, types, content_type, body, accept, settings.record_errors, output)
         else:
             result = await asyncio.get_running_loop().run_in_executor(
                 request.app[EXECUTOR], answer, model, types, content_type, body, accept,
-                settings.record_errors,
+                settings.record_errors, output,
             )
     return await _send(request, result, accept)
 

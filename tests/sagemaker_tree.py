@@ -124,6 +124,7 @@ class Server:
 
     def __init__(self, base: Path, pythonpath: Path | None = None,
                  command: list[str] | None = None, **env: str) -> None:
+        self.base = base
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = base / f"serve-{self.port}.log"

@@ -6,6 +6,7 @@ import io
 import json
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import orjson
@@ -276,3 +277,76 @@ def test_predictions_match_the_model_in_process(iris_xgboost: TrainingTree,
     assert xgboost_server.invoke(body).text.splitlines() == expected
     probabilities = orjson.loads(xgboost_server.invoke(body, accept="application/json").content)
     assert probabilities["predictions"] == expected
+
+
+@pytest.mark.parametrize("how", ["custom attributes", "accept parameter", "container default"])
+def test_class_probabilities_on_request(iris_server: Server, how: str) -> None:
+    server = iris_server
+    if how == "container default":  # the same model folder, served with the default set
+        server = Server(iris_server.base, SAGEMAKER_INFERENCE_OUTPUT="probabilities").wait_ready()
+    try:
+        headers = {"custom attributes": {"X-Amzn-SageMaker-Custom-Attributes":
+                                         "trace=7,output=probabilities"},
+                   "accept parameter": {"Accept": "application/json; output=probabilities"},
+                   "container default": {}}[how]
+        response = server.session.post(f"{server.url}/invocations", data=GOOD_BODY,
+                                       headers={"Content-Type": "text/csv", **headers})
+        assert response.status_code == 200, response.text
+        if response.headers["Content-Type"] == "application/json":
+            rows = response.json()["predictions"]
+        else:
+            rows = [[float(v) for v in line.split(",")] for line in response.text.splitlines()]
+        assert len(rows) == 2 and all(len(row) == 3 for row in rows)
+        assert all(abs(sum(row) - 1) < 1e-6 for row in rows)
+        assert rows[0][0] > 0.5 and rows[1][2] > 0.5  # setosa, then virginica
+    finally:
+        if server is not iris_server:
+            server.stop()
+
+
+def test_positive_class_probability_for_a_binary_model(tmp_path: Path) -> None:
+    tree = TrainingTree(tmp_path)
+    tree.add_file("train", "d.csv", "".join(f"{int(i >= 50)},{i},{i % 7}\n" for i in range(100)))
+    tree.hyperparameters({"algorithm": "xgboost", "objective": "binary:logistic", "num_round": 10})
+    assert tree.train().returncode == 0, tree.explain()
+    server = Server(tree.base).wait_ready()
+    try:
+        attributes = {"X-Amzn-SageMaker-Custom-Attributes": "output=probability"}
+        one = server.session.post(f"{server.url}/invocations", data="10,3\n90,3",
+                                  headers={"Content-Type": "text/csv", **attributes})
+        low, high = (float(v) for v in one.text.splitlines())
+        assert 0 <= low < 0.5 < high <= 1
+        both = server.session.post(f"{server.url}/invocations", data="10,3\n90,3", headers={
+            "Content-Type": "text/csv", "X-Amzn-SageMaker-Custom-Attributes": "output=probabilities"})
+        assert [float(line.split(",")[1]) for line in both.text.splitlines()] == [low, high]
+        assert server.invoke("10,3\n90,3").text == "0\n1\n"
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(("attributes", "phrase"), [
+    ("output=probability", "needs two classes; this model has 3"),
+    ("output=shap", "output 'shap' is not one of predicted_label, probabilities, probability"),
+])
+def test_unavailable_outputs_are_400(forest_server: Server, attributes: str, phrase: str) -> None:
+    response = forest_server.session.post(
+        f"{forest_server.url}/invocations", data=GOOD_BODY,
+        headers={"Content-Type": "text/csv", "X-Amzn-SageMaker-Custom-Attributes": attributes})
+    assert response.status_code == 400
+    assert phrase in response.json()["message"]
+    assert forest_server.invoke(GOOD_BODY).text == GOOD_ANSWER
+
+
+def test_regression_has_no_probabilities(regression_server: Server) -> None:
+    response = regression_server.session.post(
+        f"{regression_server.url}/invocations", data="1,0,0,0,0",
+        headers={"Content-Type": "text/csv", "X-Amzn-SageMaker-Custom-Attributes": "output=probabilities"})
+    assert response.status_code == 400
+    assert "regression model cannot predict 'probabilities'" in response.json()["message"]
+
+
+def test_invalid_container_default_output_stops_serve(iris_forest: TrainingTree) -> None:
+    server = Server(iris_forest.base, SAGEMAKER_INFERENCE_OUTPUT="predicted_label,probability")
+    assert server.process.wait(60) == 1
+    assert "SAGEMAKER_INFERENCE_OUTPUT" in server.log()
+    server.stop()
