@@ -141,7 +141,6 @@ class ServingSettings:
     memory_budget_bytes: int | None
     evict_idle_models: bool
     record_errors: bool
-    batch: bool
     batch_strategy: str | None
     batching: bool
     default_output: str | None
@@ -167,7 +166,6 @@ class ServingSettings:
                 environ, "SAGECRAFT_MEMORY_BUDGET_MB", 0, 0)) else None),
             evict_idle_models=_flag(environ, "SAGECRAFT_EVICT_IDLE_MODELS"),
             record_errors=_flag(environ, "SAGECRAFT_RECORD_ERRORS"),
-            batch=_flag(environ, "SAGEMAKER_BATCH"),
             batching=environ.get("SAGECRAFT_REQUEST_BATCHING", "true").strip().lower()
             not in {"0", "false", "no", "off"},
             default_output=_default_output(environ),

@@ -100,7 +100,6 @@ async def _serve_one_process(settings: ServingSettings, model_dir: Path,
     async def start(app: web.Application) -> None:
         plugins = await asyncio.get_running_loop().run_in_executor(None, installed_plugins)
         registry = _registry(app, plugins, settings)
-        app[RUNTIME].started.set()
         if settings.multi_model:
             log.info("multi-model endpoint ready; memory budget %d MiB",
                      (registry.memory_budget or 0) >> 20)

@@ -91,7 +91,7 @@ def test_example_plugin_own_tests_pass_when_installed(example_env: Path) -> None
     assert "3 passed" in result.stdout
 
 
-def test_example_plugin_is_two_files_and_listed_without_being_installed_here() -> None:
+def test_example_plugin_folder_holds_its_module_pyproject_test_and_readme() -> None:
     files = sorted(p.name for p in EXAMPLE.iterdir() if p.is_file())
     assert files == ["README.md", "pyproject.toml", "sagecraft_linear.py", "test_sagecraft_linear.py"]
     assert 'linear = "sagecraft_linear"' in (EXAMPLE / "pyproject.toml").read_text()

@@ -227,3 +227,26 @@ def test_failure_message_comes_first_and_is_cut_to_1024(tmp_path: Path) -> None:
     assert failure.startswith("target column 'label' is not in")
     assert len(failure) <= 1024
     assert failure.endswith("Error type: DataError")
+
+
+@pytest.mark.parametrize("early_stopping", [True, False])
+def test_tuning_objective_is_evaluated_and_watched_by_early_stopping(
+    tmp_path: Path, early_stopping: bool
+) -> None:
+    """A tuning job reads `validation:mae` from the log even when eval_metric names only rmse."""
+    tree = TrainingTree(tmp_path)
+    tree.add_file("train", "t.csv", regression_rows(3, 300))
+    tree.add_file("validation", "v.csv", regression_rows(4, 100))
+    tree.write_config("hyperparameters.json", {
+        "algorithm": "xgboost", "num_round": "300", "eta": "0.3", "eval_metric": "rmse",
+        "_tuning_objective_metric": "validation:mae",
+        **({"early_stopping_rounds": "5"} if early_stopping else {})})
+    result = tree.train()
+    assert result.returncode == 0, tree.explain()
+    lines = [line for line in result.stdout.splitlines() if line.startswith("[")]
+    assert all("\tvalidation-rmse:" in line and "\tvalidation-mae:" in line for line in lines)
+    if early_stopping:
+        assert len(lines) < 300
+        assert "early stopping: keeping rounds 0-" in result.stderr
+    else:
+        assert len(lines) == 300

@@ -88,6 +88,12 @@ def _objective(hyperparameters: dict[str, Any], context: FitContext) -> str:
     return objective
 
 
+def _tuning_metric(context: FitContext) -> str | None:
+    """The validation metric a SageMaker tuning job optimises ("validation:rmse" -> "rmse")."""
+    data_name, _, metric = (context.tuning_objective_metric or "").partition(":")
+    return metric if data_name == "validation" and metric else None
+
+
 def _booster_params(
     hyperparameters: dict[str, Any], objective: str, context: FitContext
 ) -> dict[str, Any]:
@@ -95,21 +101,19 @@ def _booster_params(
     params["objective"] = objective
     if objective.startswith("multi:"):
         params["num_class"] = context.n_classes
+    # A tuning job reads its objective from the log: evaluate it even if eval_metric omits it.
+    tuned = _tuning_metric(context)
+    if tuned and "eval_metric" in params and tuned not in params["eval_metric"]:
+        params["eval_metric"] = [*params["eval_metric"], tuned]
+    elif tuned and "eval_metric" not in params:
+        params["eval_metric"] = [tuned]
     return params
 
 
 def _watched_metric(params: dict[str, Any], context: FitContext) -> str | None:
     """The metric early stopping watches: the tuning job's objective, else the last eval_metric."""
-    objective = context.tuning_objective_metric
-    if objective and ":" in objective:
-        data_name, metric = objective.split(":", 1)
-        if data_name == "validation":
-            metrics = list(params.get("eval_metric") or [])
-            if metric not in metrics:
-                params["eval_metric"] = [*metrics, metric]
-            return metric
     metrics = params.get("eval_metric")
-    return metrics[-1] if metrics else None
+    return _tuning_metric(context) or (metrics[-1] if metrics else None)
 
 
 class _MetricLines(xgb.callback.TrainingCallback):
