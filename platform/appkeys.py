@@ -23,6 +23,7 @@ class Runtime:
     content_types: ContentTypeRegistry | None = None
     registry: ModelRegistry | None = None
     started: asyncio.Event = field(default_factory=asyncio.Event)
+    in_flight: int = 0  # invocations this worker holds now
 
 
 SETTINGS = web.AppKey("settings", ServingSettings)

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .content_types import ALIASES
-from .errors import BadRequestError, PluginError, UnsupportedMediaTypeError
+from .errors import BadRequestError, PluginError, TooManyRowsError, UnsupportedMediaTypeError
 
 Decoder = Callable[[bytes, Sequence[str]], pd.DataFrame]
 Encoder = Callable[[np.ndarray], bytes]
@@ -42,6 +42,7 @@ class ContentTypeRegistry:
         self.providers: dict[str, list[str]] = {}  # plugin name -> the types it added
         self._owner: dict[tuple[str, str], str] = {}
         self._plugin = "sagecraft"
+        self.max_rows: int | None = None  # per request; the server sets it from SAGECRAFT_MAX_ROWS
 
     def registering_for(self, plugin: str) -> ContentTypeRegistry:
         self._plugin = plugin
@@ -91,12 +92,20 @@ class ContentTypeRegistry:
 
     def decode(self, content_type: str, body: bytes, features: Sequence[str],
                first_row: int = 1) -> pd.DataFrame:
+        """Rows of `body`; `first_row` numbers them when the body is one slice of a larger one."""
         self.check_decodable(content_type)
         if first_row != 1:
-            return self.decoders[content_type](body, features, first_row=first_row)
-        if not body.strip():
+            table = self.decoders[content_type](body, features, first_row=first_row)
+        elif not body.strip():
             raise BadRequestError("the request body is empty")
-        return self.decoders[content_type](body, features)
+        else:
+            table = self.decoders[content_type](body, features)
+        if self.max_rows is not None and first_row - 1 + len(table) > self.max_rows:
+            raise TooManyRowsError(
+                f"the body holds more than {self.max_rows} rows, the limit per request; send "
+                "fewer rows or raise SAGECRAFT_MAX_ROWS"
+            )
+        return table
 
     def check_decodable(self, content_type: str) -> None:
         if content_type not in self.decoders:

@@ -50,6 +50,21 @@ def channel_files(channel_dir: Path) -> list[Path]:
     return files
 
 
+def _signature(path: Path) -> tuple[int, int]:
+    status = path.stat()
+    return status.st_size, status.st_mtime_ns
+
+
+def _check_unchanged(path: Path, before: tuple[int, int]) -> None:
+    """A file written to while we read it would train on a mix of old and new rows."""
+    after = _signature(path)
+    if after != before:
+        raise DataError(
+            f"{path} changed while it was being read (size {before[0]} -> {after[0]} bytes); "
+            "something is still writing to the channel. Start training once the data is complete"
+        )
+
+
 def _is_gzip(path: Path) -> bool:
     with path.open("rb") as handle:
         return handle.read(2) == GZIP_MAGIC
@@ -161,6 +176,7 @@ def read_channel(
     tables: list[pa.Table] = []
     columns: list[str] | None = None
     for path in files:
+        before = _signature(path)
         head = _first_rows(path, 2)
         if not head:
             log.warning("%s is empty; skipped", path)
@@ -173,6 +189,7 @@ def read_channel(
                 "Set target=<label column name> to use the header, or remove the header row"
             )
         table = _read_table(path, header=target is not None)
+        _check_unchanged(path, before)
         if table.num_rows == 0:
             log.warning("%s holds no rows; skipped", path)
             continue

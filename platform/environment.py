@@ -19,6 +19,12 @@ DEFAULT_PORT = 8080
 DEFAULT_MAX_PAYLOAD_MB = 6.0
 # SageMaker sends SIGKILL 30 s after SIGTERM; draining must end well before that.
 DEFAULT_SHUTDOWN_TIMEOUT_S = 20.0
+# SageMaker gives up on an invocation after 60 s; an asynchronous endpoint waits up to an hour.
+DEFAULT_REQUEST_TIMEOUT_S = 60.0
+# Requests one worker process holds at once (reading, waiting or predicting); more get a 503.
+DEFAULT_MAX_CONCURRENT_REQUESTS = 128
+# A single-model endpoint must be healthy within about 4 minutes of start.
+DEFAULT_MODEL_LOAD_TIMEOUT_S = 240.0
 
 
 @dataclass(frozen=True)
@@ -144,6 +150,11 @@ class ServingSettings:
     batch_strategy: str | None
     batching: bool
     default_output: str | None
+    request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
+    max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS
+    max_rows: int | None = None
+    model_load_timeout_s: float = DEFAULT_MODEL_LOAD_TIMEOUT_S
+    models_dir: Path = Path(DEFAULT_BASE_DIR) / "models"
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] = os.environ) -> ServingSettings:
@@ -170,6 +181,14 @@ class ServingSettings:
             not in {"0", "false", "no", "off"},
             default_output=_default_output(environ),
             batch_strategy=(environ.get("SAGEMAKER_BATCH_STRATEGY") or "").upper() or None,
+            request_timeout_s=_number(environ, "SAGECRAFT_REQUEST_TIMEOUT", DEFAULT_REQUEST_TIMEOUT_S,
+                                      0.001),
+            max_concurrent_requests=int(_number(environ, "SAGECRAFT_MAX_CONCURRENT_REQUESTS",
+                                                DEFAULT_MAX_CONCURRENT_REQUESTS, 1)),
+            max_rows=int(rows) if (rows := _number(environ, "SAGECRAFT_MAX_ROWS", 0, 0)) else None,
+            model_load_timeout_s=_number(environ, "SAGECRAFT_MODEL_LOAD_TIMEOUT",
+                                         DEFAULT_MODEL_LOAD_TIMEOUT_S, 0.001),
+            models_dir=SageMakerPaths.from_environment(environ).models_dir,
         )
 
 

@@ -11,6 +11,8 @@ class SagecraftError(Exception):
     """
 
     status = 500
+    # Extra response headers (a 503 says when to come back).
+    headers: dict[str, str] = {}
 
     @property
     def kind(self) -> str:
@@ -58,6 +60,12 @@ class DataError(TrainingError):
     """A channel is missing, empty, or holds data that cannot be read."""
 
 
+class OutputWriteError(TrainingError):
+    """The model or an output file cannot be written (full disk, read-only folder)."""
+
+    status = 500
+
+
 # --- serving -------------------------------------------------------------------------------
 
 
@@ -93,6 +101,22 @@ class PayloadTooLargeError(RequestError):
     status = 413
 
 
+class TooManyRowsError(PayloadTooLargeError):
+    """The body holds more rows than SAGECRAFT_MAX_ROWS allows."""
+
+
+class RequestTimeoutError(RequestError):
+    """The body did not arrive within the request timeout."""
+
+    status = 408
+
+
+class PredictionTimeoutError(SagecraftError):
+    """The prediction did not finish within the request timeout."""
+
+    status = 504
+
+
 class UnsupportedMediaTypeError(RequestError):
     """The request's `Content-Type` cannot be decoded."""
 
@@ -117,7 +141,21 @@ class InsufficientMemoryError(SagecraftError):
     status = 507
 
 
+class ModelLoadTimeoutError(ModelLoadError):
+    """Loading a model took longer than SAGECRAFT_MODEL_LOAD_TIMEOUT."""
+
+    status = 504
+
+
 class NotReadyError(SagecraftError):
     """The model is not loaded yet."""
 
     status = 503
+    headers = {"Retry-After": "1"}
+
+
+class OverloadedError(SagecraftError):
+    """The worker holds as many requests as it may; the caller should retry shortly."""
+
+    status = 503
+    headers = {"Retry-After": "1"}

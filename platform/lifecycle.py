@@ -28,7 +28,7 @@ from .errors import SagecraftError
 from .loaded_model import LoadedModel
 from .memory import container_memory_bytes
 from .plugins import PluginSet, installed_plugins
-from .registry import ModelRegistry
+from .registry import ModelRegistry, load_within
 from .server import create_app
 
 log = logging.getLogger(__name__)
@@ -90,8 +90,9 @@ async def _run_app(
 def _registry(app: web.Application, plugins: PluginSet, settings: ServingSettings) -> ModelRegistry:
     runtime = app[RUNTIME]
     runtime.content_types = plugins.content_types
+    runtime.content_types.max_rows = settings.max_rows
     runtime.registry = ModelRegistry(app[EXECUTOR], LoadedModel.load, memory_budget(settings),
-                                     settings.evict_idle_models)
+                                     settings.evict_idle_models, settings.model_load_timeout_s)
     return runtime.registry
 
 
@@ -126,7 +127,8 @@ async def _load_in_parent(settings: ServingSettings, model_dir: Path,
     async def start(app: web.Application) -> None:
         loop = asyncio.get_running_loop()
         plugins = await loop.run_in_executor(None, installed_plugins)
-        model = await loop.run_in_executor(None, LoadedModel.load, model_dir)
+        model = await load_within(loop.run_in_executor(None, LoadedModel.load, model_dir),
+                                  settings.model_load_timeout_s, model_dir)
         prepared.append((plugins, model))
         done.set()
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import platform as stdlib_platform
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,7 @@ class Manifest:
     libraries: dict[str, str]
     hyperparameters: dict[str, Any]
     format_version: int = FORMAT_VERSION
-    created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+    created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
 
     @property
     def feature_names(self) -> list[str]:

@@ -13,10 +13,18 @@ from .errors import PayloadTooLargeError, SagecraftError
 
 log = logging.getLogger(__name__)
 
+MAX_MESSAGE_CHARS = 1000
 
-def error_response(status: int, kind: str, message: str) -> web.Response:
+
+def error_response(status: int, kind: str, message: str,
+                   headers: dict[str, str] | None = None) -> web.Response:
+    # Messages may quote what the client sent: undecodable bytes (kept by aiohttp as surrogates)
+    # are escaped, and the quote is cut so that the answer stays short.
+    message = message.encode("utf-8", "backslashreplace").decode("utf-8")
+    if len(message) > MAX_MESSAGE_CHARS:
+        message = message[: MAX_MESSAGE_CHARS - 3] + "..."
     body = orjson.dumps({"code": status, "type": kind, "message": message})
-    return web.Response(status=status, body=body, content_type="application/json")
+    return web.Response(status=status, body=body, content_type="application/json", headers=headers)
 
 
 @web.middleware
@@ -26,7 +34,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except SagecraftError as exc:
         if exc.status >= 500 and exc.status != 503:  # 503: still loading, expected at start
             log.error("%s %s: %s", request.method, request.path, exc)
-        return error_response(exc.status, exc.kind, str(exc))
+        return error_response(exc.status, exc.kind, str(exc), exc.headers or None)
     except web.HTTPRequestEntityTooLarge:
         limit = request.app[SETTINGS].max_payload_bytes
         exc = PayloadTooLargeError(
@@ -36,7 +44,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error_response(exc.status, type(exc).__name__.removeprefix("HTTP"), exc.reason)
+        # 405 must say which methods the route has (RFC 9110): keep aiohttp's Allow header.
+        allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return error_response(exc.status, type(exc).__name__.removeprefix("HTTP"), exc.reason, allow)
     except Exception:
         log.exception("%s %s failed", request.method, request.path)
         return error_response(500, "InternalError", "internal error; the server log has details")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from .appkeys import RUNTIME, Runtime
+from .appkeys import RUNTIME, SETTINGS, Runtime
 from .errors import BadRequestError, ModelNotFoundError, NotReadyError
 from .registry import ModelRegistry
 
@@ -23,13 +23,28 @@ async def _registry(request: web.Request) -> ModelRegistry:
     return runtime.registry
 
 
-def _model_folder(url: object) -> Path:
-    """The folder SageMaker unpacked the model into; the name is never used to build a path."""
-    if not isinstance(url, str) or not url:
+def model_folder(url: object, models_dir: Path) -> Path:
+    """The folder SageMaker unpacked the model into, confined to `models_dir`.
+
+    The name is never used to build a path. The url, and every file under it, must resolve inside
+    `models_dir` once `..` and symbolic links are followed: a model cannot make the server read
+    another model's files or anything else on the machine."""
+    if not isinstance(url, str) or not url or "\x00" in url:
         raise BadRequestError('send {"model_name": "...", "url": "/opt/ml/models/<name>/model"}')
-    folder = Path(url)
-    if not folder.is_dir():
-        raise ModelNotFoundError(f"model folder {url} does not exist")
+    try:
+        root = models_dir.resolve()
+        folder = Path(url).resolve()
+        if not folder.is_relative_to(root) or folder == root:
+            raise BadRequestError(f"url {url} is outside the models folder {models_dir}")
+        if not folder.is_dir():
+            raise ModelNotFoundError(f"model folder {url} does not exist")
+        for path in folder.rglob("*"):
+            if not path.resolve().is_relative_to(root):
+                raise BadRequestError(
+                    f"{path} links to {path.resolve()}, outside the models folder {models_dir}"
+                )
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symbolic link loop
+        raise BadRequestError(f"url {url} cannot be followed: {exc}") from None
     return folder
 
 
@@ -43,7 +58,7 @@ async def load_model(request: web.Request) -> web.Response:
     name = document.get("model_name")
     if not isinstance(name, str) or not name:
         raise BadRequestError("model_name must be a non-empty string")
-    folder = _model_folder(document.get("url"))
+    folder = model_folder(document.get("url"), request.app[SETTINGS].models_dir)
     registry = await _registry(request)
     await registry.load(name, folder, url=document["url"])
     return web.json_response({"status": f"model '{name}' loaded"})
@@ -52,9 +67,11 @@ async def load_model(request: web.Request) -> web.Response:
 async def list_models(request: web.Request) -> web.Response:
     registry = await _registry(request)
     try:
-        limit = min(MAX_PAGE_SIZE, max(1, int(request.query.get("limit", PAGE_SIZE))))
+        limit = int(request.query.get("limit", PAGE_SIZE))
     except ValueError:
-        raise BadRequestError("limit must be a whole number") from None
+        limit = 0
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        raise BadRequestError(f"limit must be a whole number from 1 to {MAX_PAGE_SIZE}")
     models, token = registry.page(request.query.get("next_page_token"), limit)
     body: dict[str, object] = {"models": models}
     if token is not None:

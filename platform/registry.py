@@ -21,6 +21,7 @@ from .batching import PredictionBatcher
 from .errors import (
     InsufficientMemoryError,
     ModelAlreadyLoadedError,
+    ModelLoadTimeoutError,
     ModelNotFoundError,
     SagecraftError,
 )
@@ -31,6 +32,22 @@ log = logging.getLogger(__name__)
 
 # In memory a model takes a few times its folder's size (skops files are compressed).
 LOAD_SIZE_FACTOR = 3
+
+
+async def load_within(loading: asyncio.Future[LoadedModel], timeout_s: float | None,
+                      folder: Path) -> LoadedModel:
+    """The result of a load running in a thread, or ModelLoadTimeoutError after `timeout_s`.
+
+    A thread cannot be stopped: a load that times out runs on and its model is dropped when done.
+    """
+    try:
+        return await asyncio.wait_for(asyncio.shield(loading), timeout_s)
+    except TimeoutError:
+        loading.add_done_callback(lambda done: done.cancelled() or done.exception())
+        raise ModelLoadTimeoutError(
+            f"loading {folder} took longer than {timeout_s:g} s; raise SAGECRAFT_MODEL_LOAD_TIMEOUT "
+            "if the model is that large"
+        ) from None
 
 
 @dataclass
@@ -57,11 +74,13 @@ class ModelRegistry:
         loader: Callable[[Path], LoadedModel],
         memory_budget: int | None = None,
         evict_idle: bool = False,
+        load_timeout_s: float | None = None,
     ) -> None:
         self.executor = executor
         self.loader = loader
         self.memory_budget = memory_budget
         self.evict_idle = evict_idle
+        self.load_timeout_s = load_timeout_s
         self.entries: dict[str, ModelEntry] = {}
 
     def is_ready(self, name: str) -> bool:
@@ -98,7 +117,8 @@ class ModelRegistry:
         self.entries[name] = entry
         try:
             await self._make_room(folder_bytes(folder) * LOAD_SIZE_FACTOR)
-            model = await loop.run_in_executor(self.executor, self.loader, folder)
+            model = await load_within(loop.run_in_executor(self.executor, self.loader, folder),
+                                      self.load_timeout_s, folder)
             if self.memory_budget is not None and rss_bytes() > self.memory_budget:
                 del model
                 raise InsufficientMemoryError(

@@ -1,5 +1,5 @@
-"""The aiohttp application: /ping, /invocations and /execution-parameters, plus the model API of a
-multi-model endpoint (see multi_model.py)."""
+"""The aiohttp application: /ping, /invocations, /execution-parameters and /openapi.json, plus the
+model API of a multi-model endpoint (see multi_model.py)."""
 
 from __future__ import annotations
 
@@ -14,14 +14,22 @@ from aiohttp import web
 from .appkeys import EXECUTOR, RUNTIME, SETTINGS, SINGLE_MODEL, Runtime
 from .content_types import CSV, media_type, negotiate
 from .environment import ServingSettings
-from .errors import BadRequestError, NotReadyError
+from .errors import (
+    BadRequestError,
+    NotReadyError,
+    OverloadedError,
+    PredictionTimeoutError,
+    RequestTimeoutError,
+)
 from .invocation import answer, read_body
 from .middleware import error_middleware
 from .multi_model import add_model_routes
+from .openapi import add_openapi_route
 from .outputs import PREDICTED_LABEL, requested_output
 
 TARGET_MODEL = "X-Amzn-SageMaker-Target-Model"
 CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
+MAX_HEADER_CHARS = 1024
 SEND_CHUNK = 1024 * 1024
 # Bodies up to this size are answered on the event loop (measured: about 100 rows of 20 features
 # take well under a millisecond).
@@ -49,12 +57,33 @@ async def execution_parameters(request: web.Request) -> web.Response:
     })
 
 
-async def invoke(request: web.Request, model_name: str) -> web.Response:
-    """Answer one invocation of `model_name`; shared by /invocations and /models/<name>/invoke."""
+async def invoke(request: web.Request, model_name: str) -> web.StreamResponse:
+    """Answer one invocation of `model_name`; shared by /invocations and /models/<name>/invoke.
+
+    A worker holds at most `max_concurrent_requests` invocations: beyond that it answers 503 with
+    Retry-After at once instead of queueing without bound. Each has `request_timeout_s` to arrive
+    (else 408) and be answered (else 504)."""
     settings, runtime = request.app[SETTINGS], request.app[RUNTIME]
     if runtime.registry is None or runtime.content_types is None:
         raise NotReadyError("the server is still starting")
+    if runtime.in_flight >= settings.max_concurrent_requests:
+        raise OverloadedError(
+            f"this worker is answering {runtime.in_flight} requests, its limit "
+            "(SAGECRAFT_MAX_CONCURRENT_REQUESTS); retry shortly"
+        )
+    runtime.in_flight += 1
+    try:
+        deadline = asyncio.get_running_loop().time() + settings.request_timeout_s
+        return await _invoke(request, model_name, settings, runtime, deadline)
+    finally:
+        runtime.in_flight -= 1
+
+
+async def _invoke(request: web.Request, model_name: str, settings: ServingSettings,
+                  runtime: Runtime, deadline: float) -> web.StreamResponse:
     types = runtime.content_types
+    assert types is not None and runtime.registry is not None
+    _check_header_lengths(request)
     # Absent Content-Type: CSV, the format of the R example and of SageMaker's tabular algorithms.
     content_type = media_type(request.headers.get("Content-Type")) or CSV
     types.check_decodable(content_type)
@@ -62,24 +91,48 @@ async def invoke(request: web.Request, model_name: str) -> web.Response:
     accept = negotiate(request.headers.get("Accept"), types.encoders, media_type(default) or CSV)
     output = requested_output(request.headers.get(CUSTOM_ATTRIBUTES), request.headers.get("Accept"),
                               settings.default_output)
-    body = await read_body(request, settings.max_payload_bytes)
+    try:
+        async with asyncio.timeout_at(deadline):
+            body = await read_body(request, settings.max_payload_bytes)
+    except TimeoutError:
+        raise RequestTimeoutError(
+            f"the body did not arrive within {settings.request_timeout_s:g} s "
+            "(SAGECRAFT_REQUEST_TIMEOUT)"
+        ) from None
     small = request.content_length is not None and request.content_length <= INLINE_BYTES
-    async with runtime.registry.use(model_name) as model:
-        if small and settings.batching and not settings.record_errors and output == PREDICTED_LABEL:
-            with body:
-                features = types.decode(content_type, body.read(), model.feature_names)
-            predictions = await runtime.registry.batcher(model_name).predict(features)
-            result = io.BytesIO(types.encode(accept, predictions))
-        elif small:
-            # A thread hop costs more than a few rows' work; large bodies go to the pool so the
-            # event loop keeps answering /ping.
-            result = answer(model, types, content_type, body, accept, settings.record_errors, output)
-        else:
-            result = await asyncio.get_running_loop().run_in_executor(
-                request.app[EXECUTOR], answer, model, types, content_type, body, accept,
-                settings.record_errors, output,
-            )
+    try:
+        async with asyncio.timeout_at(deadline), runtime.registry.use(model_name) as model:
+            if small and settings.batching and not settings.record_errors and output == PREDICTED_LABEL:
+                with body:
+                    features = types.decode(content_type, body.read(), model.feature_names)
+                predictions = await runtime.registry.batcher(model_name).predict(features)
+                result = io.BytesIO(types.encode(accept, predictions))
+            elif small:
+                # A thread hop costs more than a few rows' work; large bodies go to the pool so
+                # the event loop keeps answering /ping.
+                result = answer(model, types, content_type, body, accept, settings.record_errors,
+                                output)
+            else:
+                result = await asyncio.get_running_loop().run_in_executor(
+                    request.app[EXECUTOR], answer, model, types, content_type, body, accept,
+                    settings.record_errors, output,
+                )
+    except TimeoutError:
+        raise PredictionTimeoutError(
+            f"the prediction did not finish within {settings.request_timeout_s:g} s "
+            "(SAGECRAFT_REQUEST_TIMEOUT); send fewer rows per request"
+        ) from None
     return await _send(request, result, accept)
+
+
+def _check_header_lengths(request: web.Request) -> None:
+    """SageMaker passes these headers through with a limit of 1024 characters; so do we."""
+    for name in (CUSTOM_ATTRIBUTES, TARGET_MODEL, "Content-Type", "Accept"):
+        value = request.headers.get(name)
+        if value is not None and len(value) > MAX_HEADER_CHARS:
+            raise BadRequestError(
+                f"the {name} header has {len(value)} characters; the limit is {MAX_HEADER_CHARS}"
+            )
 
 
 async def _send(request: web.Request, result: IO[bytes], content_type: str) -> web.StreamResponse:
@@ -126,6 +179,7 @@ def create_app(settings: ServingSettings) -> web.Application:
     app.router.add_get("/ping", ping)
     app.router.add_post("/invocations", invocations)
     app.router.add_get("/execution-parameters", execution_parameters)
+    add_openapi_route(app, settings.multi_model)
     if settings.multi_model:
         add_model_routes(app, invoke)
     return app

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,13 @@ from typing import Any
 from . import hyperparameters as hp
 from .data import ChannelTable, read_channel
 from .environment import SageMakerPaths, read_json_config
-from .errors import ConfigurationError, DataError, HyperparameterError, SagecraftError
+from .errors import (
+    ConfigurationError,
+    DataError,
+    HyperparameterError,
+    OutputWriteError,
+    SagecraftError,
+)
 from .labels import LabelEncoding, infer_task
 from .manifest import Feature, Manifest, runtime_libraries
 from .metrics import print_metrics
@@ -153,8 +160,6 @@ def train(paths: SageMakerPaths) -> None:
         log.warning("host %s is not the first host (%s): it does not write the model",
                     job.current_host, job.hosts[0])
         return
-    paths.model_dir.mkdir(parents=True, exist_ok=True)
-    algorithm.save_model(model, paths.model_dir)
     manifest = Manifest(
         algorithm=algorithm_name,
         task=task,
@@ -167,11 +172,34 @@ def train(paths: SageMakerPaths) -> None:
         libraries=runtime_libraries(dict(algorithm.info.libraries)),
         hyperparameters=hyperparameters,
     )
-    log.info("model written to %s", manifest.write(paths.model_dir).parent)
+    try:
+        paths.model_dir.mkdir(parents=True, exist_ok=True)
+        algorithm.save_model(model, paths.model_dir)
+        manifest.write(paths.model_dir)
+    except OSError as exc:
+        raise OutputWriteError(_write_failure_message(paths.model_dir, exc)) from exc
+    log.info("model written to %s", paths.model_dir)
     plugins.manager.hook.training_finished(
         algorithm=algorithm_name, model_dir=paths.model_dir, output_data_dir=paths.output_data_dir,
         manifest=manifest.to_json(),
     )
+
+
+_WRITE_HINTS = {
+    errno.ENOSPC: "the disk is full: raise the training job's VolumeSizeInGB",
+    errno.EDQUOT: "the disk quota is exhausted: raise the training job's VolumeSizeInGB",
+    errno.EROFS: "the folder is on a read-only file system",
+    errno.EACCES: "the process may not write there",
+    errno.EFBIG: "a file grew over the size limit set for the process",
+}
+
+
+def _write_failure_message(folder: Path, exc: OSError) -> str:
+    hint = _WRITE_HINTS.get(exc.errno or 0, "check the folder and the space left on its disk")
+    reason = exc.strerror or str(exc)
+    if exc.filename and Path(exc.filename) != folder:
+        reason += f" ({exc.filename})"
+    return f"could not write the model to {folder}: {reason}; {hint}"
 
 
 def failure_text(exc: BaseException) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -108,6 +109,14 @@ def iris_tree(base: Path, hyperparameters: dict[str, object], encoding: str = "s
     tree.channels(train="text/csv")
     tree.hyperparameters(hyperparameters, encoding=encoding)
     return tree
+
+
+def place_model(base: Path, name: str, model_dir: Path) -> str:
+    """Copy a trained model where SageMaker unpacks it for a multi-model endpoint:
+    <base>/models/<name>/model. Returns that folder, the `url` SageMaker sends."""
+    target = base / "models" / name / "model"
+    shutil.copytree(model_dir, target)
+    return str(target)
 
 
 def regression_rows(seed: int, rows: int) -> str:
@@ -218,3 +227,48 @@ def install_test_plugin(site: Path, distribution: str, entry_points: dict[str, s
     for module, source in modules.items():
         (site / f"{module}.py").write_text(textwrap.dedent(source))
     return site
+
+
+SLOW_PLUGIN = """
+    import json, time
+    import numpy as np
+    from sagecraft.hooks import AlgorithmInfo, Hyperparameter, hookimpl
+
+    @hookimpl
+    def algorithm_info():
+        return AlgorithmInfo(description="constant, slow to load and to predict many rows",
+                             hyperparameters=[
+            Hyperparameter("load_delay", float, "seconds each load sleeps", default=0.0),
+            Hyperparameter("predict_delay", float, "seconds a predict of over 100 rows sleeps",
+                           default=0.0)])
+
+    @hookimpl
+    def fit(train, hyperparameters):
+        return {"delay": hyperparameters["load_delay"],
+                "predict_delay": hyperparameters["predict_delay"]}
+
+    @hookimpl
+    def save_model(model, model_dir):
+        (model_dir / "slow.json").write_text(json.dumps(model))
+
+    @hookimpl
+    def load_model(model_dir):
+        with open(model_dir / "loads.log", "a") as log:
+            log.write("load\\n")
+        model = json.loads((model_dir / "slow.json").read_text())
+        time.sleep(model["delay"])
+        return model
+
+    @hookimpl
+    def predict(model, features):
+        if len(features) > 100:
+            time.sleep(model["predict_delay"])
+        return np.zeros(len(features), dtype=int)
+"""
+
+
+def install_slow_plugin(site: Path) -> Path:
+    """The `slow` algorithm: a constant model whose load and large predicts take as long as its
+    hyperparameters say (for timeouts and requests that wait on a load)."""
+    return install_test_plugin(site, "sagecraft-slow", {"slow": "sagecraft_slow"},
+                               {"sagecraft_slow": SLOW_PLUGIN})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -12,55 +11,16 @@ import numpy as np
 import pytest
 import requests
 
-from sagemaker_tree import Server, TrainingTree, install_test_plugin, iris_tree
+from sagemaker_tree import Server, TrainingTree, install_slow_plugin, iris_tree, place_model
 
 SETOSA = "5.0,3.4,1.5,0.2"
 
-SLOW_PLUGIN = '''
-    import json, time
-    import numpy as np
-    from sagecraft.hooks import AlgorithmInfo, Hyperparameter, hookimpl
-
-    @hookimpl
-    def algorithm_info():
-        return AlgorithmInfo(description="constant, slow to load", hyperparameters=[
-            Hyperparameter("load_delay", float, "seconds", default=0.0)])
-
-    @hookimpl
-    def fit(train, hyperparameters):
-        return {"delay": hyperparameters["load_delay"]}
-
-    @hookimpl
-    def save_model(model, model_dir):
-        (model_dir / "slow.json").write_text(json.dumps(model))
-
-    @hookimpl
-    def load_model(model_dir):
-        with open(model_dir / "loads.log", "a") as log:
-            log.write("load\\n")
-        model = json.loads((model_dir / "slow.json").read_text())
-        time.sleep(model["delay"])
-        return model
-
-    @hookimpl
-    def predict(model, features):
-        return np.zeros(len(features), dtype=int)
-'''
-
-
-def _place(base: Path, name: str, model_dir: Path) -> str:
-    """Put a trained model where SageMaker unpacks it: /opt/ml/models/<name>/model."""
-    target = base / "models" / name / "model"
-    shutil.copytree(model_dir, target)
-    return str(target)
 
 
 @pytest.fixture(scope="module")
 def slow_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     site = tmp_path_factory.mktemp("slow-site")
-    install_test_plugin(site, "sagecraft-slow", {"slow": "sagecraft_slow"},
-                        {"sagecraft_slow": SLOW_PLUGIN})
-    return site
+    return install_slow_plugin(site)
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +36,8 @@ def slow_model(tmp_path_factory: pytest.TempPathFactory, slow_site: Path) -> Pat
 def endpoint(tmp_path_factory: pytest.TempPathFactory, iris_forest: TrainingTree,
              iris_xgboost: TrainingTree, slow_site: Path) -> Iterator[tuple[Server, dict[str, str]]]:
     base = tmp_path_factory.mktemp("mme")
-    urls = {"forest": _place(base, "forest", iris_forest.model_dir),
-            "xgboost": _place(base, "xgboost", iris_xgboost.model_dir)}
+    urls = {"forest": place_model(base, "forest", iris_forest.model_dir),
+            "xgboost": place_model(base, "xgboost", iris_xgboost.model_dir)}
     server = Server(base, pythonpath=slow_site, SAGEMAKER_MULTI_MODEL="true").wait_ready()
     yield server, urls
     server.stop()
@@ -143,7 +103,8 @@ def test_model_api_status_codes(endpoint: tuple[Server, dict], case: str, expect
             server.session.delete(f"{server.url}/models/dup")
     else:
         response = {
-            "folder that does not exist": lambda: _load(server, "x", "/nonexistent/model"),
+            "folder that does not exist": lambda: _load(
+                server, "x", str(Path(urls["forest"]).parents[1] / "nonexistent" / "model")),
             "invoke a model never loaded": lambda: _invoke(server, "ghost"),
             "describe a model never loaded": lambda: server.session.get(f"{server.url}/models/ghost"),
             "unload a model never loaded": lambda: server.session.delete(f"{server.url}/models/ghost"),
@@ -200,7 +161,7 @@ def test_paging_through_250_models(endpoint: tuple[Server, dict]) -> None:
 def test_requests_during_a_load_wait_for_that_one_load(endpoint: tuple[Server, dict],
                                                        slow_model: Path) -> None:
     server, urls = endpoint
-    url = _place(Path(urls["forest"]).parents[2], "slow", slow_model)
+    url = place_model(Path(urls["forest"]).parents[2], "slow", slow_model)
     outcomes: dict[str, requests.Response] = {}
     loader = threading.Thread(target=lambda: outcomes.update(load=_load(server, "slow", url)))
     loader.start()
@@ -248,8 +209,8 @@ def test_unload_during_an_invocation_lets_it_finish(endpoint: tuple[Server, dict
 def test_memory_budget_answers_507_and_unload_returns_memory(
     tmp_path: Path, iris_forest: TrainingTree, big_forest: Path
 ) -> None:
-    url = _place(tmp_path, "big", big_forest)
-    small = _place(tmp_path, "small", iris_forest.model_dir)
+    url = place_model(tmp_path, "big", big_forest)
+    small = place_model(tmp_path, "small", iris_forest.model_dir)
     server = Server(tmp_path, SAGEMAKER_MULTI_MODEL="true").wait_ready()
     try:
         # A first load and unload pays one-time costs (imports, caches); then measure a cycle.
@@ -284,8 +245,8 @@ def test_memory_budget_answers_507_and_unload_returns_memory(
 
 @pytest.mark.slow
 def test_eviction_makes_room_for_a_new_model(tmp_path: Path, big_forest: Path) -> None:
-    first = _place(tmp_path, "a", big_forest)
-    second = _place(tmp_path, "b", big_forest)
+    first = place_model(tmp_path, "a", big_forest)
+    second = place_model(tmp_path, "b", big_forest)
     probe = Server(tmp_path, SAGEMAKER_MULTI_MODEL="true").wait_ready()
     assert _load(probe, "a", first).status_code == 200
     assert probe.session.delete(f"{probe.url}/models/a").status_code == 200

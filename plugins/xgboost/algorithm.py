@@ -25,11 +25,13 @@ from sagecraft.hooks import (
 from sagecraft.hyperparameters import did_you_mean
 
 from .hyperparameters import HYPERPARAMETERS, PLUGIN_ONLY
+from .messages import xgboost_message
 from .persistence import load_booster, save_booster
 
 CLASSIFICATION_FAMILIES = ("binary", "multi")
+# XGBoost's objective families; XGBoost itself rejects unknown names within a family.
+OBJECTIVE_FAMILIES = ("reg", "binary", "multi", "count", "survival", "rank")
 _UNUSED = re.compile(r"Parameters: \{(?P<names>[^}]*)\} (?:are|is) not used")
-_XGBOOST_PREFIX = re.compile(r"^\[[\d:]+\] [^\s]+:\d+: ")
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,13 @@ def infer_task(hyperparameters: dict[str, Any]) -> str | None:
     objective = hyperparameters.get("objective")
     if not objective:
         return None
-    return CLASSIFICATION if objective.split(":")[0] in CLASSIFICATION_FAMILIES else REGRESSION
+    family = objective.split(":")[0]
+    if family not in OBJECTIVE_FAMILIES or ":" not in objective:
+        raise HyperparameterError(
+            f"objective '{objective}' is not an XGBoost objective; use one such as "
+            "reg:squarederror, binary:logistic or multi:softprob"
+        )
+    return CLASSIFICATION if family in CLASSIFICATION_FAMILIES else REGRESSION
 
 
 def _objective(hyperparameters: dict[str, Any], context: FitContext) -> str:
@@ -166,11 +174,6 @@ def _dmatrix(data: Dataset) -> xgb.DMatrix:
     return xgb.DMatrix(data.features, label=data.labels, weight=data.weights)
 
 
-def _xgboost_message(exc: Exception) -> str:
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return _XGBOOST_PREFIX.sub("", first)
-
-
 @hookimpl
 def fit(
     train: Dataset, validation: Dataset | None, hyperparameters: dict[str, Any], context: FitContext
@@ -202,7 +205,7 @@ def fit(
             booster = xgb.train(params, evals[0][0], num_boost_round=rounds, evals=evals,
                                 verbose_eval=False, callbacks=callbacks)
         except xgb.core.XGBoostError as exc:
-            message = _xgboost_message(exc)
+            message = xgboost_message(exc)
             if "label" in message.lower():
                 raise DataError(f"XGBoost rejected the labels: {message}") from None
             raise HyperparameterError(f"XGBoost rejected the hyperparameters: {message}") from None

@@ -8,11 +8,14 @@ from pathlib import Path
 import xgboost as xgb
 from sagecraft.errors import ModelLoadError
 
+from .messages import xgboost_message
+
 MODEL_FILE = "xgboost-model.ubj"
 
 
 def save_booster(booster: xgb.Booster, model_dir: Path) -> None:
-    booster.save_model(str(model_dir / MODEL_FILE))
+    # Written from Python so that a full or read-only disk raises OSError, which the trainer reports.
+    (model_dir / MODEL_FILE).write_bytes(booster.save_raw("ubj"))
 
 
 def load_booster(model_dir: Path) -> tuple[xgb.Booster, str, int]:
@@ -25,7 +28,7 @@ def load_booster(model_dir: Path) -> tuple[xgb.Booster, str, int]:
         booster.load_model(str(path))
         learner = json.loads(booster.save_config())["learner"]
     except (xgb.core.XGBoostError, ValueError, KeyError) as exc:
-        raise ModelLoadError(f"{path} is not an XGBoost model: {exc}") from None
+        raise ModelLoadError(f"{path} is not an XGBoost model: {xgboost_message(exc)}") from None
     objective = learner["objective"]["name"]
     if objective.startswith("binary:"):
         n_classes = 2
