@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from serving import WORK, free_port, train, training_data, write_bodies
+from serving import WORK, ensure_model, free_port, training_data, write_bodies
 
 
 def _status_field(pid: int, name: str) -> int:
@@ -34,11 +34,8 @@ def main() -> int:
     parser.add_argument("--mib", type=int, default=1024)
     args = parser.parse_args()
     WORK.mkdir(exist_ok=True)
-    data, x = training_data()
-    base = WORK / "models" / "xgboost"
-    if not (base / "model" / "manifest.json").exists():
-        base = train("xgboost", {"algorithm": "xgboost", "num_round": "100", "max_depth": "6",
-                                 "objective": "binary:logistic"}, data)
+    _, x = training_data()
+    base = ensure_model("xgboost")
     block = write_bodies(x)[("csv", 10_000)].read_bytes() + b"\n"
     port = free_port()
     env = dict(os.environ, SAGEMAKER_BASE_DIR=str(base), SAGEMAKER_BIND_TO_PORT=str(port),

@@ -113,6 +113,23 @@ def train(name: str, hyperparameters: dict[str, str], data: str) -> Path:
     return base
 
 
+# The benchmark's models: 100 trees each on 20 features (bench/soak.py and large_payload.py too).
+BENCH_MODELS = {
+    "xgboost": {"algorithm": "xgboost", "num_round": "100", "max_depth": "6",
+                "objective": "binary:logistic"},
+    "forest": {"algorithm": "random_forest", "task": "classification", "ntree": "100",
+               "max_depth": "12", "n_jobs": "-1"},
+}
+
+
+def ensure_model(name: str) -> Path:
+    """The training tree of one of BENCH_MODELS, trained now unless an earlier run left it."""
+    base = WORK / "models" / name
+    if (base / "model" / "manifest.json").exists():
+        return base
+    return train(name, BENCH_MODELS[name], training_data()[0])
+
+
 def training_data(rows: int = 20_000) -> tuple[str, np.ndarray]:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(rows, FEATURES))
@@ -289,12 +306,8 @@ def main() -> int:
     venv = ensure_tools()
     data, x = training_data()
     print("training the models with sagecraft train ...", flush=True)
-    models = {
-        "xgboost": train("xgboost", {"algorithm": "xgboost", "num_round": "100", "max_depth": "6",
-                                     "objective": "binary:logistic"}, data),
-        "forest": train("forest", {"algorithm": "random_forest", "task": "classification",
-                                   "ntree": "100", "max_depth": "12", "n_jobs": "-1"}, data),
-    }
+    models = {name: train(name, hyperparameters, data)
+              for name, hyperparameters in BENCH_MODELS.items()}
     bodies = write_bodies(x)
     train_csv = WORK / "train.csv"
     train_csv.write_text(data)

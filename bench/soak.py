@@ -39,9 +39,10 @@ from serving import (
     HERE,
     WORK,
     Result,
+    ensure_model,
     ensure_tools,
+    fix_port,
     sagecraft_server,
-    train,
     training_data,
     write_bodies,
     wrk,
@@ -52,17 +53,6 @@ CONNECTIONS = 16
 OVERLOAD_CLIENTS = 400
 MEMORY_GROWTH_BOUND = 0.10
 MEMORY_GROWTH_SLACK = 30 << 20
-
-
-def _models() -> tuple[Path, Path]:
-    data, _ = training_data()
-    xgb = WORK / "models" / "xgboost"
-    if not (xgb / "model" / "manifest.json").exists():
-        xgb = train("xgboost", {"algorithm": "xgboost", "num_round": "100", "max_depth": "6"}, data)
-    forest = WORK / "models" / "forest"
-    if not (forest / "model" / "manifest.json").exists():
-        forest = train("forest", {"algorithm": "random_forest", "ntree": "100", "max_depth": "12"}, data)
-    return xgb, forest
 
 
 def _soak(server_url: str, bodies: list[tuple[Path, str]], minutes: float, memory: Callable[[], int],
@@ -134,7 +124,7 @@ def main() -> int:
     args = parser.parse_args()
     ensure_tools()
     WORK.mkdir(exist_ok=True)
-    xgb_base, forest_base = _models()
+    xgb_base, forest_base = ensure_model("xgboost"), ensure_model("forest")
     _, x = training_data()
     bodies = write_bodies(x)
     mixed = [(bodies[("csv", 1)], "text/csv"), (bodies[("json", 100)], "application/json")]
@@ -142,7 +132,7 @@ def main() -> int:
     verdicts: list[tuple[str, bool]] = []
 
     # 1. single-model soak
-    server = sagecraft_server("sagecraft", xgb_base).start()
+    server = fix_port(sagecraft_server("sagecraft", xgb_base)).start()
     try:
         print(f"phase 1: single-model soak, {args.minutes:g} min", flush=True)
         results, memory = _soak(server.url, mixed, args.minutes, lambda: server.memory("Pss"))
@@ -157,7 +147,7 @@ def main() -> int:
         target = base / "models" / name / "model"
         if not target.exists():
             shutil.copytree(source / "model", target)
-    server = sagecraft_server("sagecraft-mme", base, SAGEMAKER_MULTI_MODEL="true").start()
+    server = fix_port(sagecraft_server("sagecraft-mme", base, SAGEMAKER_MULTI_MODEL="true")).start()
     cycles = {"loads": 0, "failures": 0}
 
     def churn(stop: threading.Event) -> None:
@@ -190,7 +180,7 @@ def main() -> int:
     verdicts.append(("multi-model: every load and unload succeeded", cycles["failures"] == 0))
 
     # 3. overload
-    server = sagecraft_server("sagecraft", xgb_base).start()
+    server = fix_port(sagecraft_server("sagecraft", xgb_base)).start()
     try:
         print(f"phase 3: overload, {OVERLOAD_CLIENTS} clients", flush=True)
         body = "\n".join(",".join(f"{v:.4f}" for v in row) for row in x[:1000]).encode()
