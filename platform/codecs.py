@@ -1,4 +1,5 @@
-"""The built-in codecs: CSV, JSON, JSON Lines and NPY bodies to feature tables, predictions back.
+"""The built-in codecs: CSV, JSON, JSON Lines, NPY, libsvm and Parquet bodies to feature tables,
+predictions back (in all but libsvm and Parquet).
 
 Decoders name the row and column at fault in a BadRequestError; they never guess missing columns.
 """
@@ -17,9 +18,10 @@ import orjson
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 
 from .content_registry import ContentTypeRegistry
-from .content_types import CSV, JSON, JSONLINES, NPY
+from .content_types import CSV, JSON, JSONLINES, LIBSVM, NPY, PARQUET
 from .errors import BadRequestError
 from .hooks import hookimpl
 
@@ -229,6 +231,59 @@ def decode_npy(body: bytes, features: Sequence[str]) -> pd.DataFrame:
     return feature_table(_checked_finite(matrix, features), features)
 
 
+def decode_libsvm(body: bytes, features: Sequence[str], first_row: int = 1) -> pd.DataFrame:
+    """`[label] index:value ...` per line; the index is the feature's column number, as in
+    training (see formats.LIBSVM_INDEX_NOTE); a leading label is ignored, absent features are
+    missing values."""
+    lines = _text(body).strip("\r\n").split("\n")
+    matrix = np.full((len(lines), len(features)), np.nan)
+    for row, line in enumerate(lines):
+        number = row + first_row
+        tokens = line.split()
+        if not tokens:
+            raise BadRequestError(f"row {number} is empty")
+        if ":" not in tokens[0]:
+            tokens = tokens[1:]  # the label, which a prediction does not need
+        for token in tokens:
+            index, _, value = token.partition(":")
+            try:
+                column, number_value = int(index), float(value)
+            except ValueError:
+                raise BadRequestError(
+                    f"row {number}: '{token[:40]}' is not index:value"
+                ) from None
+            if not 0 <= column < len(features):
+                raise BadRequestError(
+                    f"row {number}: index {column} is outside the model's {len(features)} "
+                    "features (indices are column numbers from 0)"
+                )
+            matrix[row, column] = number_value
+    return feature_table(_checked_finite(matrix, features, first_row), features)
+
+
+def decode_parquet(body: bytes, features: Sequence[str]) -> pd.DataFrame:
+    """A Parquet file: columns matched by name when they are the model's features, else by
+    position."""
+    try:
+        table = pq.read_table(pa.BufferReader(body))
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise BadRequestError(f"the body is not a Parquet file: {exc}") from None
+    if set(features) <= set(table.column_names):
+        table = table.select(list(features))
+    elif table.num_columns != len(features):
+        raise BadRequestError(f"the Parquet file has {table.num_columns} columns, {_expects(features)}")
+    if table.num_rows == 0:
+        raise BadRequestError("the request holds no rows")
+    columns = []
+    for name, column in zip(features, table.columns, strict=True):
+        kind = column.type
+        if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_null(kind)
+                or pa.types.is_boolean(kind)):
+            raise BadRequestError(f"Parquet column for feature '{name}' holds {kind}, not numbers")
+        columns.append(column.cast(pa.float64()).to_numpy(zero_copy_only=False))
+    return feature_table(_checked_finite(np.column_stack(columns), features), features)
+
+
 # --- encoders --------------------------------------------------------------------------------
 
 
@@ -280,6 +335,8 @@ def register_content_types(registry: ContentTypeRegistry) -> None:
     registry.add_decoder(JSON, decode_json)
     registry.add_decoder(JSONLINES, decode_jsonlines, line_oriented=True)
     registry.add_decoder(NPY, decode_npy)
+    registry.add_decoder(LIBSVM, decode_libsvm, line_oriented=True)
+    registry.add_decoder(PARQUET, decode_parquet)
     registry.add_encoder(CSV, encode_csv, line_oriented=True)
     registry.add_encoder(JSON, encode_json)
     registry.add_encoder(JSONLINES, encode_jsonlines, line_oriented=True)

@@ -10,6 +10,8 @@ CSV = "text/csv"
 JSON = "application/json"
 JSONLINES = "application/jsonlines"
 NPY = "application/x-npy"
+LIBSVM = "text/libsvm"
+PARQUET = "application/x-parquet"
 
 # Spellings clients use for the same thing.
 ALIASES = {
@@ -19,6 +21,10 @@ ALIASES = {
     "application/jsonl": JSONLINES,
     "application/x-ndjson": JSONLINES,
     "application/npy": NPY,
+    "text/x-libsvm": LIBSVM,
+    "application/x-libsvm": LIBSVM,
+    "application/parquet": PARQUET,
+    "application/vnd.apache.parquet": PARQUET,
 }
 
 

@@ -1,9 +1,12 @@
-"""Read a training channel (every CSV file under its folder) into features and labels.
+"""Read a training channel (every file under its folder) into features, labels and weights.
 
-Two conventions, chosen by the `target` hyperparameter:
-- `target` set: every file has a header row and the label is the column of that name (the R blog's way);
-- `target` absent: no header, label in the first column (SageMaker's built-in algorithms' way). A
-  header row found in that case is reported, never trained on as data.
+Formats (CSV, libsvm, Parquet, JSON Lines) are read by formats.py; this module finds the files,
+checks that they agree, and picks the label. Two conventions, chosen by the `target` hyperparameter:
+- `target` set: the label is the column of that name (CSV files then have a header row: the R
+  blog's way);
+- `target` absent: the label is the first column (SageMaker's built-in algorithms' way); CSV files
+  have no header unless the ContentType says `header=present`. A header row found in header-less
+  CSV is reported, never trained on as data.
 Files may be gzipped (detected by content, not name) and nested in folders; names starting with
 `.` or `_` are skipped, as SageMaker's own algorithms do.
 """
@@ -11,6 +14,7 @@ Files may be gzipped (detected by content, not name) and nested in folders; name
 from __future__ import annotations
 
 import csv
+import dataclasses
 import gzip
 import io
 import logging
@@ -19,23 +23,25 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.csv as pacsv
 
+from . import formats
 from .errors import DataError
+from .formats import is_gzip
 
 log = logging.getLogger(__name__)
 
-GZIP_MAGIC = b"\x1f\x8b"
-CSV_CONTENT_TYPES = {"text/csv", "text/x-csv", "application/csv"}
 
 
 @dataclass(frozen=True)
 class ChannelTable:
-    """One channel's rows: features (columns named), raw labels, and the files they came from."""
+    """One channel's rows: features (columns named), raw labels, optional weights, the files they
+    came from and their format (see formats.py)."""
 
     features: pd.DataFrame
     labels: pd.Series
     files: list[Path]
+    weights: pd.Series | None = None
+    format: str = "csv"
 
 
 def channel_files(channel_dir: Path) -> list[Path]:
@@ -65,28 +71,23 @@ def _check_unchanged(path: Path, before: tuple[int, int]) -> None:
         )
 
 
-def _is_gzip(path: Path) -> bool:
-    with path.open("rb") as handle:
-        return handle.read(2) == GZIP_MAGIC
+def _open_text(path: Path, encoding: str = "utf-8") -> io.TextIOBase:
+    if is_gzip(path):
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding=encoding, newline="")
+    return path.open("r", encoding=encoding, newline="")
 
 
-def _open_text(path: Path) -> io.TextIOBase:
-    if _is_gzip(path):
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return path.open("r", encoding="utf-8", newline="")
-
-
-def _first_rows(path: Path, count: int) -> list[list[str]]:
+def _first_rows(path: Path, count: int, encoding: str = "utf-8") -> list[list[str]]:
     rows = []
     try:
-        with _open_text(path) as handle:
+        with _open_text(path, encoding) as handle:
             for row in csv.reader(handle):
                 if row:
                     rows.append(row)
                 if len(rows) == count:
                     break
-    except (UnicodeDecodeError, OSError, csv.Error) as exc:
-        raise DataError(f"{path} cannot be read as CSV text: {exc}") from None
+    except (UnicodeDecodeError, LookupError, OSError, csv.Error) as exc:
+        raise DataError(f"{path} cannot be read as {encoding} CSV text: {exc}") from None
     return rows
 
 
@@ -120,11 +121,11 @@ def _bad_row_location(path: Path, expected: int) -> str:
     return "its rows do not all have the same number of values"
 
 
-def _read_table(path: Path, *, header: bool) -> pa.Table:
-    stream = pa.input_stream(str(path), compression="gzip" if _is_gzip(path) else None)
-    read_options = pacsv.ReadOptions(autogenerate_column_names=not header)
+def _read_csv(path: Path, *, header: bool, encoding: str, label: str | None,
+              first_row: list[str]) -> pa.Table:
     try:
-        return pacsv.read_csv(stream, read_options=read_options)
+        return formats.read_csv(path, header=header, encoding=encoding, label=label,
+                                first_row=first_row)
     except pa.ArrowInvalid as exc:
         first = _first_rows(path, 1)
         if first and "Expected" in str(exc):
@@ -153,17 +154,52 @@ def _check_numeric_features(table: pa.Table, feature_names: list[str], path: Pat
         )
 
 
-def read_channel(
-    channel_dir: Path, *, channel: str, target: str | None, content_type: str | None = None
-) -> ChannelTable:
-    """Read every file of one channel. Raises DataError naming the file and row at fault."""
-    if content_type:
-        media_type = content_type.split(";")[0].strip().lower()
-        if media_type not in CSV_CONTENT_TYPES:
+def _csv_header(spec: formats.FormatSpec | None, target: str | None, channel: str) -> bool:
+    """Whether CSV files have a header row: as the ContentType says, else when `target` is set."""
+    header = spec.header if spec is not None else None
+    if header is False and target is not None:
+        raise DataError(
+            f"channel '{channel}' says header=absent, but the 'target' hyperparameter names a "
+            "column: remove 'target' (the label is then the first column) or send header=present"
+        )
+    return target is not None if header is None else header
+
+
+def _read_file(path: Path, fmt: str, spec: formats.FormatSpec | None, header: bool,
+               target: str | None) -> pa.Table | None:
+    """One file as a table, or None when it holds nothing."""
+    if fmt == formats.CSV:
+        encoding = spec.encoding if spec else "utf-8"
+        head = _first_rows(path, 2, encoding)
+        if not head:
+            return None
+        if not header and _looks_like_header(head):
+            first = ", ".join(head[0])
             raise DataError(
-                f"channel '{channel}' has ContentType '{content_type}'; sagecraft reads "
-                f"{', '.join(sorted(CSV_CONTENT_TYPES))} training data"
+                f"{path} starts with a header row ({first[:200]}), but without the 'target' "
+                "hyperparameter files must have no header and the label in the first column. "
+                "Set target=<label column name> to use the header, send the channel as "
+                "text/csv;header=present, or remove the header row"
             )
+        return _read_csv(path, header=header, encoding=encoding, label=target, first_row=head[0])
+    if path.stat().st_size == 0:
+        return None
+    if fmt == formats.LIBSVM:
+        return formats.read_libsvm(path)
+    if fmt == formats.PARQUET:
+        return formats.read_parquet(path)
+    return formats.read_jsonlines(path)
+
+
+def read_channel(
+    channel_dir: Path, *, channel: str, target: str | None, content_type: str | None = None,
+    csv_weights: bool = False,
+) -> ChannelTable:
+    """Read every file of one channel. Raises DataError naming the file and row at fault.
+
+    With `csv_weights` the column after the label holds each row's weight (SageMaker's built-in
+    XGBoost convention)."""
+    spec = formats.FormatSpec.from_content_type(content_type, channel) if content_type else None
     if not channel_dir.is_dir():
         raise DataError(
             f"the '{channel}' channel is missing: no folder {channel_dir}. Pass it to fit(), "
@@ -172,58 +208,94 @@ def read_channel(
     files = channel_files(channel_dir)
     if not files:
         raise DataError(f"the '{channel}' channel holds no data files (looked in {channel_dir})")
+    header = _csv_header(spec, target, channel)
 
-    tables: list[pa.Table] = []
-    columns: list[str] | None = None
+    read: list[tuple[Path, str, pa.Table]] = []
     for path in files:
         before = _signature(path)
-        head = _first_rows(path, 2)
-        if not head:
-            log.warning("%s is empty; skipped", path)
-            continue
-        if target is None and _looks_like_header(head):
-            first = ", ".join(_first_rows(path, 1)[0])
-            raise DataError(
-                f"{path} starts with a header row ({first[:200]}), but without the 'target' "
-                "hyperparameter files must have no header and the label in the first column. "
-                "Set target=<label column name> to use the header, or remove the header row"
-            )
-        table = _read_table(path, header=target is not None)
+        fmt = spec.name if spec is not None else formats.detect_format(path)
+        table = _read_file(path, fmt, spec, header, target)
         _check_unchanged(path, before)
-        if table.num_rows == 0:
+        if table is None or table.num_rows == 0:
             log.warning("%s holds no rows; skipped", path)
             continue
-        if columns is None:
-            columns = table.column_names
-            if target is not None and target not in columns:
-                raise DataError(
-                    f"target column '{target}' is not in {path}; its columns are: {', '.join(columns)}"
-                )
-            if len(columns) < 2:
-                raise DataError(f"{path} has {len(columns)} column; a label and features are needed")
-        elif table.column_names != columns:
+        read.append((path, fmt, table))
+    if not read:
+        raise DataError(f"the '{channel}' channel holds no rows (files: {', '.join(map(str, files))})")
+    fmt = read[0][1]
+    for path, other, _ in read:
+        if other != fmt:
+            raise DataError(
+                f"{path} holds {other} data but {read[0][0]} holds {fmt}; a channel holds one "
+                "format (or give the channel a ContentType)"
+            )
+    if fmt == formats.LIBSVM:
+        width = max(t.num_columns for _, _, t in read) - 1
+        read = [(p, f, formats.pad_columns(t, formats.libsvm_columns(width))) for p, f, t in read]
+    return _combine(read, channel=channel, target=target, fmt=fmt, header=header,
+                    csv_weights=csv_weights, source=spec.source if spec else "detected")
+
+
+def _combine(read: list[tuple[Path, str, pa.Table]], *, channel: str, target: str | None, fmt: str,
+             header: bool, csv_weights: bool, source: str) -> ChannelTable:
+    first_path, _, first = read[0]
+    columns = first.column_names
+    if target is not None and target not in columns:
+        raise DataError(
+            f"target column '{target}' is not in {first_path}; its columns are: {', '.join(columns)}"
+        )
+    label_name = target if target is not None else columns[0]
+    weight_name = None
+    if csv_weights:
+        if target is not None or fmt != formats.CSV:
+            raise DataError("csv_weights=1 reads weights from the second column of label-first CSV "
+                            "files; remove 'target' or csv_weights")
+        if len(columns) < 3:
+            raise DataError(f"{first_path}: csv_weights=1 needs a label, a weight and features")
+        weight_name = columns[1]
+    if len(columns) < 2:
+        raise DataError(f"{first_path} has {len(columns)} column; a label and features are needed")
+    feature_names = [c for c in columns if c not in (label_name, weight_name)]
+    for path, _, table in read:
+        if table.column_names != columns:
             raise DataError(
                 f"{path} has columns ({', '.join(table.column_names)}) that differ from "
-                f"{files[0]} ({', '.join(columns)}); every file of a channel needs the same columns"
+                f"{first_path} ({', '.join(columns)}); every file of a channel needs the same columns"
             )
-        label_name = target if target is not None else columns[0]
-        _check_numeric_features(table, [c for c in columns if c != label_name], path)
-        tables.append(table)
-
-    if not tables or columns is None:
-        raise DataError(f"the '{channel}' channel holds no rows (files: {', '.join(map(str, files))})")
-    combined = pa.concat_tables(tables, promote_options="permissive")
-    label_name = target if target is not None else columns[0]
+        _check_numeric_features(table, feature_names + ([weight_name] if weight_name else []), path)
+    combined = pa.concat_tables([t for _, _, t in read], promote_options="permissive")
     labels = combined.column(label_name).to_pandas()
-    features = combined.drop_columns([label_name]).to_pandas()
-    if target is None:
+    weights = combined.column(weight_name).to_pandas() if weight_name else None
+    # One block per column: no consolidation copy of the whole table.
+    features = combined.select(feature_names).to_pandas(split_blocks=True)
+    if fmt == formats.CSV and not header:
         features.columns = [f"f{i}" for i in range(features.shape[1])]
     missing = int(labels.isna().sum())
     if missing:
         raise DataError(f"the '{channel}' channel has {missing} row(s) with no label")
-    log.info(
-        "channel '%s': %d rows, %d features from %d file(s) (CSV, %s)",
-        channel, len(features), features.shape[1], len(tables),
-        f"header row, target '{target}'" if target else "no header, label in the first column",
+    if weights is not None and (weights.isna().any() or (weights < 0).any()):
+        raise DataError(f"the '{channel}' channel has missing or negative weights (csv_weights=1)")
+    layout = {
+        formats.CSV: f"header row, label '{label_name}'" if header
+        else "no header, label in the first column",
+        formats.LIBSVM: formats.LIBSVM_INDEX_NOTE.split(",")[0],
+    }.get(fmt, f"label '{label_name}'")
+    log.info("channel '%s': %d rows, %d features from %d file(s) (%s %s, %s%s)",
+             channel, len(features), features.shape[1], len(read), fmt,
+             "from the ContentType" if source == "ContentType" else "detected from the files",
+             layout, ", weights in the second column" if weight_name else "")
+    return ChannelTable(features, labels, [p for p, _, _ in read], weights, fmt)
+
+
+def align_libsvm_widths(train: ChannelTable, validation: ChannelTable) -> tuple[ChannelTable,
+                                                                                ChannelTable]:
+    """libsvm channels may mention different highest indices: both get the widest set of columns,
+    the features one never mentions being missing values."""
+    if train.format != formats.LIBSVM or validation.format != formats.LIBSVM:
+        return train, validation
+    width = max(train.features.shape[1], validation.features.shape[1])
+    names = [f"f{i}" for i in range(width)]
+    return (
+        dataclasses.replace(train, features=train.features.reindex(columns=names)),
+        dataclasses.replace(validation, features=validation.features.reindex(columns=names)),
     )
-    return ChannelTable(features, labels, files)

@@ -116,7 +116,8 @@ def _flag(environ: Mapping[str, str], name: str) -> bool:
 
 
 # What a prediction can return (see outputs.py); the first is the default.
-OUTPUT_KINDS = ("predicted_label", "probabilities", "probability")
+OUTPUT_KINDS = ("predicted_label", "probabilities", "probability", "raw_margin", "contributions",
+                "leaves")
 
 
 def _default_output(environ: Mapping[str, str]) -> str | None:

@@ -34,8 +34,11 @@ from .content_registry import ContentTypeRegistry
 from .hyperparameters import Hyperparameter
 from .model_types import (
     CLASSIFICATION,
+    CONTRIBUTIONS,
     LABEL,
+    LEAVES,
     PROBABILITIES,
+    RAW_MARGIN,
     REGRESSION,
     AlgorithmInfo,
     Dataset,
@@ -50,9 +53,12 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 __all__ = [
     "CLASSIFICATION",
+    "CONTRIBUTIONS",
     "HOOK_API_VERSION",
     "LABEL",
+    "LEAVES",
     "PROBABILITIES",
+    "RAW_MARGIN",
     "REGRESSION",
     "AlgorithmInfo",
     "ContentTypeRegistry",
@@ -167,9 +173,13 @@ def predict(model: Any, features: pd.DataFrame, output: str) -> Any:
     """Predict for the rows of `features` and return a numpy array with one entry per row.
 
     Called for every request, in a worker thread. `features` has the training columns in their
-    training order. `output` is "label" (class codes 0..k-1 for classification, which the core maps
-    back to the original labels; values for regression) or "probabilities" (an n_rows x n_classes
-    array; raise `sagecraft.errors.UnsupportedOutputError` where the model cannot answer it).
+    training order. `output` is one of `sagecraft.hooks.LABEL` (class codes 0..k-1 for
+    classification, which the core maps back to the original labels; values for regression),
+    `PROBABILITIES` (n_rows x n_classes), `RAW_MARGIN` (the untransformed score), `CONTRIBUTIONS`
+    (per-feature contributions then the bias, summing to the raw margin; n_rows x (n_features + 1),
+    times n_classes for multi-class) or `LEAVES` (n_rows x n_trees leaf indices). Answer LABEL
+    always; for any other output the model cannot answer, raise
+    `sagecraft.errors.UnsupportedOutputError` with a message saying why (the caller gets a 400).
     Stops at the first non-None result.
 
     Other plugins may wrap it, for timing, logging or auditing, with

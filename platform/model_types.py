@@ -16,11 +16,17 @@ CLASSIFICATION = "classification"
 REGRESSION = "regression"
 TASKS = (CLASSIFICATION, REGRESSION)
 
-# What `predict` is asked for. LABEL: for classification the class *codes* (0..k-1, the core maps
-# them back to the original labels), for regression the predicted values. PROBABILITIES: an
-# (n_rows, n_classes) array of class probabilities, classification only.
+# What `predict` is asked for (the hook's docstring says what each returns). LABEL: for
+# classification the class *codes* (0..k-1, the core maps them back to the original labels), for
+# regression the predicted values. PROBABILITIES: an (n_rows, n_classes) array, classification only.
+# RAW_MARGIN: the untransformed score, (n_rows,) or (n_rows, n_classes). CONTRIBUTIONS: per-feature
+# contributions then the bias, (n_rows, n_features + 1) (times n_classes for multi-class), summing
+# to the raw margin. LEAVES: the leaf each row reaches in each tree, (n_rows, n_trees).
 LABEL = "label"
 PROBABILITIES = "probabilities"
+RAW_MARGIN = "raw_margin"
+CONTRIBUTIONS = "contributions"
+LEAVES = "leaves"
 
 
 @dataclass(frozen=True)

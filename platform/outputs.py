@@ -1,7 +1,9 @@
 """What a prediction returns, chosen per request or by a container default.
 
 `predicted_label` (the default: the class label, or the value for regression), `probabilities` (one
-value per class) or `probability` (the positive class's, for two classes). Chosen by the request's
+value per class), `probability` (the positive class's, for two classes), `raw_margin` (the score
+before the link function), `contributions` (per-feature contributions and the bias, SHAP values for
+XGBoost) or `leaves` (the leaf reached in each tree). Chosen by the request's
 `X-Amzn-SageMaker-Custom-Attributes: output=probabilities`, an `Accept` parameter
 (`text/csv; output=probabilities`), or SAGEMAKER_INFERENCE_OUTPUT, in that order.
 """
@@ -14,9 +16,11 @@ import pandas as pd
 from .environment import OUTPUT_KINDS as KINDS
 from .errors import BadRequestError, UnsupportedOutputError
 from .loaded_model import LoadedModel
-from .model_types import LABEL, PROBABILITIES
+from .model_types import CONTRIBUTIONS, LABEL, LEAVES, PROBABILITIES, RAW_MARGIN
 
-PREDICTED_LABEL, _, PROBABILITY = KINDS
+PREDICTED_LABEL, _, PROBABILITY, *_ = KINDS
+# Output kinds answered by the plugin's predict as they are.
+_PLUGIN_OUTPUTS = {"raw_margin": RAW_MARGIN, "contributions": CONTRIBUTIONS, "leaves": LEAVES}
 
 
 def check_kind(kind: str, where: str) -> str:
@@ -47,6 +51,8 @@ def predict_output(model: LoadedModel, features: pd.DataFrame, kind: str) -> np.
     """The model's answer in the requested kind."""
     if kind == PREDICTED_LABEL:
         return model.predict(features, LABEL)
+    if kind in _PLUGIN_OUTPUTS:
+        return model.predict(features, _PLUGIN_OUTPUTS[kind])
     probabilities = model.predict(features, PROBABILITIES)
     if kind == PROBABILITIES:
         return probabilities

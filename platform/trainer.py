@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from . import hyperparameters as hp
-from .data import ChannelTable, read_channel
+from .data import ChannelTable, align_libsvm_widths, read_channel
 from .environment import SageMakerPaths, read_json_config
 from .errors import (
     ConfigurationError,
@@ -41,6 +43,9 @@ CORE_HYPERPARAMETERS = (
                       "Absent: files have no header and the label is the first column."),
     hp.Hyperparameter("task", str, "classification or regression; inferred when absent.",
                       choices=TASKS),
+    hp.Hyperparameter("csv_weights", int, "1: the column after the label holds each row's weight "
+                      "(label-first CSV, as SageMaker's built-in XGBoost reads it).", default=0,
+                      choices=(0, 1)),
 )
 _CORE_NAMES = {h.name for h in CORE_HYPERPARAMETERS}
 
@@ -93,21 +98,27 @@ def _split_hyperparameters(
 
 
 def _read_channels(
-    paths: SageMakerPaths, job: TrainingJob, target: str | None
+    paths: SageMakerPaths, job: TrainingJob, target: str | None, csv_weights: bool
 ) -> tuple[ChannelTable, ChannelTable | None]:
     train = read_channel(paths.channel_dir(TRAIN_CHANNEL), channel=TRAIN_CHANNEL, target=target,
-                         content_type=job.content_type(TRAIN_CHANNEL))
+                         content_type=job.content_type(TRAIN_CHANNEL), csv_weights=csv_weights)
     validation_dir = paths.channel_dir(VALIDATION_CHANNEL)
     if not validation_dir.exists() and VALIDATION_CHANNEL not in job.channels:
         return train, None
     validation = read_channel(validation_dir, channel=VALIDATION_CHANNEL, target=target,
-                              content_type=job.content_type(VALIDATION_CHANNEL))
+                              content_type=job.content_type(VALIDATION_CHANNEL),
+                              csv_weights=csv_weights)
+    train, validation = align_libsvm_widths(train, validation)
     if list(validation.features.columns) != list(train.features.columns):
         raise DataError(
             f"the validation channel's features ({', '.join(validation.features.columns)}) differ "
             f"from the train channel's ({', '.join(train.features.columns)})"
         )
     return train, validation
+
+
+def _weights(table: ChannelTable) -> np.ndarray | None:
+    return None if table.weights is None else table.weights.to_numpy(dtype=np.float32)
 
 
 def _task(core: dict[str, Any], algorithm: Algorithm, hyperparameters: dict[str, Any],
@@ -135,15 +146,18 @@ def train(paths: SageMakerPaths) -> None:
                                           output_data_dir=paths.output_data_dir)
 
     target = core.values.get("target")
-    train_table, validation_table = _read_channels(paths, job, target)
+    train_table, validation_table = _read_channels(paths, job, target,
+                                                   bool(core.values.get("csv_weights")))
     task = _task(core.values, algorithm, hyperparameters, train_table)
     encoding = LabelEncoding.fit(task, train_table.labels)
-    train_set = Dataset(train_table.features, encoding.encode(train_table.labels, TRAIN_CHANNEL))
+    train_set = Dataset(train_table.features, encoding.encode(train_table.labels, TRAIN_CHANNEL),
+                        _weights(train_table))
     validation_set = None
     if validation_table is not None:
         validation_set = Dataset(
             validation_table.features,
             encoding.encode(validation_table.labels, VALIDATION_CHANNEL),
+            _weights(validation_table),
         )
     context = FitContext(
         task=task,

@@ -21,13 +21,13 @@ DOCUMENT = REPO / "platform" / "openapi.json"
 schema = schemathesis.openapi.from_path(DOCUMENT)
 
 
-@schemathesis.serializer("application/x-npy")
+@schemathesis.serializer("application/x-npy", "application/x-parquet")
 def _npy(ctx: object, value: object) -> bytes:
     """Generated binary bodies are sent as they are: the server must refuse what is not .npy."""
     return value if isinstance(value, bytes) else str(value).encode()
 
 
-@schemathesis.serializer("application/jsonlines")
+@schemathesis.serializer("application/jsonlines", "text/libsvm")
 def _jsonlines(ctx: object, value: object) -> bytes:
     """Generated string bodies are sent as they are (the schema says a string of lines)."""
     return value.encode("utf-8", "surrogatepass") if isinstance(value, str) else \

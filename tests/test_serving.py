@@ -326,7 +326,7 @@ def test_positive_class_probability_for_a_binary_model(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("attributes", "phrase"), [
     ("output=probability", "needs two classes; this model has 3"),
-    ("output=shap", "output 'shap' is not one of predicted_label, probabilities, probability"),
+    ("output=shap", "output 'shap' is not one of predicted_label, probabilities, probability, raw_margin"),
 ])
 def test_unavailable_outputs_are_400(forest_server: Server, attributes: str, phrase: str) -> None:
     response = forest_server.session.post(

@@ -14,8 +14,11 @@ from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 from sagecraft.errors import HyperparameterError, UnsupportedOutputError
 from sagecraft.hooks import (
     CLASSIFICATION,
+    CONTRIBUTIONS,
     LABEL,
+    LEAVES,
     PROBABILITIES,
+    RAW_MARGIN,
     AlgorithmInfo,
     Dataset,
     FitContext,
@@ -125,7 +128,13 @@ def load_model(model_dir: Path) -> ServingForest:
 
 @hookimpl
 def predict(model: ServingForest, features: pd.DataFrame, output: str) -> np.ndarray:
-    if output not in (LABEL, PROBABILITIES) or (output == PROBABILITIES and not model.is_classifier):
+    if output == LEAVES:
+        return model.forest.apply(_as_matrix(features))
+    if output in (RAW_MARGIN, CONTRIBUTIONS):
+        raise UnsupportedOutputError(
+            f"a random forest has no '{output}': ask for predicted_label, probabilities or leaves"
+        )
+    if output == PROBABILITIES and not model.is_classifier:
         raise UnsupportedOutputError(f"a regression forest cannot predict '{output}'")
     values = model.values(_as_matrix(features))
     if output == LABEL and model.is_classifier:

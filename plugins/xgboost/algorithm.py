@@ -15,7 +15,10 @@ import xgboost as xgb
 from sagecraft.errors import DataError, HyperparameterError, UnsupportedOutputError
 from sagecraft.hooks import (
     CLASSIFICATION,
+    CONTRIBUTIONS,
     LABEL,
+    LEAVES,
+    RAW_MARGIN,
     REGRESSION,
     AlgorithmInfo,
     Dataset,
@@ -237,6 +240,14 @@ def _softmax(margin: np.ndarray) -> np.ndarray:
 @hookimpl
 def predict(model: XGBoostModel, features: pd.DataFrame, output: str) -> np.ndarray:
     matrix = features.to_numpy(dtype=np.float32, na_value=np.nan)
+    if output == RAW_MARGIN:
+        return model.booster.inplace_predict(matrix, predict_type="margin")
+    if output in (CONTRIBUTIONS, LEAVES):
+        data = xgb.DMatrix(matrix, missing=np.nan, feature_names=model.booster.feature_names)
+        result = model.booster.predict(data, pred_contribs=output == CONTRIBUTIONS,
+                                       pred_leaf=output == LEAVES)
+        # Multi-class contributions are (rows, classes, features + 1): one flat row per record.
+        return result.reshape(len(matrix), -1)
     if model.n_classes == 0:
         if output == LABEL:
             return model.booster.inplace_predict(matrix)

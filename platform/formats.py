@@ -1,0 +1,194 @@
+"""Training file formats: which one a channel holds, and reading one file into an Arrow table.
+
+The format comes from the channel's `ContentType` when SageMaker passes one (with parameters such
+as `label_size=1`, `header=present` or `charset=latin-1`), otherwise from the file's first bytes.
+Every reader is a compiled one (pyarrow's CSV, JSON and Parquet readers, scikit-learn's svmlight
+parser); none loops over rows in Python. Tables come back with the label as a named column:
+- CSV: with a header row, its names; without, `f0, f1, ...` with the label in `f0`;
+- libsvm: `label, f0, f1, ...` where `fN` is the feature written `N:value` (see LIBSVM_INDEX_NOTE);
+- Parquet and JSON Lines: the file's own column names.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+
+from .errors import DataError
+
+CSV, LIBSVM, PARQUET, JSONLINES = "csv", "libsvm", "parquet", "jsonlines"
+FORMATS = (CSV, LIBSVM, PARQUET, JSONLINES)
+MEDIA_TYPES = {
+    "text/csv": CSV, "text/x-csv": CSV, "application/csv": CSV,
+    "text/libsvm": LIBSVM, "text/x-libsvm": LIBSVM, "application/x-libsvm": LIBSVM,
+    "application/x-parquet": PARQUET, "application/parquet": PARQUET,
+    "application/vnd.apache.parquet": PARQUET,
+    "application/jsonlines": JSONLINES, "application/x-jsonlines": JSONLINES,
+    "application/json-lines": JSONLINES, "application/jsonl": JSONLINES,
+}
+LIBSVM_INDEX_NOTE = (
+    "libsvm indices are column numbers as written, the way XGBoost's own reader takes them: "
+    "`3:0.5` is feature f3, and a file whose indices start at 1 leaves f0 empty (missing)"
+)
+GZIP_MAGIC = b"\x1f\x8b"
+PARQUET_MAGIC = b"PAR1"
+# Arrow reads CSV in blocks of this size and we convert each block to float32 as it arrives, so
+# the peak is the float32 table plus a few blocks, not a float64 copy of the whole file.
+CSV_BLOCK_BYTES = 16 << 20
+
+
+@dataclass(frozen=True)
+class FormatSpec:
+    """A channel's format and the options its ContentType gives."""
+
+    name: str
+    header: bool | None = None  # CSV: True/False when `header=present|absent` says so
+    encoding: str = "utf-8"
+    source: str = "detected"  # "ContentType" or "detected", for the log
+
+    @classmethod
+    def from_content_type(cls, content_type: str, channel: str) -> FormatSpec:
+        """Parse e.g. `text/csv;label_size=1;header=present;charset=utf-8`."""
+        media_type, *parameters = (part.strip() for part in content_type.split(";"))
+        name = MEDIA_TYPES.get(media_type.lower())
+        if name is None:
+            raise DataError(
+                f"channel '{channel}' has ContentType '{content_type}'; sagecraft reads "
+                f"{', '.join(sorted(MEDIA_TYPES))}"
+            )
+        options = {}
+        for parameter in filter(None, parameters):
+            key, _, value = parameter.partition("=")
+            options[key.strip().lower()] = value.strip().strip('"').lower()
+        label_size = options.get("label_size", "1")
+        if label_size != "1":
+            raise DataError(
+                f"channel '{channel}' has ContentType '{content_type}': training needs exactly one "
+                "label column (label_size=1)"
+            )
+        header = {"present": True, "absent": False}.get(options.get("header", ""))
+        if "header" in options and header is None:
+            raise DataError(f"channel '{channel}': header must be 'present' or 'absent'")
+        return cls(name, header, options.get("charset", "utf-8"), "ContentType")
+
+
+def is_gzip(path: Path) -> bool:
+    with path.open("rb") as handle:
+        return handle.read(2) == GZIP_MAGIC
+
+
+def _head(path: Path, size: int = 4096) -> bytes:
+    opener = gzip.open if is_gzip(path) else open
+    try:
+        with opener(path, "rb") as handle:
+            return handle.read(size)
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{path} cannot be read: {exc}") from None
+
+
+def detect_format(path: Path) -> str:
+    """The format of a file with no ContentType to go by, from its first bytes."""
+    head = _head(path)
+    if head.startswith(PARQUET_MAGIC):
+        return PARQUET
+    text = head.lstrip()
+    if text.startswith(b"{"):
+        return JSONLINES
+    first_line = text.split(b"\n", 1)[0].strip()
+    tokens = first_line.split()
+    if len(tokens) >= 2 and b"," not in first_line and all(b":" in t for t in tokens[1:]):
+        return LIBSVM
+    return CSV
+
+
+def read_csv(path: Path, *, header: bool, first_row: list[str], encoding: str = "utf-8",
+             label: str | None = None) -> pa.Table:
+    """A CSV file, read a block at a time with feature columns parsed straight to float32 (what
+    XGBoost and scikit-learn's trees use): the peak is about the float32 table, never a float64
+    copy. The label column (`label`, else the first) keeps its type, so labels serve back as given.
+    `first_row` is the file's first row (its header, when `header`)."""
+    names = first_row if header else [f"f{i}" for i in range(len(first_row))]
+    label_name = label if label is not None else names[0]
+    stream = pa.input_stream(str(path), compression="gzip" if is_gzip(path) else None)
+    read_options = pacsv.ReadOptions(autogenerate_column_names=not header, encoding=encoding,
+                                     block_size=CSV_BLOCK_BYTES)
+    convert_options = pacsv.ConvertOptions(
+        column_types={name: pa.float32() for name in names if name != label_name})
+    batches = []
+    try:
+        with pacsv.open_csv(stream, read_options=read_options,
+                            convert_options=convert_options) as reader:
+            batches.extend(reader)
+    except pa.ArrowInvalid as exc:
+        conversion = _CONVERSION_ERROR.search(str(exc))
+        if conversion is None:
+            raise
+        column = names[int(conversion.group(1))] if int(conversion.group(1)) < len(names) else "?"
+        raise DataError(
+            f"feature column '{column}' in {path} is not numeric: it holds {conversion.group(2)}. "
+            "Features must be numbers (empty cells are missing values)"
+        ) from None
+    if not batches:
+        return pa.table({})
+    return pa.Table.from_batches(batches)
+
+
+_CONVERSION_ERROR = re.compile(r"In CSV column #(\d+): .*CSV conversion error to float: invalid value (.*)$",
+                               re.DOTALL)
+
+
+def read_libsvm(path: Path) -> pa.Table:
+    """`label idx:value ...` lines; absent features are missing values, as XGBoost reads them."""
+    from sklearn.datasets import load_svmlight_file
+
+    opener = gzip.open if is_gzip(path) else open
+    try:
+        with opener(path, "rb") as handle:
+            matrix, labels = load_svmlight_file(handle, zero_based=True, dtype=np.float32)
+    except (ValueError, EOFError, OSError) as exc:
+        raise DataError(f"{path} is not valid libsvm text: {exc}") from None
+    # Written entries (explicit zeros included) keep their value; absent ones are missing.
+    dense = np.full(matrix.shape, np.nan, dtype=np.float32)
+    written = matrix.tocoo()
+    dense[written.row, written.col] = written.data
+    arrays = [pa.array(labels), *(pa.array(dense[:, i]) for i in range(matrix.shape[1]))]
+    return pa.Table.from_arrays(arrays, names=libsvm_columns(matrix.shape[1]))
+
+
+def read_parquet(path: Path) -> pa.Table:
+    try:
+        return pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataError(f"{path} is not a readable Parquet file: {exc}") from None
+
+
+def read_jsonlines(path: Path) -> pa.Table:
+    """One JSON object per line, keyed by column name."""
+    stream = pa.input_stream(str(path), compression="gzip" if is_gzip(path) else None)
+    try:
+        return pajson.read_json(stream)
+    except pa.ArrowInvalid as exc:
+        raise DataError(
+            f"{path} is not JSON Lines of objects keyed by column name: {exc}"
+        ) from None
+
+
+def pad_columns(table: pa.Table, names: list[str]) -> pa.Table:
+    """Add the libsvm feature columns a file never mentions, as missing values."""
+    for name in names:
+        if name not in table.column_names:
+            table = table.append_column(name, pa.nulls(table.num_rows, pa.float32()))
+    return table.select(names)
+
+
+def libsvm_columns(width: int) -> list[str]:
+    return ["label", *(f"f{i}" for i in range(width))]
+
