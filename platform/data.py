@@ -122,10 +122,10 @@ def _bad_row_location(path: Path, expected: int) -> str:
 
 
 def _read_csv(path: Path, *, header: bool, encoding: str, label: str | None,
-              first_row: list[str]) -> pa.Table:
+              first_row: list[str], feature_type: pa.DataType) -> pa.Table:
     try:
         return formats.read_csv(path, header=header, encoding=encoding, label=label,
-                                first_row=first_row)
+                                first_row=first_row, feature_type=feature_type)
     except pa.ArrowInvalid as exc:
         first = _first_rows(path, 1)
         if first and "Expected" in str(exc):
@@ -166,7 +166,7 @@ def _csv_header(spec: formats.FormatSpec | None, target: str | None, channel: st
 
 
 def _read_file(path: Path, fmt: str, spec: formats.FormatSpec | None, header: bool,
-               target: str | None) -> pa.Table | None:
+               target: str | None, feature_type: pa.DataType) -> pa.Table | None:
     """One file as a table, or None when it holds nothing."""
     if fmt == formats.CSV:
         encoding = spec.encoding if spec else "utf-8"
@@ -181,11 +181,16 @@ def _read_file(path: Path, fmt: str, spec: formats.FormatSpec | None, header: bo
                 "Set target=<label column name> to use the header, send the channel as "
                 "text/csv;header=present, or remove the header row"
             )
-        return _read_csv(path, header=header, encoding=encoding, label=target, first_row=head[0])
+        if target is not None and target not in head[0]:
+            raise DataError(
+                f"target column '{target}' is not in {path}; its columns are: {', '.join(head[0])}"
+            )
+        return _read_csv(path, header=header, encoding=encoding, label=target, first_row=head[0],
+                         feature_type=feature_type)
     if path.stat().st_size == 0:
         return None
     if fmt == formats.LIBSVM:
-        return formats.read_libsvm(path)
+        return formats.read_libsvm(path, feature_type)
     if fmt == formats.PARQUET:
         return formats.read_parquet(path)
     return formats.read_jsonlines(path)
@@ -193,12 +198,12 @@ def _read_file(path: Path, fmt: str, spec: formats.FormatSpec | None, header: bo
 
 def read_channel(
     channel_dir: Path, *, channel: str, target: str | None, content_type: str | None = None,
-    csv_weights: bool = False,
+    csv_weights: bool = False, feature_dtype: str = "float64",
 ) -> ChannelTable:
     """Read every file of one channel. Raises DataError naming the file and row at fault.
 
     With `csv_weights` the column after the label holds each row's weight (SageMaker's built-in
-    XGBoost convention)."""
+    XGBoost convention). CSV and libsvm features are read as `feature_dtype`."""
     spec = formats.FormatSpec.from_content_type(content_type, channel) if content_type else None
     if not channel_dir.is_dir():
         raise DataError(
@@ -214,7 +219,7 @@ def read_channel(
     for path in files:
         before = _signature(path)
         fmt = spec.name if spec is not None else formats.detect_format(path)
-        table = _read_file(path, fmt, spec, header, target)
+        table = _read_file(path, fmt, spec, header, target, pa.from_numpy_dtype(feature_dtype))
         _check_unchanged(path, before)
         if table is None or table.num_rows == 0:
             log.warning("%s holds no rows; skipped", path)

@@ -3,7 +3,8 @@
 The format comes from the channel's `ContentType` when SageMaker passes one (with parameters such
 as `label_size=1`, `header=present` or `charset=latin-1`), otherwise from the file's first bytes.
 Every reader is a compiled one (pyarrow's CSV, JSON and Parquet readers, scikit-learn's svmlight
-parser); none loops over rows in Python. Tables come back with the label as a named column:
+parser); none loops over rows in Python. CSV and libsvm features are read as the type the
+algorithm declares (`AlgorithmInfo.feature_dtype`). Tables come back with the label as a named column:
 - CSV: with a header row, its names; without, `f0, f1, ...` with the label in `f0`;
 - libsvm: `label, f0, f1, ...` where `fN` is the feature written `N:value` (see LIBSVM_INDEX_NOTE);
 - Parquet and JSON Lines: the file's own column names.
@@ -43,6 +44,7 @@ PARQUET_MAGIC = b"PAR1"
 # Arrow reads CSV in blocks of this size and we convert each block to float32 as it arrives, so
 # the peak is the float32 table plus a few blocks, not a float64 copy of the whole file.
 CSV_BLOCK_BYTES = 16 << 20
+FLOAT64 = pa.float64()
 
 
 @dataclass(frozen=True)
@@ -110,10 +112,10 @@ def detect_format(path: Path) -> str:
 
 
 def read_csv(path: Path, *, header: bool, first_row: list[str], encoding: str = "utf-8",
-             label: str | None = None) -> pa.Table:
-    """A CSV file, read a block at a time with feature columns parsed straight to float32 (what
-    XGBoost and scikit-learn's trees use): the peak is about the float32 table, never a float64
-    copy. The label column (`label`, else the first) keeps its type, so labels serve back as given.
+             label: str | None = None, feature_type: pa.DataType = FLOAT64) -> pa.Table:
+    """A CSV file, read a block at a time with feature columns parsed straight to `feature_type`
+    (float32 for the tree plugins): the peak is about the final table, never a wider copy. The
+    label column (`label`, else the first) keeps its type, so labels serve back as given.
     `first_row` is the file's first row (its header, when `header`)."""
     names = first_row if header else [f"f{i}" for i in range(len(first_row))]
     label_name = label if label is not None else names[0]
@@ -121,7 +123,7 @@ def read_csv(path: Path, *, header: bool, first_row: list[str], encoding: str = 
     read_options = pacsv.ReadOptions(autogenerate_column_names=not header, encoding=encoding,
                                      block_size=CSV_BLOCK_BYTES)
     convert_options = pacsv.ConvertOptions(
-        column_types={name: pa.float32() for name in names if name != label_name})
+        column_types={name: feature_type for name in names if name != label_name})
     batches = []
     try:
         with pacsv.open_csv(stream, read_options=read_options,
@@ -145,18 +147,19 @@ _CONVERSION_ERROR = re.compile(r"In CSV column #(\d+): .*CSV conversion error to
                                re.DOTALL)
 
 
-def read_libsvm(path: Path) -> pa.Table:
+def read_libsvm(path: Path, feature_type: pa.DataType = FLOAT64) -> pa.Table:
     """`label idx:value ...` lines; absent features are missing values, as XGBoost reads them."""
     from sklearn.datasets import load_svmlight_file
 
     opener = gzip.open if is_gzip(path) else open
     try:
         with opener(path, "rb") as handle:
-            matrix, labels = load_svmlight_file(handle, zero_based=True, dtype=np.float32)
+            matrix, labels = load_svmlight_file(handle, zero_based=True,
+                                                dtype=feature_type.to_pandas_dtype())
     except (ValueError, EOFError, OSError) as exc:
         raise DataError(f"{path} is not valid libsvm text: {exc}") from None
     # Written entries (explicit zeros included) keep their value; absent ones are missing.
-    dense = np.full(matrix.shape, np.nan, dtype=np.float32)
+    dense = np.full(matrix.shape, np.nan, dtype=feature_type.to_pandas_dtype())
     written = matrix.tocoo()
     dense[written.row, written.col] = written.data
     arrays = [pa.array(labels), *(pa.array(dense[:, i]) for i in range(matrix.shape[1]))]
@@ -185,7 +188,8 @@ def pad_columns(table: pa.Table, names: list[str]) -> pa.Table:
     """Add the libsvm feature columns a file never mentions, as missing values."""
     for name in names:
         if name not in table.column_names:
-            table = table.append_column(name, pa.nulls(table.num_rows, pa.float32()))
+            table = table.append_column(name, pa.nulls(table.num_rows, table.column(1).type
+                                                       if table.num_columns > 1 else pa.float64()))
     return table.select(names)
 
 

@@ -98,16 +98,18 @@ def _split_hyperparameters(
 
 
 def _read_channels(
-    paths: SageMakerPaths, job: TrainingJob, target: str | None, csv_weights: bool
+    paths: SageMakerPaths, job: TrainingJob, target: str | None, csv_weights: bool,
+    feature_dtype: str,
 ) -> tuple[ChannelTable, ChannelTable | None]:
     train = read_channel(paths.channel_dir(TRAIN_CHANNEL), channel=TRAIN_CHANNEL, target=target,
-                         content_type=job.content_type(TRAIN_CHANNEL), csv_weights=csv_weights)
+                         content_type=job.content_type(TRAIN_CHANNEL), csv_weights=csv_weights,
+                         feature_dtype=feature_dtype)
     validation_dir = paths.channel_dir(VALIDATION_CHANNEL)
     if not validation_dir.exists() and VALIDATION_CHANNEL not in job.channels:
         return train, None
     validation = read_channel(validation_dir, channel=VALIDATION_CHANNEL, target=target,
                               content_type=job.content_type(VALIDATION_CHANNEL),
-                              csv_weights=csv_weights)
+                              csv_weights=csv_weights, feature_dtype=feature_dtype)
     train, validation = align_libsvm_widths(train, validation)
     if list(validation.features.columns) != list(train.features.columns):
         raise DataError(
@@ -147,7 +149,8 @@ def train(paths: SageMakerPaths) -> None:
 
     target = core.values.get("target")
     train_table, validation_table = _read_channels(paths, job, target,
-                                                   bool(core.values.get("csv_weights")))
+                                                   bool(core.values.get("csv_weights")),
+                                                   algorithm.info.feature_dtype)
     task = _task(core.values, algorithm, hyperparameters, train_table)
     encoding = LabelEncoding.fit(task, train_table.labels)
     train_set = Dataset(train_table.features, encoding.encode(train_table.labels, TRAIN_CHANNEL),

@@ -15,6 +15,9 @@ ROWS = "5.0,3.4,1.5,0.2\n6.7,3.0,5.2,2.3\n5.9,3.0,4.2,1.5"
 MATRIX = np.array([[float(v) for v in line.split(",")] for line in ROWS.splitlines()], dtype=np.float32)
 
 
+IRIS_MATRIX = xgb.DMatrix(MATRIX, feature_names=IRIS_FEATURES)
+
+
 def _ask(server: Server, output: str, body: str = ROWS) -> requests.Response:
     return server.session.post(f"{server.url}/invocations", data=body, headers={
         "Content-Type": "text/csv", "Accept": "application/json",
@@ -42,7 +45,7 @@ def test_xgboost_contributions_plus_bias_equal_the_margin_for_every_class(
     assert contributions.shape == (3, 3 * (4 + 1))  # per class: 4 features and the bias
     per_class = contributions.reshape(3, 3, 5)
     np.testing.assert_allclose(per_class.sum(axis=2), margin, rtol=1e-5, atol=1e-5)
-    expected = _booster(iris_xgboost).predict(xgb.DMatrix(MATRIX, feature_names=IRIS_FEATURES), output_margin=True)
+    expected = _booster(iris_xgboost).predict(IRIS_MATRIX, output_margin=True)
     np.testing.assert_allclose(margin, expected, rtol=1e-6)
     # The margins' softmax is what output=probabilities answers.
     probabilities = _values(xgboost_server, "probabilities")
@@ -63,7 +66,7 @@ def test_xgboost_regression_contributions_sum_to_the_prediction(regression_serve
 def test_xgboost_leaves_are_the_boosters_leaf_indices(xgboost_server: Server,
                                                       iris_xgboost: TrainingTree) -> None:
     leaves = _values(xgboost_server, "leaves")
-    expected = _booster(iris_xgboost).predict(xgb.DMatrix(MATRIX, feature_names=IRIS_FEATURES), pred_leaf=True)
+    expected = _booster(iris_xgboost).predict(IRIS_MATRIX, pred_leaf=True)
     np.testing.assert_array_equal(leaves, expected.reshape(3, -1))
     lines = xgboost_server.session.post(f"{xgboost_server.url}/invocations", data=ROWS, headers={
         "Content-Type": "text/csv", "X-Amzn-SageMaker-Custom-Attributes": "output=leaves"}).text

@@ -58,6 +58,7 @@ def algorithm_info() -> AlgorithmInfo:
         description="Random forest (scikit-learn RandomForestClassifier / RandomForestRegressor)",
         hyperparameters=HYPERPARAMETERS,
         libraries={"scikit-learn": sklearn.__version__},
+        feature_dtype="float32",  # scikit-learn's trees convert to float32 before they split
     )
 
 
@@ -96,12 +97,19 @@ def fit(
     metrics = hyperparameters.get("eval_metric") or [DEFAULT_METRIC[context.task]]
     check_metric_names(context.task, metrics)
 
+    bootstrap = params.get("bootstrap", True)
+    oob = hyperparameters.get("oob_score")
+    if oob and not bootstrap:
+        raise HyperparameterError("oob_score needs bootstrap=true: without it no row is out of bag")
     estimator = RandomForestClassifier if context.task == CLASSIFICATION else RandomForestRegressor
-    model = estimator(**params)
+    model = estimator(**params, oob_score=bootstrap if oob is None else oob)
     model.fit(_as_matrix(train.features), train.labels, sample_weight=train.weights)
 
     scores: dict[str, float] = {}
-    for name, data in (("train", train), ("validation", validation)):
+    for name, data in (("train", train), ("oob", None), ("validation", validation)):
+        if name == "oob":
+            scores.update(_oob_scores(model, train, metrics, context.task))
+            continue
         if data is None:
             continue
         matrix = _as_matrix(data.features)
@@ -110,7 +118,31 @@ def fit(
         for metric, value in evaluate(context.task, metrics, data.labels, predicted, proba).items():
             scores[f"{name}-{metric}"] = value
     context.log_metrics(model.n_estimators, scores)
+    # One value per training row: not worth carrying in the model file.
+    for attribute in ("oob_decision_function_", "oob_prediction_"):
+        if hasattr(model, attribute):
+            delattr(model, attribute)
     return model
+
+
+def _oob_scores(model: Forest, train: Dataset, metrics: list[str], task: str) -> dict[str, float]:
+    """The metrics on out-of-bag predictions: each row predicted by the trees that never saw it
+    (rows every tree saw, possible with few trees, are left out)."""
+    if not getattr(model, "oob_score", False):
+        return {}
+    if task == CLASSIFICATION:
+        proba = model.oob_decision_function_
+        seen = ~np.isnan(proba).any(axis=1)
+        proba = proba[seen]
+        predicted = np.argmax(proba, axis=1)
+    else:
+        values = model.oob_prediction_
+        seen = ~np.isnan(values)
+        predicted, proba = values[seen], None
+    if not seen.any():
+        return {}
+    results = evaluate(task, metrics, train.labels[seen], predicted, proba)
+    return {f"oob-{metric}": value for metric, value in results.items()}
 
 
 @hookimpl

@@ -54,9 +54,12 @@ HYPERPARAMETERS = (
     Hyperparameter("n_jobs", int, "Threads used to fit (-1: every core).", default=-1,
                    minimum=-1),
     Hyperparameter("eval_metric", string_list,
-                   "Metrics logged for train and validation: accuracy, error, logloss, f1 "
-                   "(classification); rmse, mse, mae, r2 (regression)."),
+                   "Metrics logged for train, out-of-bag and validation rows: accuracy, error, "
+                   "logloss, f1 (classification); rmse, mse, mae, r2 (regression)."),
+    Hyperparameter("oob_score", bool, "Also log the metrics on each row's out-of-bag trees (those "
+                   "that never saw it), as randomForest prints its OOB error. Default: when "
+                   "bootstrapping."),
 )
 
 # The declared names that go to the scikit-learn estimator as they are.
-SKLEARN_PARAMETERS = {h.name for h in HYPERPARAMETERS} - {"eval_metric"}
+SKLEARN_PARAMETERS = {h.name for h in HYPERPARAMETERS} - {"eval_metric", "oob_score"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,12 +27,16 @@ from sagecraft.hooks import (
     hookimpl,
 )
 from sagecraft.hyperparameters import did_you_mean
+from sagecraft.metrics import evaluate
 
 from .hyperparameters import HYPERPARAMETERS, PLUGIN_ONLY
 from .messages import xgboost_message
 from .persistence import load_booster, save_booster
 
 CLASSIFICATION_FAMILIES = ("binary", "multi")
+# Metrics XGBoost lacks that SageMaker's built-in XGBoost offers; computed by sagecraft.metrics.
+EXTRA_METRICS = {CLASSIFICATION: ("accuracy", "f1"), REGRESSION: ("mse", "r2")}
+MAXIMISED_METRICS = {"accuracy", "f1", "r2"}
 # XGBoost's objective families; XGBoost itself rejects unknown names within a family.
 OBJECTIVE_FAMILIES = ("reg", "binary", "multi", "count", "survival", "rank")
 _UNUSED = re.compile(r"Parameters: \{(?P<names>[^}]*)\} (?:are|is) not used")
@@ -53,6 +58,7 @@ def algorithm_info() -> AlgorithmInfo:
         hyperparameters=HYPERPARAMETERS,
         accepts_extra_hyperparameters=True,
         libraries={"xgboost": xgb.__version__},
+        feature_dtype="float32",  # XGBoost stores and compares float32
     )
 
 
@@ -119,6 +125,44 @@ def _booster_params(
     elif tuned and "eval_metric" not in params:
         params["eval_metric"] = [tuned]
     return params
+
+
+def _split_metrics(params: dict[str, Any], task: str) -> list[str]:
+    """Move the metrics XGBoost does not compute itself (accuracy, f1, mse, r2: those SageMaker's
+    built-in XGBoost adds) out of `eval_metric`; they are returned, to be computed each round."""
+    extra = [m for m in params.get("eval_metric") or [] if m in EXTRA_METRICS.get(task, ())]
+    if extra:
+        native = [m for m in params["eval_metric"] if m not in extra]
+        if native:
+            params["eval_metric"] = native
+        else:
+            del params["eval_metric"]
+    return extra
+
+
+def _extra_metric_function(
+    names: list[str], task: str, objective: str
+) -> Callable[[np.ndarray, xgb.DMatrix], list[tuple[str, float]]]:
+    """XGBoost's custom_metric: the extra metrics from each round's predictions."""
+
+    def extra_metrics(predictions: np.ndarray, data: xgb.DMatrix) -> list[tuple[str, float]]:
+        labels = data.get_label()
+        probabilities = None
+        if task == REGRESSION:
+            predicted = predictions
+        elif predictions.ndim == 2:  # multi:softprob
+            probabilities, predicted = predictions, np.argmax(predictions, axis=1)
+        elif objective.startswith("multi:"):  # multi:softmax answers class codes
+            predicted = predictions
+        elif objective == "binary:logitraw":
+            predicted = (predictions > 0).astype(float)
+        else:
+            predicted = (predictions > 0.5).astype(float)
+            if objective == "binary:logistic":
+                probabilities = np.column_stack([1 - predictions, predictions])
+        return list(evaluate(task, names, labels, predicted, probabilities).items())
+
+    return extra_metrics
 
 
 def _watched_metric(params: dict[str, Any], context: FitContext) -> str | None:
@@ -199,14 +243,19 @@ def fit(
             _RejectUnusedParameters(caught, passed_through),
             _MetricLines(context),
         ]
+        watched = _watched_metric(params, context)
+        extra = _split_metrics(params, context.task)
         if early_stopping:
             callbacks.append(xgb.callback.EarlyStopping(
-                rounds=early_stopping, metric_name=_watched_metric(params, context),
-                data_name="validation", save_best=False,
+                rounds=early_stopping, metric_name=watched, data_name="validation",
+                save_best=False, maximize=True if watched in MAXIMISED_METRICS else None,
             ))
         try:
-            booster = xgb.train(params, evals[0][0], num_boost_round=rounds, evals=evals,
-                                verbose_eval=False, callbacks=callbacks)
+            booster = xgb.train(
+                params, evals[0][0], num_boost_round=rounds, evals=evals, verbose_eval=False,
+                callbacks=callbacks,
+                custom_metric=_extra_metric_function(extra, context.task, objective) if extra else None,
+            )
         except xgb.core.XGBoostError as exc:
             message = xgboost_message(exc)
             if "label" in message.lower():

@@ -59,8 +59,9 @@ HYPERPARAMETERS = (
     Hyperparameter("num_class", int, "Number of classes (set automatically from the labels).",
                    minimum=2),
     Hyperparameter("eval_metric", string_list,
-                   "Metrics evaluated each round, e.g. rmse,mae or mlogloss,merror; early "
-                   "stopping watches the last one."),
+                   "Metrics evaluated each round: XGBoost's own (rmse, mae, logloss, error, "
+                   "mlogloss, merror, auc, ...) and accuracy, f1, mse, r2 as in SageMaker's "
+                   "built-in XGBoost; early stopping watches the last one."),
     Hyperparameter("early_stopping_rounds", int,
                    "Stop when the validation metric has not improved for this many rounds "
                    "(needs the validation channel).", minimum=1),
