@@ -77,6 +77,14 @@ class SageMakerPaths:
         return self.output_dir / "failure"
 
     @property
+    def checkpoint_config_file(self) -> Path:
+        return self.config_dir / "checkpointconfig.json"
+
+    @property
+    def default_checkpoint_dir(self) -> Path:
+        return self.base / "checkpoints"
+
+    @property
     def models_dir(self) -> Path:
         """Where SageMaker unpacks the models of a multi-model endpoint."""
         return self.base / "models"

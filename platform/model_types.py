@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -78,6 +79,10 @@ class FitContext:
     `tuning_objective_metric` is the metric a SageMaker tuning job optimises, e.g.
     "validation:rmse", or None. Call `log_metrics(iteration, {"train-rmse": 0.4, ...})` once per
     evaluation: the core prints the line in XGBoost's format, which SageMaker's metric regexes read.
+    `checkpoint_dir` is the folder SageMaker syncs with S3 (None when the job has no checkpoint
+    configuration): write checkpoints there and resume from the newest one. `stop_requested()`
+    turns True when SageMaker asks the job to stop (SIGTERM, 120 s before SIGKILL): an iterative
+    fit should end at its next iteration and return the model so far, which the core then saves.
     """
 
     task: str
@@ -86,6 +91,8 @@ class FitContext:
     tuning_objective_metric: str | None
     log_metrics: MetricsSink
     logger: logging.Logger
+    checkpoint_dir: Path | None = None
+    stop_requested: Callable[[], bool] = field(default=lambda: False)
 
     @property
     def n_classes(self) -> int:

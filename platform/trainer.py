@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import errno
 import logging
+import signal
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,6 +121,34 @@ def _read_channels(
     return train, validation
 
 
+def _stop_on_sigterm() -> threading.Event:
+    """SageMaker stops a job with SIGTERM and kills it 120 s later: turn the signal into a request
+    that the fit ends early, so that the model so far is saved (and a checkpoint written)."""
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: object) -> None:
+        log.warning("SIGTERM: asking the algorithm to stop at its next iteration")
+        stop.set()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, request_stop)
+    return stop
+
+
+def _checkpoint_dir(paths: SageMakerPaths) -> Path | None:
+    """The checkpoint folder when the job has one: checkpointconfig.json's LocalPath (SageMaker
+    writes the file when the job has a CheckpointConfig), or an existing checkpoints/ folder."""
+    config = read_json_config(paths.checkpoint_config_file, required=False)
+    if isinstance(config, dict) and config.get("LocalPath"):
+        folder = Path(config["LocalPath"])
+    elif config is not None or paths.default_checkpoint_dir.is_dir():
+        folder = paths.default_checkpoint_dir
+    else:
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def _weights(table: ChannelTable) -> np.ndarray | None:
     return None if table.weights is None else table.weights.to_numpy(dtype=np.float32)
 
@@ -162,6 +192,7 @@ def train(paths: SageMakerPaths) -> None:
             encoding.encode(validation_table.labels, VALIDATION_CHANNEL),
             _weights(validation_table),
         )
+    stop = _stop_on_sigterm()
     context = FitContext(
         task=task,
         classes=encoding.classes,
@@ -169,9 +200,13 @@ def train(paths: SageMakerPaths) -> None:
         tuning_objective_metric=job.hyperparameters.tuning_objective_metric,
         log_metrics=print_metrics,
         logger=logging.getLogger(f"sagecraft.algorithm.{algorithm_name}"),
+        checkpoint_dir=_checkpoint_dir(paths),
+        stop_requested=stop.is_set,
     )
     log.info("fitting %s (%s, %d rows)", algorithm_name, task, train_set.n_rows)
     model = algorithm.fit(train_set, validation_set, hyperparameters, context)
+    if stop.is_set():
+        log.warning("stopped by SIGTERM: saving the model trained so far")
 
     if not job.is_leader:
         log.warning("host %s is not the first host (%s): it does not write the model",

@@ -29,6 +29,7 @@ from sagecraft.hooks import (
 from sagecraft.hyperparameters import did_you_mean
 from sagecraft.metrics import evaluate
 
+from .checkpoints import CheckpointAndStop, latest_checkpoint
 from .hyperparameters import HYPERPARAMETERS, PLUGIN_ONLY
 from .messages import xgboost_message
 from .persistence import load_booster, save_booster
@@ -184,7 +185,8 @@ class _MetricLines(xgb.callback.TrainingCallback):
             for metric, values in by_metric.items()
         }
         if latest:
-            self.context.log_metrics(epoch, latest)
+            # The round number, not the epoch: a run resumed from a checkpoint counts on.
+            self.context.log_metrics(model.num_boosted_rounds() - 1, latest)
         return False
 
 
@@ -237,11 +239,19 @@ def fit(
     evals = [(_dmatrix(train), "train")]
     if validation is not None:
         evals.append((_dmatrix(validation), "validation"))
+    resumed = (latest_checkpoint(context.checkpoint_dir, context.logger)
+               if context.checkpoint_dir is not None else None)
+    done = resumed.num_boosted_rounds() if resumed is not None else 0
+    if done >= rounds:
+        context.logger.info("the checkpoint already holds all %d rounds", rounds)
+        return XGBoostModel(resumed[:rounds], objective, context.n_classes)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         callbacks: list[xgb.callback.TrainingCallback] = [
             _RejectUnusedParameters(caught, passed_through),
             _MetricLines(context),
+            CheckpointAndStop(context.checkpoint_dir, hyperparameters["checkpoint_rounds"],
+                              context.stop_requested, context.logger),
         ]
         watched = _watched_metric(params, context)
         extra = _split_metrics(params, context.task)
@@ -252,8 +262,8 @@ def fit(
             ))
         try:
             booster = xgb.train(
-                params, evals[0][0], num_boost_round=rounds, evals=evals, verbose_eval=False,
-                callbacks=callbacks,
+                params, evals[0][0], num_boost_round=rounds - done, evals=evals, verbose_eval=False,
+                callbacks=callbacks, xgb_model=resumed,
                 custom_metric=_extra_metric_function(extra, context.task, objective) if extra else None,
             )
         except xgb.core.XGBoostError as exc:

@@ -62,10 +62,13 @@ HYPERPARAMETERS = (
                    "Metrics evaluated each round: XGBoost's own (rmse, mae, logloss, error, "
                    "mlogloss, merror, auc, ...) and accuracy, f1, mse, r2 as in SageMaker's "
                    "built-in XGBoost; early stopping watches the last one."),
+    Hyperparameter("checkpoint_rounds", int, "With a checkpoint folder (the job's CheckpointConfig): "
+                   "write a checkpoint every this many rounds; a restarted job resumes from the "
+                   "newest.", default=10, minimum=1),
     Hyperparameter("early_stopping_rounds", int,
                    "Stop when the validation metric has not improved for this many rounds "
                    "(needs the validation channel).", minimum=1),
 )
 
 # Read by the plugin itself; everything else goes to XGBoost's parameter dictionary.
-PLUGIN_ONLY = {"num_round", "early_stopping_rounds"}
+PLUGIN_ONLY = {"num_round", "early_stopping_rounds", "checkpoint_rounds"}

@@ -1,0 +1,75 @@
+"""Checkpoints in SageMaker's checkpoint folder, resuming from them, and stopping on request.
+
+A checkpoint is the booster after N rounds, `xgboost-checkpoint.<N>.ubj`, written under a hidden
+temporary name and renamed, so a reader never sees half a file. A restarted job (a spot instance
+taken back, a job retried) resumes from the newest checkpoint that loads; numeric order, not
+lexical; files that do not load (an upload cut short) are skipped with a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import xgboost as xgb
+
+CHECKPOINT_NAME = re.compile(r"^xgboost-checkpoint\.(\d+)\.ubj$")
+KEEP = 3  # the newest checkpoints kept; older ones are deleted as new ones are written
+
+
+def _checkpoints(folder: Path) -> list[tuple[int, Path]]:
+    """(rounds, path) of every checkpoint file, newest first."""
+    found = [(int(match.group(1)), path) for path in folder.iterdir()
+             if (match := CHECKPOINT_NAME.match(path.name)) and path.is_file()]
+    return sorted(found, reverse=True)
+
+
+def latest_checkpoint(folder: Path, logger: logging.Logger) -> xgb.Booster | None:
+    """The newest checkpoint that loads and holds the rounds its name says, or None."""
+    for rounds, path in _checkpoints(folder):
+        booster = xgb.Booster()
+        try:
+            booster.load_model(bytearray(path.read_bytes()))
+        except (xgb.core.XGBoostError, OSError):
+            logger.warning("checkpoint %s does not load (an incomplete upload?): skipped", path)
+            continue
+        if booster.num_boosted_rounds() != rounds:
+            logger.warning("checkpoint %s holds %d rounds, not %d: skipped", path,
+                           booster.num_boosted_rounds(), rounds)
+            continue
+        logger.info("resuming from checkpoint %s (%d rounds done)", path, rounds)
+        return booster
+    return None
+
+
+def write_checkpoint(booster: xgb.Booster, folder: Path) -> Path:
+    rounds = booster.num_boosted_rounds()
+    final = folder / f"xgboost-checkpoint.{rounds}.ubj"
+    partial = folder / f".{final.name}.partial"
+    partial.write_bytes(booster.save_raw("ubj"))
+    os.replace(partial, final)
+    for _, old in _checkpoints(folder)[KEEP:]:
+        old.unlink(missing_ok=True)
+    return final
+
+
+class CheckpointAndStop(xgb.callback.TrainingCallback):
+    """After each round: a checkpoint every `every` rounds (when there is a folder), and an end to
+    training, with a last checkpoint, once `stop_requested()` says so."""
+
+    def __init__(self, folder: Path | None, every: int, stop_requested: Callable[[], bool],
+                 logger: logging.Logger) -> None:
+        self.folder, self.every = folder, every
+        self.stop_requested, self.logger = stop_requested, logger
+
+    def after_iteration(self, model: xgb.Booster, epoch: int, evals_log: dict) -> bool:
+        stop = self.stop_requested()
+        rounds = model.num_boosted_rounds()
+        if self.folder is not None and (stop or rounds % self.every == 0):
+            path = write_checkpoint(model, self.folder)
+            if stop:
+                self.logger.warning("stopping after round %d; checkpoint %s written", rounds - 1, path)
+        return stop
