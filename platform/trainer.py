@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from . import hyperparameters as hp
+from .cross_validation import cross_validate
 from .data import ChannelTable, align_libsvm_widths, read_channel
 from .environment import SageMakerPaths, read_json_config
 from .errors import (
@@ -45,6 +46,8 @@ CORE_HYPERPARAMETERS = (
                       "Absent: files have no header and the label is the first column."),
     hp.Hyperparameter("task", str, "classification or regression; inferred when absent.",
                       choices=TASKS),
+    hp.Hyperparameter("kfold", int, "k-fold cross-validation before the final fit: metrics per "
+                      "fold and their mean, out-of-fold predictions in output/data/.", minimum=2),
     hp.Hyperparameter("csv_weights", int, "1: the column after the label holds each row's weight "
                       "(label-first CSV, as SageMaker's built-in XGBoost reads it).", default=0,
                       choices=(0, 1)),
@@ -203,6 +206,10 @@ def train(paths: SageMakerPaths) -> None:
         checkpoint_dir=_checkpoint_dir(paths),
         stop_requested=stop.is_set,
     )
+    if folds := core.values.get("kfold"):
+        log.info("%d-fold cross-validation of %s", folds, algorithm_name)
+        cross_validate(algorithm, train_set, validation_set, hyperparameters, context, folds,
+                       paths.output_data_dir)
     log.info("fitting %s (%s, %d rows)", algorithm_name, task, train_set.n_rows)
     model = algorithm.fit(train_set, validation_set, hyperparameters, context)
     if stop.is_set():

@@ -1,0 +1,116 @@
+"""k-fold cross-validation of any algorithm, through its own hooks (the `kfold` hyperparameter).
+
+Each fold's model is fitted on the other folds, saved and loaded again (the only way every plugin
+can predict), and predicts the rows it never saw. The metrics of each fold and their mean and
+standard deviation are printed in SageMaker's metric-line format; `output/data/` gets
+`cv-metrics.json` and `oof-predictions.csv`, the out-of-fold prediction of every training row.
+The model the job saves is then fitted on all the rows, as without `kfold`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import KFold, StratifiedKFold
+
+from .errors import HyperparameterError, UnsupportedOutputError
+from .metrics import evaluate, print_metrics
+from .model_types import CLASSIFICATION, LABEL, PROBABILITIES, Dataset, FitContext
+from .plugins import Algorithm
+
+log = logging.getLogger(__name__)
+
+SEED = 0
+METRICS = {CLASSIFICATION: ["accuracy", "f1"], "regression": ["rmse", "mae", "r2"]}
+
+
+def _splitter(task: str, labels: np.ndarray, folds: int) -> KFold | StratifiedKFold:
+    if folds > len(labels):
+        raise HyperparameterError(f"kfold={folds} needs at least {folds} training rows")
+    if task == CLASSIFICATION and np.bincount(labels.astype(int)).min() >= folds:
+        return StratifiedKFold(folds, shuffle=True, random_state=SEED)
+    return KFold(folds, shuffle=True, random_state=SEED)
+
+
+def _subset(data: Dataset, rows: np.ndarray) -> Dataset:
+    return Dataset(data.features.iloc[rows], data.labels[rows],
+                   None if data.weights is None else data.weights[rows])
+
+
+def _probabilities(algorithm: Algorithm, model: object, features: pd.DataFrame) -> np.ndarray | None:
+    try:
+        return np.asarray(algorithm.predict(model, features, PROBABILITIES))
+    except UnsupportedOutputError:
+        return None
+
+
+def cross_validate(algorithm: Algorithm, train: Dataset, validation: Dataset | None,
+                   hyperparameters: dict, context: FitContext, folds: int,
+                   output_dir: Path) -> dict[str, float]:
+    """Fit and score `folds` models; write the out-of-fold predictions. Returns the mean metrics."""
+    task = context.task
+    splitter = _splitter(task, train.labels, folds)
+    # Fold fits print nothing of their own: the log's metric lines stay the job's.
+    quiet = dataclasses.replace(context, log_metrics=lambda iteration, metrics: None,
+                                checkpoint_dir=None)
+    predicted = np.empty(train.n_rows, dtype=object if task == CLASSIFICATION else float)
+    probabilities: np.ndarray | None = None
+    fold_of = np.zeros(train.n_rows, dtype=int)
+    scores: list[dict[str, float]] = []
+    for fold, (fit_rows, held_rows) in enumerate(splitter.split(train.features, train.labels)):
+        if context.stop_requested():
+            log.warning("stop requested: cross-validation ends after %d folds", fold)
+            break
+        model = algorithm.fit(_subset(train, fit_rows), validation, hyperparameters, quiet)
+        with tempfile.TemporaryDirectory(prefix="sagecraft-fold-") as folder:
+            algorithm.save_model(model, Path(folder))
+            loaded = algorithm.load_model(Path(folder))
+        held = train.features.iloc[held_rows]
+        labels = np.asarray(algorithm.predict(loaded, held, LABEL))
+        proba = _probabilities(algorithm, loaded, held) if task == CLASSIFICATION else None
+        names = METRICS[task] + (["logloss"] if proba is not None else [])
+        fold_scores = evaluate(task, names, train.labels[held_rows], labels, proba)
+        print_metrics(fold, {f"cv-fold-{name}": value for name, value in fold_scores.items()})
+        scores.append(fold_scores)
+        predicted[held_rows] = labels
+        fold_of[held_rows] = fold
+        if proba is not None:
+            if probabilities is None:
+                probabilities = np.full((train.n_rows, proba.shape[1]), np.nan)
+            probabilities[held_rows] = proba
+    if not scores:
+        return {}
+    mean = {name: float(np.mean([s[name] for s in scores])) for name in scores[0]}
+    std = {name: float(np.std([s[name] for s in scores])) for name in scores[0]}
+    print_metrics(len(scores), {**{f"cv-{n}": v for n, v in mean.items()},
+                                **{f"cv-{n}-std": v for n, v in std.items()}})
+    _write(output_dir, context, train, predicted, probabilities, fold_of, scores, mean, std)
+    return mean
+
+
+def _write(output_dir: Path, context: FitContext, train: Dataset, predicted: np.ndarray,
+           probabilities: np.ndarray | None, fold_of: np.ndarray, scores: list[dict[str, float]],
+           mean: dict[str, float], std: dict[str, float]) -> None:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "cv-metrics.json").write_text(json.dumps(
+        {"folds": scores, "mean": mean, "std": std}, indent=2) + "\n")
+    classes = list(context.classes)
+    table = {"row": np.arange(train.n_rows), "fold": fold_of}
+    if context.task == CLASSIFICATION:
+        table["label"] = [classes[int(c)] for c in train.labels]
+        table["predicted"] = [classes[int(c)] for c in predicted]
+        if probabilities is not None:
+            for index, name in enumerate(classes):
+                table[f"probability_{name}"] = probabilities[:, index]
+    else:
+        table["label"] = train.labels
+        table["predicted"] = predicted
+    pd.DataFrame(table).to_csv(output_dir / "oof-predictions.csv", index=False)
+    log.info("cross-validation: %s; out-of-fold predictions in %s", mean,
+             output_dir / "oof-predictions.csv")
