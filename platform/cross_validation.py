@@ -20,7 +20,7 @@ import pandas as pd
 from sklearn.model_selection import KFold, StratifiedKFold
 
 from .errors import HyperparameterError, UnsupportedOutputError
-from .metrics import evaluate, print_metrics
+from .metrics import evaluate
 from .model_types import CLASSIFICATION, LABEL, PROBABILITIES, Dataset, FitContext
 from .plugins import Algorithm
 
@@ -76,7 +76,7 @@ def cross_validate(algorithm: Algorithm, train: Dataset, validation: Dataset | N
         proba = _probabilities(algorithm, loaded, held) if task == CLASSIFICATION else None
         names = METRICS[task] + (["logloss"] if proba is not None else [])
         fold_scores = evaluate(task, names, train.labels[held_rows], labels, proba)
-        print_metrics(fold, {f"cv-fold-{name}": value for name, value in fold_scores.items()})
+        context.log_metrics(fold, {f"cv-fold-{name}": value for name, value in fold_scores.items()})
         scores.append(fold_scores)
         predicted[held_rows] = labels
         fold_of[held_rows] = fold
@@ -88,8 +88,8 @@ def cross_validate(algorithm: Algorithm, train: Dataset, validation: Dataset | N
         return {}
     mean = {name: float(np.mean([s[name] for s in scores])) for name in scores[0]}
     std = {name: float(np.std([s[name] for s in scores])) for name in scores[0]}
-    print_metrics(len(scores), {**{f"cv-{n}": v for n, v in mean.items()},
-                                **{f"cv-{n}-std": v for n, v in std.items()}})
+    context.log_metrics(len(scores), {**{f"cv-{n}": v for n, v in mean.items()},
+                                      **{f"cv-{n}-std": v for n, v in std.items()}})
     _write(output_dir, context, train, predicted, probabilities, fold_of, scores, mean, std)
     return mean
 

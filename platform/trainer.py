@@ -9,6 +9,7 @@ import errno
 import logging
 import signal
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from .manifest import Feature, Manifest, runtime_libraries
 from .metrics import print_metrics
 from .model_types import TASKS, Dataset, FitContext
 from .plugins import Algorithm, installed_plugins
+from .report import MetricHistory, write_report
 
 log = logging.getLogger(__name__)
 
@@ -196,12 +198,18 @@ def train(paths: SageMakerPaths) -> None:
             _weights(validation_table),
         )
     stop = _stop_on_sigterm()
+    history = MetricHistory()
+
+    def log_metrics(iteration: int, metrics: Mapping[str, float]) -> None:
+        print_metrics(iteration, metrics)
+        history.record(iteration, metrics)
+
     context = FitContext(
         task=task,
         classes=encoding.classes,
         feature_names=list(train_table.features.columns),
         tuning_objective_metric=job.hyperparameters.tuning_objective_metric,
-        log_metrics=print_metrics,
+        log_metrics=log_metrics,
         logger=logging.getLogger(f"sagecraft.algorithm.{algorithm_name}"),
         checkpoint_dir=_checkpoint_dir(paths),
         stop_requested=stop.is_set,
@@ -238,6 +246,16 @@ def train(paths: SageMakerPaths) -> None:
     except OSError as exc:
         raise OutputWriteError(_write_failure_message(paths.model_dir, exc)) from exc
     log.info("model written to %s", paths.model_dir)
+    evaluation, evaluation_name = ((validation_set, "validation") if validation_set is not None
+                                   else (train_set, "training"))
+    try:
+        report = write_report(paths.output_data_dir / "report", algorithm=algorithm,
+                              model_dir=paths.model_dir, task=task, classes=encoding.classes,
+                              history=history, evaluation=evaluation,
+                              evaluation_name=evaluation_name)
+        log.info("training report: %s", report)
+    except Exception:  # the report is an extra: the saved model must not be lost to its failure
+        log.exception("the training report could not be written; the model is saved")
     plugins.manager.hook.training_finished(
         algorithm=algorithm_name, model_dir=paths.model_dir, output_data_dir=paths.output_data_dir,
         manifest=manifest.to_json(),

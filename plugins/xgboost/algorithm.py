@@ -29,7 +29,7 @@ from sagecraft.hooks import (
 from sagecraft.hyperparameters import did_you_mean
 from sagecraft.metrics import evaluate
 
-from .checkpoints import CheckpointAndStop, latest_checkpoint
+from .checkpoints import CheckpointAndStop, Progress, latest_checkpoint
 from .hyperparameters import HYPERPARAMETERS, PLUGIN_ONLY
 from .messages import xgboost_message
 from .persistence import load_booster, save_booster
@@ -252,6 +252,7 @@ def fit(
             _MetricLines(context),
             CheckpointAndStop(context.checkpoint_dir, hyperparameters["checkpoint_rounds"],
                               context.stop_requested, context.logger),
+            Progress(rounds - done, context.logger),
         ]
         watched = _watched_metric(params, context)
         extra = _split_metrics(params, context.task)

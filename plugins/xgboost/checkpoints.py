@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -54,6 +55,29 @@ def write_checkpoint(booster: xgb.Booster, folder: Path) -> Path:
     for _, old in _checkpoints(folder)[KEEP:]:
         old.unlink(missing_ok=True)
     return final
+
+
+class Progress(xgb.callback.TrainingCallback):
+    """Logs each tenth of the rounds with the time left, once the fit has taken `quiet_s`: short
+    fits stay quiet, long ones say how long they will take."""
+
+    def __init__(self, total: int, logger: logging.Logger, quiet_s: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.total, self.logger, self.quiet_s, self.clock = total, logger, quiet_s, clock
+        self.started = clock()
+        self.next_tenth = 1
+
+    def after_iteration(self, model: xgb.Booster, epoch: int, evals_log: dict) -> bool:
+        done = epoch + 1
+        if done * 10 < self.next_tenth * self.total:
+            return False
+        self.next_tenth = done * 10 // self.total + 1
+        elapsed = self.clock() - self.started
+        if elapsed >= self.quiet_s and done < self.total:
+            left = elapsed / done * (self.total - done)
+            self.logger.info("round %d of %d (%d%%), %.0f s so far, about %.0f s left",
+                             done, self.total, done * 100 // self.total, elapsed, left)
+        return False
 
 
 class CheckpointAndStop(xgb.callback.TrainingCallback):

@@ -1,0 +1,196 @@
+"""The training report: `output/data/report.html` and its PNG figures, for a person to look at.
+
+Written after the model is saved, from what the job already has: the metric lines it printed (a
+table, and a learning curve when there are rounds), and the saved model loaded back through its
+plugin and asked to predict the validation rows (else the training rows): a confusion matrix or a
+residual plot, and permutation feature importance (how much the metric worsens when one feature's
+values are shuffled), which works for any plugin. Figures are drawn with matplotlib's Agg backend.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .model_types import CLASSIFICATION, LABEL, Dataset
+from .plugins import Algorithm
+
+log = logging.getLogger(__name__)
+
+MAX_ROWS = 5000  # rows scored for the figures; a sample keeps the report quick on large data
+MAX_FEATURES = 25  # features shown in the importance figure (and permuted)
+SEED = 0
+
+
+@dataclass
+class MetricHistory:
+    """Every metric line the job printed: a `log_metrics` sink that also prints."""
+
+    rounds: list[int] = field(default_factory=list)
+    lines: list[dict[str, float]] = field(default_factory=list)
+
+    def record(self, iteration: int, metrics: Mapping[str, float]) -> None:
+        self.rounds.append(iteration)
+        self.lines.append(dict(metrics))
+
+    def series(self) -> dict[str, tuple[list[int], list[float]]]:
+        found: dict[str, tuple[list[int], list[float]]] = {}
+        for iteration, line in zip(self.rounds, self.lines, strict=True):
+            for name, value in line.items():
+                xs, ys = found.setdefault(name, ([], []))
+                xs.append(iteration)
+                ys.append(value)
+        return found
+
+    def last(self) -> dict[str, float]:
+        """The latest value of each metric (cross-validation's lines included)."""
+        latest: dict[str, float] = {}
+        for line in self.lines:
+            latest.update(line)
+        return latest
+
+
+def _sample(data: Dataset) -> Dataset:
+    if data.n_rows <= MAX_ROWS:
+        return data
+    rows = np.random.default_rng(SEED).choice(data.n_rows, MAX_ROWS, replace=False)
+    return Dataset(data.features.iloc[rows], data.labels[rows])
+
+
+def _score(task: str, labels: np.ndarray, predicted: np.ndarray) -> float:
+    """Higher is better: accuracy, or minus the RMSE."""
+    if task == CLASSIFICATION:
+        return float(np.mean(labels == predicted))
+    return -float(np.sqrt(np.mean((labels - predicted.astype(float)) ** 2)))
+
+
+def permutation_importance(algorithm: Algorithm, model: object, data: Dataset,
+                           task: str) -> pd.Series:
+    """How much the score falls when each feature's values are shuffled, largest first."""
+    baseline = _score(task, data.labels, np.asarray(algorithm.predict(model, data.features, LABEL)))
+    rng = np.random.default_rng(SEED)
+    drops = {}
+    for name in list(data.features.columns)[: MAX_FEATURES * 4]:
+        shuffled = data.features.copy()
+        shuffled[name] = rng.permutation(shuffled[name].to_numpy())
+        predicted = np.asarray(algorithm.predict(model, shuffled, LABEL))
+        drops[str(name)] = baseline - _score(task, data.labels, predicted)
+    return pd.Series(drops).sort_values(ascending=False)
+
+
+def _figure(path: Path, draw: object) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.5), dpi=100)
+    draw(axes)  # type: ignore[operator]
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
+def _learning_curve(history: MetricHistory, folder: Path) -> Path | None:
+    series = {n: s for n, s in history.series().items()
+              if not n.startswith("cv-") and len(s[0]) > 1}
+    if not series:
+        return None
+
+    def draw(axes: object) -> None:
+        for name, (xs, ys) in sorted(series.items()):
+            axes.plot(xs, ys, label=name)
+        axes.set_xlabel("round")
+        axes.set_ylabel("metric")
+        axes.set_title("Learning curve")
+        axes.legend()
+
+    return _figure(folder / "learning-curve.png", draw)
+
+
+def _importance_figure(importance: pd.Series, folder: Path) -> Path:
+    shown = importance.head(MAX_FEATURES)[::-1]
+
+    def draw(axes: object) -> None:
+        axes.barh(list(shown.index), list(shown.to_numpy()))
+        axes.set_xlabel("score lost when the feature is shuffled")
+        axes.set_title("Permutation feature importance")
+
+    return _figure(folder / "feature-importance.png", draw)
+
+
+def _confusion_figure(labels: np.ndarray, predicted: np.ndarray, classes: list[str],
+                      folder: Path) -> tuple[Path, np.ndarray]:
+    k = len(classes)
+    matrix = np.zeros((k, k), dtype=int)
+    np.add.at(matrix, (labels.astype(int), predicted.astype(int)), 1)
+
+    def draw(axes: object) -> None:
+        axes.imshow(matrix, cmap="Blues")
+        axes.set_xticks(range(k), classes, rotation=45, ha="right")
+        axes.set_yticks(range(k), classes)
+        axes.set_xlabel("predicted")
+        axes.set_ylabel("actual")
+        axes.set_title("Confusion matrix")
+        for (i, j), count in np.ndenumerate(matrix):
+            axes.text(j, i, str(count), ha="center", va="center")
+
+    return _figure(folder / "confusion-matrix.png", draw), matrix
+
+
+def _residual_figure(labels: np.ndarray, predicted: np.ndarray, folder: Path) -> Path:
+    def draw(axes: object) -> None:
+        axes.scatter(predicted, labels - predicted, s=6, alpha=0.5)
+        axes.axhline(0, color="grey", linewidth=1)
+        axes.set_xlabel("predicted")
+        axes.set_ylabel("actual - predicted")
+        axes.set_title("Residuals")
+
+    return _figure(folder / "residuals.png", draw)
+
+
+def _image(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<figure><img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}"></figure>'
+
+
+def write_report(folder: Path, *, algorithm: Algorithm, model_dir: Path, task: str,
+                 classes: list[str], history: MetricHistory, evaluation: Dataset,
+                 evaluation_name: str) -> Path:
+    """Draw the figures and write report.html (figures inlined, so the page stands alone)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model = algorithm.load_model(model_dir)
+    sample = _sample(evaluation)
+    predicted = np.asarray(algorithm.predict(model, sample.features, LABEL))
+    figures = [p for p in [_learning_curve(history, folder)] if p is not None]
+    if task == CLASSIFICATION:
+        figure, _ = _confusion_figure(sample.labels, predicted, [str(c) for c in classes], folder)
+    else:
+        figure = _residual_figure(sample.labels.astype(float), predicted.astype(float), folder)
+    figures.append(figure)
+    importance = permutation_importance(algorithm, model, sample, task)
+    figures.append(_importance_figure(importance, folder))
+    rows = "".join(f"<tr><td>{html.escape(n)}</td><td>{v:.6g}</td></tr>"
+                   for n, v in history.last().items())
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>sagecraft training report</title>
+<style>body{{font-family:sans-serif;max-width:60rem;margin:2rem auto}}
+table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.2rem .6rem}}
+img{{max-width:100%}}</style></head><body>
+<h1>Training report: {html.escape(algorithm.name)} ({html.escape(task)})</h1>
+<p>Figures from {len(sample.labels)} {html.escape(evaluation_name)} rows.</p>
+<h2>Metrics (latest values)</h2><table><tr><th>metric</th><th>value</th></tr>{rows}</table>
+<h2>Figures</h2>{"".join(_image(p) for p in figures)}
+</body></html>
+"""
+    path = folder / "report.html"
+    path.write_text(page, encoding="utf-8")
+    return path
