@@ -51,7 +51,10 @@ class PredictionBatcher:
             if len(batch) == 1:
                 results = [self.model.predict(batch[0][0])]
             else:
-                merged = feature_table(np.vstack([f.to_numpy() for f, _ in batch]), self.model.feature_names)
+                merged = (pd.concat([f for f, _ in batch], ignore_index=True)
+                          if self.model.manifest.categories else
+                          feature_table(np.vstack([f.to_numpy() for f, _ in batch]),
+                                        self.model.feature_names))
                 predictions = self.model.predict(merged)
                 ends = np.cumsum([len(f) for f, _ in batch])[:-1]
                 results = np.split(predictions, ends)

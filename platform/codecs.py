@@ -82,6 +82,8 @@ def _frame(rows: Sequence[Sequence[Any]], features: Sequence[str], first_row: in
     for index, row in enumerate(rows, start=first_row):
         if len(row) != len(features):
             raise BadRequestError(f"row {index} has {len(row)} values, {_expects(features)}")
+    if getattr(features, "categories", None):
+        return _mixed_frame(rows, features, first_row)
     try:
         matrix = np.array(rows, dtype=np.float64)
     except (ValueError, TypeError):
@@ -91,6 +93,21 @@ def _frame(rows: Sequence[Sequence[Any]], features: Sequence[str], first_row: in
             dtype=np.float64,
         )
     return feature_table(_checked_finite(matrix, features, first_row), features)
+
+
+def _mixed_frame(rows: Sequence[Sequence[Any]], features: Sequence[str],
+                 first_row: int) -> pd.DataFrame:
+    """Rows for a model with categorical features: their cells stay as sent (the registry encodes
+    them against the training categories), the other columns are numbers."""
+    categorical = features.categories  # type: ignore[attr-defined]
+    columns = {}
+    for index, name in enumerate(features):
+        cells = [row[index] for row in rows]
+        if name in categorical:
+            columns[name] = pd.array(cells, dtype=object)
+        else:
+            columns[name] = [_number(v, r, index + 1, features) for r, v in enumerate(cells, first_row)]
+    return pd.DataFrame(columns, columns=_columns(tuple(features)))
 
 
 def _checked_finite(matrix: np.ndarray, features: Sequence[str], first_row: int = 1) -> np.ndarray:
@@ -119,6 +136,8 @@ def _csv_rows(text: str, first_row: int) -> list[list[str]]:
 
 def _decode_large_csv(body: bytes, features: Sequence[str]) -> pd.DataFrame | None:
     """pyarrow's reader for big bodies; None to fall back to the exact (slower) Python path."""
+    if getattr(features, "categories", None):
+        return None
     options = pacsv.ConvertOptions(column_types={f"f{i}": pa.float64() for i in range(len(features))})
     try:
         table = pacsv.read_csv(
@@ -274,14 +293,21 @@ def decode_parquet(body: bytes, features: Sequence[str]) -> pd.DataFrame:
         raise BadRequestError(f"the Parquet file has {table.num_columns} columns, {_expects(features)}")
     if table.num_rows == 0:
         raise BadRequestError("the request holds no rows")
-    columns = []
+    categorical = getattr(features, "categories", None) or {}
+    columns = {}
     for name, column in zip(features, table.columns, strict=True):
         kind = column.type
+        if name in categorical:
+            columns[name] = column.to_pandas().astype(object)
+            continue
         if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_null(kind)
                 or pa.types.is_boolean(kind)):
             raise BadRequestError(f"Parquet column for feature '{name}' holds {kind}, not numbers")
-        columns.append(column.cast(pa.float64()).to_numpy(zero_copy_only=False))
-    return feature_table(_checked_finite(np.column_stack(columns), features), features)
+        columns[name] = column.cast(pa.float64()).to_numpy(zero_copy_only=False)
+    if not categorical:
+        return feature_table(_checked_finite(np.column_stack(list(columns.values())), features),
+                             features)
+    return pd.DataFrame(columns, columns=_columns(tuple(features)))
 
 
 # --- encoders --------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from . import categories
 from .content_types import ALIASES
 from .errors import BadRequestError, PluginError, TooManyRowsError, UnsupportedMediaTypeError
 
@@ -100,6 +101,7 @@ class ContentTypeRegistry:
             raise BadRequestError("the request body is empty")
         else:
             table = self.decoders[content_type](body, features)
+        table = categories.encode(table, getattr(features, "categories", None) or {})
         if self.max_rows is not None and first_row - 1 + len(table) > self.max_rows:
             raise TooManyRowsError(
                 f"the body holds more than {self.max_rows} rows, the limit per request; send "

@@ -141,9 +141,11 @@ def _is_numeric(column: pa.ChunkedArray) -> bool:
 
 
 def _check_numeric_features(table: pa.Table, feature_names: list[str], path: Path) -> None:
+    """Numbers, or text (a categorical feature); nothing else (dates, lists, ...)."""
     for name in feature_names:
         column = table.column(name)
-        if _is_numeric(column):
+        if _is_numeric(column) or pa.types.is_string(column.type) or \
+                pa.types.is_large_string(column.type):
             continue
         values = column.to_pylist()
         bad = next(((i, v) for i, v in enumerate(values) if v is not None and not _is_number(str(v))), None)

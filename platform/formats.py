@@ -122,8 +122,10 @@ def read_csv(path: Path, *, header: bool, first_row: list[str], encoding: str = 
     stream = pa.input_stream(str(path), compression="gzip" if is_gzip(path) else None)
     read_options = pacsv.ReadOptions(autogenerate_column_names=not header, encoding=encoding,
                                      block_size=CSV_BLOCK_BYTES)
+    text = _text_columns(path, read_options)
     convert_options = pacsv.ConvertOptions(
-        column_types={name: feature_type for name in names if name != label_name})
+        column_types={name: pa.string() if name in text else feature_type
+                      for name in names if name != label_name})
     batches = []
     try:
         with pacsv.open_csv(stream, read_options=read_options,
@@ -141,6 +143,14 @@ def read_csv(path: Path, *, header: bool, first_row: list[str], encoding: str = 
     if not batches:
         return pa.table({})
     return pa.Table.from_batches(batches)
+
+
+def _text_columns(path: Path, read_options: pacsv.ReadOptions) -> set[str]:
+    """Columns whose first block holds text: categorical features (see categories.py)."""
+    stream = pa.input_stream(str(path), compression="gzip" if is_gzip(path) else None)
+    with pacsv.open_csv(stream, read_options=read_options) as reader:
+        schema = reader.schema
+    return {f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)}
 
 
 _CONVERSION_ERROR = re.compile(r"In CSV column #(\d+): .*CSV conversion error to float: invalid value (.*)$",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .categories import FeatureNames
 from .errors import ModelLoadError, SagecraftError
 from .manifest import Manifest
 from .model_types import CLASSIFICATION, LABEL
@@ -43,9 +45,10 @@ class LoadedModel:
                  manifest.task, len(manifest.features))
         return cls(manifest, algorithm, model, classes)
 
-    @property
-    def feature_names(self) -> list[str]:
-        return self.manifest.feature_names
+    @functools.cached_property
+    def feature_names(self) -> FeatureNames:
+        """The feature names decoders receive, with the categories of categorical features."""
+        return FeatureNames(self.manifest.feature_names, self.manifest.categories)
 
     def predict(self, features: pd.DataFrame, output: str = LABEL) -> np.ndarray:
         """Predictions for every row, class codes mapped back to the original labels."""

@@ -30,7 +30,8 @@ def sagecraft_version() -> str:
 @dataclass(frozen=True)
 class Feature:
     name: str
-    type: str  # the pandas dtype it was trained with, e.g. "float64"
+    type: str  # the pandas dtype it was trained with, e.g. "float64", or "category"
+    categories: list[str] | None = None  # a categorical feature's training values, sorted
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,11 @@ class Manifest:
     @property
     def feature_names(self) -> list[str]:
         return [f.name for f in self.features]
+
+    @property
+    def categories(self) -> dict[str, list[str]]:
+        """The categories of each categorical feature (see categories.py)."""
+        return {f.name: f.categories for f in self.features if f.categories is not None}
 
     def to_json(self) -> dict[str, Any]:
         """The manifest as manifest.json holds it."""

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from . import categories
 from . import hyperparameters as hp
 from .cross_validation import cross_validate
 from .data import ChannelTable, align_libsvm_widths, read_channel
@@ -32,7 +33,7 @@ from .manifest import Feature, Manifest, runtime_libraries
 from .metrics import print_metrics
 from .model_types import TASKS, Dataset, FitContext
 from .plugins import Algorithm, installed_plugins
-from .report import MetricHistory, write_report
+from .report import MetricHistory, start_loading_matplotlib, write_report
 
 log = logging.getLogger(__name__)
 
@@ -188,17 +189,22 @@ def train(paths: SageMakerPaths) -> None:
                                                    algorithm.info.feature_dtype)
     task = _task(core.values, algorithm, hyperparameters, train_table)
     encoding = LabelEncoding.fit(task, train_table.labels)
-    train_set = Dataset(train_table.features, encoding.encode(train_table.labels, TRAIN_CHANNEL),
-                        _weights(train_table))
+    levels = categories.levels(train_table.features)
+    if levels:
+        log.info("categorical features: %s",
+                 ", ".join(f"{name} ({len(values)} categories)" for name, values in levels.items()))
+    train_set = Dataset(categories.encode(train_table.features, levels),
+                        encoding.encode(train_table.labels, TRAIN_CHANNEL), _weights(train_table))
     validation_set = None
     if validation_table is not None:
         validation_set = Dataset(
-            validation_table.features,
+            categories.encode(validation_table.features, levels),
             encoding.encode(validation_table.labels, VALIDATION_CHANNEL),
             _weights(validation_table),
         )
     stop = _stop_on_sigterm()
     history = MetricHistory()
+    start_loading_matplotlib()
 
     def log_metrics(iteration: int, metrics: Mapping[str, float]) -> None:
         print_metrics(iteration, metrics)
@@ -230,7 +236,8 @@ def train(paths: SageMakerPaths) -> None:
     manifest = Manifest(
         algorithm=algorithm_name,
         task=task,
-        features=[Feature(str(name), str(dtype))
+        features=[Feature(str(name), "category" if str(name) in levels else str(dtype),
+                          levels.get(str(name)))
                   for name, dtype in train_table.features.dtypes.items()],
         target=target,
         classes=encoding.classes,

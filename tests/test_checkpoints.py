@@ -21,9 +21,9 @@ ROUNDS = 300
 
 def _job(base: Path, rounds: int = ROUNDS) -> TrainingTree:
     tree = TrainingTree(base)
-    tree.add_file("train", "train.csv", regression_rows(0, 20_000))
-    tree.add_file("validation", "validation.csv", regression_rows(1, 2_000))
-    tree.hyperparameters({"algorithm": "xgboost", "num_round": rounds, "max_depth": 8,
+    tree.add_file("train", "train.csv", regression_rows(0, 8_000))
+    tree.add_file("validation", "validation.csv", regression_rows(1, 1_000))
+    tree.hyperparameters({"algorithm": "xgboost", "num_round": rounds, "max_depth": 6,
                           "checkpoint_rounds": 10, "eval_metric": "rmse"})
     tree.write_config("checkpointconfig.json", {"LocalPath": str(base / "checkpoints"),
                                                 "S3Uri": "s3://bucket/checkpoints"})

@@ -23,7 +23,7 @@ from sagemaker_tree import Server, TrainingTree, place_model
 
 pytestmark = pytest.mark.hardening
 
-FUZZ_EXAMPLES = 300 if os.environ.get("HYPOTHESIS_PROFILE") != "thorough" else 3000
+FUZZ_EXAMPLES = 200 if os.environ.get("HYPOTHESIS_PROFILE") != "thorough" else 2000
 SETOSA = "5.0,3.4,1.5,0.2"
 fuzz = settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=False,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

@@ -63,8 +63,20 @@ def algorithm_info() -> AlgorithmInfo:
 
 
 def _as_matrix(features: pd.DataFrame) -> np.ndarray:
-    # The trees compare float32 thresholds; converting once here saves a copy inside sklearn.
-    return features.to_numpy(dtype=np.float32, na_value=np.nan)
+    """float32 (the trees compare float32 thresholds; converting once here saves a copy inside
+    scikit-learn); a categorical feature as its category code, a missing or unseen one as NaN."""
+    if not any(isinstance(t, pd.CategoricalDtype) for t in features.dtypes):
+        return features.to_numpy(dtype=np.float32, na_value=np.nan)
+    columns = []
+    for name in features.columns:
+        column = features[name]
+        if isinstance(column.dtype, pd.CategoricalDtype):
+            codes = column.cat.codes.to_numpy().astype(np.float32)
+            codes[codes < 0] = np.nan
+            columns.append(codes)
+        else:
+            columns.append(column.to_numpy(dtype=np.float32, na_value=np.nan))
+    return np.column_stack(columns)
 
 
 def _check_max_features(value: Any, n_features: int) -> None:

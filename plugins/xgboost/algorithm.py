@@ -220,7 +220,8 @@ class _RejectUnusedParameters(xgb.callback.TrainingCallback):
 
 
 def _dmatrix(data: Dataset) -> xgb.DMatrix:
-    return xgb.DMatrix(data.features, label=data.labels, weight=data.weights)
+    return xgb.DMatrix(data.features, label=data.labels, weight=data.weights,
+                       enable_categorical=True)
 
 
 @hookimpl
@@ -299,11 +300,14 @@ def _softmax(margin: np.ndarray) -> np.ndarray:
 
 @hookimpl
 def predict(model: XGBoostModel, features: pd.DataFrame, output: str) -> np.ndarray:
-    matrix = features.to_numpy(dtype=np.float32, na_value=np.nan)
+    # Categorical features go as the DataFrame (XGBoost reads their codes); others as float32.
+    categorical = any(isinstance(t, pd.CategoricalDtype) for t in features.dtypes)
+    matrix = features if categorical else features.to_numpy(dtype=np.float32, na_value=np.nan)
     if output == RAW_MARGIN:
         return model.booster.inplace_predict(matrix, predict_type="margin")
     if output in (CONTRIBUTIONS, LEAVES):
-        data = xgb.DMatrix(matrix, missing=np.nan, feature_names=model.booster.feature_names)
+        data = (xgb.DMatrix(features, enable_categorical=True) if categorical else
+                xgb.DMatrix(matrix, missing=np.nan, feature_names=model.booster.feature_names))
         result = model.booster.predict(data, pred_contribs=output == CONTRIBUTIONS,
                                        pred_leaf=output == LEAVES)
         # Multi-class contributions are (rows, classes, features + 1): one flat row per record.

@@ -1,0 +1,69 @@
+"""Categorical features: text columns of the training data, encoded the same way everywhere.
+
+The categories of a feature are its distinct training values, sorted; the manifest keeps them.
+Training, validation and every request are encoded against that list as pandas categoricals, so
+code 0 is the same category for the plugin at training and at serving time. A value outside the
+list (a category never seen in training) becomes a missing value, as an empty cell does: both
+plugins route missing values down their trees' learnt default branches. Numbers in a categorical
+column are their text (`3` is the category "3").
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+MANY_LEVELS = 1000  # past this a column looks like an identifier: warned about, still encoded
+
+
+class FeatureNames(list):
+    """The model's feature names (a plain list to any decoder), with the categories of its
+    categorical features in `categories` for decoders that can use them."""
+
+    def __init__(self, names: Sequence[str], categories: Mapping[str, Sequence[str]] | None = None):
+        super().__init__(names)
+        self.categories: dict[str, list[str]] = {k: list(v) for k, v in (categories or {}).items()}
+
+
+def as_text(value: object) -> str | None:
+    """A cell as category text; None for a missing one. 3 and 3.0 both read as "3"."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    text = str(value)
+    return text if text.strip() else None
+
+
+def levels(features: pd.DataFrame) -> dict[str, list[str]]:
+    """The categories of each text column of a training table."""
+    found = {}
+    for name in features.columns:
+        column = features[name]
+        if column.dtype.kind in "biuf":
+            continue
+        values = sorted({t for v in column.unique() if (t := as_text(v)) is not None})
+        if len(values) > MANY_LEVELS:
+            log.warning("feature '%s' has %d categories: is it an identifier?", name, len(values))
+        found[str(name)] = values
+    return found
+
+
+def encode(features: pd.DataFrame, categories: Mapping[str, Sequence[str]]) -> pd.DataFrame:
+    """`features` with each categorical column as a pandas categorical over its training
+    categories; values outside them become missing."""
+    if not categories:
+        return features
+    encoded = features.copy(deep=False)
+    for name, values in categories.items():
+        column = encoded[name]
+        if isinstance(column.dtype, pd.CategoricalDtype) and list(column.cat.categories) == values:
+            continue
+        text = [as_text(v) for v in column.to_numpy(dtype=object)]
+        encoded[name] = pd.Categorical(text, categories=values)
+    return encoded
