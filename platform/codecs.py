@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from .content_registry import ContentTypeRegistry
 from .content_types import CSV, JSON, JSONLINES, LIBSVM, NPY, PARQUET
-from .errors import BadRequestError
+from .errors import BadRequestError, NotAcceptableError
 from .hooks import hookimpl
 
 # Bodies above this size are parsed by pyarrow's multi-threaded reader; smaller ones by Python,
@@ -262,6 +262,12 @@ def decode_libsvm(body: bytes, features: Sequence[str], first_row: int = 1) -> p
         if not tokens:
             raise BadRequestError(f"row {number} is empty")
         if ":" not in tokens[0]:
+            try:
+                float(tokens[0])
+            except ValueError:
+                raise BadRequestError(
+                    f"row {number}: '{tokens[0][:40]}' is neither a label nor index:value"
+                ) from None
             tokens = tokens[1:]  # the label, which a prediction does not need
         for token in tokens:
             index, _, value = token.partition(":")
@@ -317,7 +323,19 @@ def _is_numeric(predictions: np.ndarray) -> bool:
     return predictions.dtype.kind in "biuf"
 
 
+def _record_cells(record: dict) -> list[Any]:
+    """A multi-output record (see outputs.predict_output) as CSV cells, lists flattened."""
+    cells: list[Any] = []
+    for value in record.values():
+        cells.extend(value if isinstance(value, list) else [value])
+    return cells
+
+
 def encode_csv(predictions: np.ndarray) -> bytes:
+    if predictions.ndim == 1 and len(predictions) and isinstance(predictions[0], dict):
+        predictions = np.array([_record_cells(r) for r in predictions], dtype=object)
+        if predictions.ndim == 1:  # records of unequal length cannot happen; keep csv happy
+            predictions = predictions.reshape(-1, 1)
     if _is_numeric(predictions):
         predictions = np.ascontiguousarray(predictions)  # orjson reads contiguous arrays only
         if predictions.ndim == 1:
@@ -346,6 +364,11 @@ def encode_jsonlines(predictions: np.ndarray) -> bytes:
 
 
 def encode_npy(predictions: np.ndarray) -> bytes:
+    if predictions.ndim == 1 and len(predictions) and isinstance(predictions[0], dict):
+        raise NotAcceptableError(
+            "application/x-npy cannot hold several outputs per record; accept text/csv or "
+            "application/json"
+        )
     if predictions.dtype == object:
         predictions = predictions.astype(str)
     out = io.BytesIO()

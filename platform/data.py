@@ -198,6 +198,20 @@ def _read_file(path: Path, fmt: str, spec: formats.FormatSpec | None, header: bo
     return formats.read_jsonlines(path)
 
 
+def _check_categorical(values: pd.Series, name: str, channel: str) -> None:
+    """A text column is categorical, unless it is mostly numbers: then its text is a mistake."""
+    present = values.dropna()
+    present = present[present.str.strip() != ""]
+    numeric = pd.to_numeric(present, errors="coerce").notna()
+    if len(present) and numeric.mean() >= 0.5:
+        row = int(numeric.to_numpy().argmin())
+        raise DataError(
+            f"feature column '{name}' in the '{channel}' channel is not numeric: it holds "
+            f"{present.iloc[row]!r} among numbers. Features must be numbers (empty cells are "
+            "missing values) or text categories"
+        )
+
+
 def read_channel(
     channel_dir: Path, *, channel: str, target: str | None, content_type: str | None = None,
     csv_weights: bool = False, feature_dtype: str = "float64",
@@ -271,6 +285,9 @@ def _combine(read: list[tuple[Path, str, pa.Table]], *, channel: str, target: st
             )
         _check_numeric_features(table, feature_names + ([weight_name] if weight_name else []), path)
     combined = pa.concat_tables([t for _, _, t in read], promote_options="permissive")
+    for name in feature_names:
+        if pa.types.is_string(combined.column(name).type):
+            _check_categorical(combined.column(name).to_pandas(), name, channel)
     labels = combined.column(label_name).to_pandas()
     weights = combined.column(weight_name).to_pandas() if weight_name else None
     # One block per column: no consolidation copy of the whole table.

@@ -129,16 +129,19 @@ OUTPUT_KINDS = ("predicted_label", "probabilities", "probability", "raw_margin",
 
 
 def _default_output(environ: Mapping[str, str]) -> str | None:
-    """SAGEMAKER_INFERENCE_OUTPUT, as AWS's containers read it; one kind per answer here."""
+    """SAGEMAKER_INFERENCE_OUTPUT, as AWS's containers read it: one kind, or several separated by
+    commas (`predicted_label,probability`), each record then answering all of them."""
     raw = (environ.get("SAGEMAKER_INFERENCE_OUTPUT") or "").strip().lower()
     if not raw:
         return None
     kinds = [k.strip() for k in raw.split(",") if k.strip()]
-    if len(kinds) != 1 or kinds[0] not in OUTPUT_KINDS:
+    unknown = [k for k in kinds if k not in OUTPUT_KINDS]
+    if not kinds or unknown or len(set(kinds)) != len(kinds):
         raise ConfigurationError(
-            f"SAGEMAKER_INFERENCE_OUTPUT={raw!r}: give one of {', '.join(OUTPUT_KINDS)}"
+            f"SAGEMAKER_INFERENCE_OUTPUT={raw!r}: give one or more of {', '.join(OUTPUT_KINDS)}, "
+            "separated by commas, each once"
         )
-    return kinds[0]
+    return ",".join(kinds)
 
 
 @dataclass(frozen=True)

@@ -178,6 +178,9 @@ def read_libsvm(path: Path, feature_type: pa.DataType = FLOAT64) -> pa.Table:
 
 def read_parquet(path: Path) -> pa.Table:
     try:
+        if is_gzip(path):  # a gzipped file as a whole: Parquet's own compression is inside
+            with pa.input_stream(str(path), compression="gzip") as stream:
+                return pq.read_table(pa.BufferReader(stream.read()))
         return pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as exc:
         raise DataError(f"{path} is not a readable Parquet file: {exc}") from None

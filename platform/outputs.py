@@ -19,6 +19,11 @@ from .loaded_model import LoadedModel
 from .model_types import CONTRIBUTIONS, LABEL, LEAVES, PROBABILITIES, RAW_MARGIN
 
 PREDICTED_LABEL, _, PROBABILITY, *_ = KINDS
+
+
+def _plain(value: object) -> object:
+    """A numpy value or row as the JSON-able Python value the encoders write."""
+    return value.tolist() if isinstance(value, (np.ndarray, np.generic)) else value
 # Output kinds answered by the plugin's predict as they are.
 _PLUGIN_OUTPUTS = {"raw_margin": RAW_MARGIN, "contributions": CONTRIBUTIONS, "leaves": LEAVES}
 
@@ -48,7 +53,16 @@ def requested_output(custom_attributes: str | None, accept: str | None, default:
 
 
 def predict_output(model: LoadedModel, features: pd.DataFrame, kind: str) -> np.ndarray:
-    """The model's answer in the requested kind."""
+    """The model's answer in the requested kind; for several kinds (`predicted_label,probability`,
+    from SAGEMAKER_INFERENCE_OUTPUT) one record per row, a dict of the kinds in the order given,
+    which the encoders write as `label,probability` CSV lines or JSON objects."""
+    if "," in kind:
+        kinds = kind.split(",")
+        answers = [predict_output(model, features, k) for k in kinds]
+        records = np.empty(len(features), dtype=object)
+        for row in range(len(features)):
+            records[row] = {k: _plain(a[row]) for k, a in zip(kinds, answers, strict=True)}
+        return records
     if kind == PREDICTED_LABEL:
         return model.predict(features, LABEL)
     if kind in _PLUGIN_OUTPUTS:

@@ -239,7 +239,7 @@ SLOW_PLUGIN = """
         return AlgorithmInfo(description="constant, slow to load and to predict many rows",
                              hyperparameters=[
             Hyperparameter("load_delay", float, "seconds each load sleeps", default=0.0),
-            Hyperparameter("predict_delay", float, "seconds a predict of over 100 rows sleeps",
+            Hyperparameter("predict_delay", float, "seconds a predict of over 1000 rows sleeps",
                            default=0.0)])
 
     @hookimpl
@@ -261,7 +261,7 @@ SLOW_PLUGIN = """
 
     @hookimpl
     def predict(model, features):
-        if len(features) > 100:
+        if len(features) > 1000:
             time.sleep(model["predict_delay"])
         return np.zeros(len(features), dtype=int)
 """

@@ -100,8 +100,10 @@ def test_parquet_with_target_and_with_the_label_first(tmp_path: Path, algorithm:
 
     label_first = TrainingTree(tmp_path / "first")
     (label_first.base / "input/data/train").mkdir(parents=True, exist_ok=True)
-    pq.write_table(table.select(["Species", *names[:4]]),
-                   label_first.base / "input/data/train/data.parquet")
+    whole = io.BytesIO()
+    pq.write_table(table.select(["Species", *names[:4]]), whole)
+    # Gzipped as a whole file, as some pipelines do: detected and read all the same.
+    (label_first.base / "input/data/train/data.parquet.gz").write_bytes(gzip.compress(whole.getvalue()))
     label_first.hyperparameters({"algorithm": algorithm})  # no ContentType: detected
     assert label_first.train().returncode == 0, label_first.explain()
     assert "(parquet detected from the files" in label_first.result.stderr

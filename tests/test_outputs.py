@@ -100,3 +100,28 @@ def test_container_default_output_can_be_contributions(iris_xgboost: TrainingTre
         assert len(response.text.splitlines()[0].split(",")) == 15
     finally:
         server.stop()
+
+
+def test_several_outputs_per_record_as_aws_containers_give_them(iris_forest: TrainingTree) -> None:
+    """SAGEMAKER_INFERENCE_OUTPUT=predicted_label,probabilities: each record answers both."""
+    server = Server(iris_forest.base, SAGEMAKER_INFERENCE_OUTPUT="predicted_label,probabilities",
+                    SAGEMAKER_MODEL_SERVER_WORKERS="1").wait_ready()
+    try:
+        lines = server.invoke(ROWS).text.splitlines()
+        cells = [line.split(",") for line in lines]
+        assert [c[0] for c in cells] == ["setosa", "virginica", "versicolor"]
+        assert all(len(c) == 4 and abs(sum(map(float, c[1:])) - 1) < 1e-6 for c in cells)
+        records = server.invoke(ROWS, accept="application/json").json()["predictions"]
+        assert [list(r) for r in records] == [["predicted_label", "probabilities"]] * 3
+        assert records[0]["predicted_label"] == "setosa" and len(records[0]["probabilities"]) == 3
+        jsonlines = server.invoke(ROWS, accept="application/jsonlines").text.splitlines()
+        assert len(jsonlines) == 3 and jsonlines[0].startswith('{"predicted_label":"setosa"')
+        npy = server.invoke(ROWS, accept="application/x-npy")
+        assert npy.status_code == 406
+        assert "several outputs per record" in npy.json()["message"]
+        # A request may still ask for one kind.
+        single = server.session.post(f"{server.url}/invocations", data=ROWS, headers={
+            "Content-Type": "text/csv", "X-Amzn-SageMaker-Custom-Attributes": "output=predicted_label"})
+        assert single.text.splitlines() == ["setosa", "virginica", "versicolor"]
+    finally:
+        server.stop()

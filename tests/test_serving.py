@@ -346,7 +346,7 @@ def test_regression_has_no_probabilities(regression_server: Server) -> None:
 
 
 def test_invalid_container_default_output_stops_serve(iris_forest: TrainingTree) -> None:
-    server = Server(iris_forest.base, SAGEMAKER_INFERENCE_OUTPUT="predicted_label,probability")
+    server = Server(iris_forest.base, SAGEMAKER_INFERENCE_OUTPUT="predicted_label,shap")
     assert server.process.wait(60) == 1
-    assert "SAGEMAKER_INFERENCE_OUTPUT" in server.log()
+    assert "SAGEMAKER_INFERENCE_OUTPUT='predicted_label,shap': give one or more of" in server.log()
     server.stop()
