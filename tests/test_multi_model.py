@@ -135,9 +135,9 @@ def test_names_are_opaque_keys(endpoint: tuple[Server, dict]) -> None:
 
 
 @pytest.mark.slow
-def test_paging_through_250_models(endpoint: tuple[Server, dict]) -> None:
+def test_paging_through_130_models(endpoint: tuple[Server, dict]) -> None:
     server, urls = endpoint
-    names = [f"m{i:03d}" for i in range(250)]
+    names = [f"m{i:03d}" for i in range(130)]
     for name in names:
         assert _load(server, name, urls["xgboost"]).status_code == 200
     try:
@@ -150,7 +150,7 @@ def test_paging_through_250_models(endpoint: tuple[Server, dict]) -> None:
             token = page.get("nextPageToken")
             if token is None:
                 break
-        assert seen == names and pages == 3
+        assert seen == names and pages == 2  # 100 a page by default
         small = server.session.get(f"{server.url}/models", params={"limit": 7}).json()
         assert len(small["models"]) == 7 and small["nextPageToken"] == "m006"
     finally:

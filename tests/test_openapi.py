@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, reject, settings
 from schemathesis import checks
+from schemathesis.core import NotSet
 
 from sagemaker_tree import REPO, Server, TrainingTree, place_model
 
@@ -38,6 +39,7 @@ def _jsonlines(ctx: object, value: object) -> bytes:
 # whatever it holds, and the server rightly answers 400 when it is not rows of numbers.
 EXCLUDED = [checks.positive_data_acceptance]
 MULTI_MODEL_PREFIX = "/models"
+TEXT_BODIES = {"text/csv", "text/libsvm", "application/jsonlines"}
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +57,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory,
 
 
 @schema.parametrize()
-@settings(max_examples=60, deadline=None,
+@settings(max_examples=60, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                  HealthCheck.filter_too_much])
 def test_the_server_conforms_to_its_openapi_description(case: schemathesis.Case,
@@ -63,6 +65,10 @@ def test_the_server_conforms_to_its_openapi_description(case: schemathesis.Case,
     multi_model = case.path.startswith(MULTI_MODEL_PREFIX)
     if multi_model and case.method == "DELETE" and case.path_parameters.get("name") == "forest":
         case.path_parameters["name"] = "not-forest"  # keep the model the other cases use
+    if case.media_type in TEXT_BODIES and not isinstance(case.body, str | NotSet):
+        # A number or object is no text body: sent, it would be its digits, which may well be
+        # valid (a lone number is a label-only libsvm row), so the case says nothing.
+        reject()
     server = servers["multi" if multi_model else "single"]
     case.call_and_validate(base_url=server.url, excluded_checks=EXCLUDED, timeout=30)
 
