@@ -5,6 +5,7 @@ never interrupted; SIGTERM ends training early with a usable model and a last ch
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -114,3 +115,26 @@ def test_without_a_checkpoint_configuration_nothing_is_written(tmp_path: Path) -
     assert tree.train().returncode == 0, tree.explain()
     assert not (tmp_path / "checkpoints").exists()
     assert sorted(os.listdir(tree.model_dir)) == ["manifest.json", "xgboost-model.ubj"]
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_forest_between_stages_with_the_trees_grown(tmp_path: Path) -> None:
+    from sagecraft.loaded_model import LoadedModel
+
+    tree = TrainingTree(tmp_path)
+    tree.add_file("train", "train.csv", regression_rows(0, 4_000))
+    tree.hyperparameters({"algorithm": "random_forest", "ntree": 3000, "n_jobs": 2,
+                          "max_depth": 8})
+    process = _start(tree)
+    assert process.stderr is not None
+    for line in process.stderr:
+        if "fitting random_forest" in line:
+            break
+    time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr
+    grown = int(re.search(r"stopping with (\d+) of 3000 trees", stderr).group(1))
+    assert 300 <= grown < 3000
+    model = LoadedModel.load(tree.model_dir)
+    assert len(model.model.forest.estimators_) == grown

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,9 @@ from sagecraft.metrics import DEFAULT_METRIC, check_metric_names, evaluate
 from .flat_forest import FLAT_MAX_ROWS, FlatForest
 from .hyperparameters import HYPERPARAMETERS, SKLEARN_PARAMETERS
 from .persistence import load_forest, save_forest
+
+STAGES = 10  # the forest grows a tenth of its trees at a time
+PROGRESS_QUIET_S = 5.0  # fits shorter than this log no progress
 
 Forest = RandomForestClassifier | RandomForestRegressor
 
@@ -115,7 +120,7 @@ def fit(
         raise HyperparameterError("oob_score needs bootstrap=true: without it no row is out of bag")
     estimator = RandomForestClassifier if context.task == CLASSIFICATION else RandomForestRegressor
     model = estimator(**params, oob_score=bootstrap if oob is None else oob)
-    model.fit(_as_matrix(train.features), train.labels, sample_weight=train.weights)
+    _fit_in_stages(model, _as_matrix(train.features), train, context)
 
     scores: dict[str, float] = {}
     for name, data in (("train", train), ("oob", None), ("validation", validation)):
@@ -135,6 +140,32 @@ def fit(
         if hasattr(model, attribute):
             delattr(model, attribute)
     return model
+
+
+def _fit_in_stages(model: Forest, matrix: np.ndarray, train: Dataset, context: FitContext) -> None:
+    """Grow the forest a tenth of its trees at a time (scikit-learn's warm start), so that a long
+    fit can log its progress and time left, and SIGTERM can stop it with the trees grown so far.
+    The out-of-bag estimate is computed once, over all the trees, at the end."""
+    total, oob = model.n_estimators, model.oob_score
+    stages = sorted({max(1, round(total * k / STAGES)) for k in range(1, STAGES + 1)})
+    started = time.monotonic()
+    model.set_params(warm_start=True, oob_score=False)
+    for trees in stages:
+        model.set_params(n_estimators=trees)
+        model.fit(matrix, train.labels, sample_weight=train.weights)
+        elapsed = time.monotonic() - started
+        if context.stop_requested() and trees < total:
+            context.logger.warning("stopping with %d of %d trees", trees, total)
+            break
+        if elapsed >= PROGRESS_QUIET_S and trees < total:
+            context.logger.info("%d of %d trees, %.0f s so far, about %.0f s left", trees, total,
+                                elapsed, elapsed / trees * (total - trees))
+    if oob:
+        with warnings.catch_warnings():  # "fitting without increasing n_estimators": intended
+            warnings.simplefilter("ignore", UserWarning)
+            model.set_params(oob_score=True)
+            model.fit(matrix, train.labels, sample_weight=train.weights)
+    model.set_params(warm_start=False)
 
 
 def _oob_scores(model: Forest, train: Dataset, metrics: list[str], task: str) -> dict[str, float]:
