@@ -21,13 +21,13 @@ from sklearn.model_selection import KFold, StratifiedKFold
 
 from .errors import HyperparameterError, UnsupportedOutputError
 from .metrics import evaluate
-from .model_types import CLASSIFICATION, LABEL, PROBABILITIES, Dataset, FitContext
+from .model_types import CLASSIFICATION, LABEL, PROBABILITIES, REGRESSION, Dataset, FitContext
 from .plugins import Algorithm
 
 log = logging.getLogger(__name__)
 
 SEED = 0
-METRICS = {CLASSIFICATION: ["accuracy", "f1"], "regression": ["rmse", "mae", "r2"]}
+METRICS = {CLASSIFICATION: ["accuracy", "f1"], REGRESSION: ["rmse", "mae", "r2"]}
 
 
 def _splitter(task: str, labels: np.ndarray, folds: int) -> KFold | StratifiedKFold:

@@ -119,6 +119,17 @@ def place_model(base: Path, name: str, model_dir: Path) -> str:
     return str(target)
 
 
+def serve_models(base: Path, **models: Path) -> tuple[Server, dict[str, str]]:
+    """A multi-model endpoint under `base` with each trained model placed and loaded under its
+    name; returns the server and the url of each model."""
+    urls = {name: place_model(base, name, model_dir) for name, model_dir in models.items()}
+    server = Server(base, SAGEMAKER_MULTI_MODEL="true").wait_ready()
+    for name, url in urls.items():
+        loaded = server.session.post(f"{server.url}/models", json={"model_name": name, "url": url})
+        assert loaded.status_code == 200, loaded.text
+    return server, urls
+
+
 def regression_rows(seed: int, rows: int) -> str:
     """Header-less CSV, label first (SageMaker's convention): y = 3 x0 - 2 x1 + noise."""
     rng = np.random.default_rng(seed)

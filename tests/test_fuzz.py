@@ -20,7 +20,7 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sagemaker_tree import Server, TrainingTree, place_model
+from sagemaker_tree import Server, TrainingTree, serve_models
 
 pytestmark = pytest.mark.hardening
 
@@ -199,11 +199,8 @@ def test_any_method_and_path_gets_a_known_answer(forest_server: Server, method: 
 @pytest.fixture(scope="module")
 def model_endpoint(tmp_path_factory: pytest.TempPathFactory,
                    iris_forest: TrainingTree) -> Iterator[tuple[Server, str]]:
-    base = tmp_path_factory.mktemp("fuzz-mme")
-    url = place_model(base, "forest", iris_forest.model_dir)
-    server = Server(base, SAGEMAKER_MULTI_MODEL="true").wait_ready()
-    assert server.session.post(f"{server.url}/models",
-                               json={"model_name": "forest", "url": url}).status_code == 200
+    server, urls = serve_models(tmp_path_factory.mktemp("fuzz-mme"), forest=iris_forest.model_dir)
+    url = urls["forest"]
     yield server, url
     server.stop()
 

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, reject, settings
 from schemathesis import checks
 from schemathesis.core import NotSet
 
-from sagemaker_tree import REPO, Server, TrainingTree, place_model
+from sagemaker_tree import REPO, Server, TrainingTree, serve_models
 
 pytestmark = pytest.mark.hardening
 
@@ -45,11 +45,7 @@ TEXT_BODIES = {"text/csv", "text/libsvm", "application/jsonlines"}
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory,
             iris_forest: TrainingTree) -> Iterator[dict[str, Server]]:
-    base = tmp_path_factory.mktemp("openapi-mme")
-    url = place_model(base, "forest", iris_forest.model_dir)
-    multi = Server(base, SAGEMAKER_MULTI_MODEL="true").wait_ready()
-    loaded = multi.session.post(f"{multi.url}/models", json={"model_name": "forest", "url": url})
-    assert loaded.status_code == 200
+    multi, _ = serve_models(tmp_path_factory.mktemp("openapi-mme"), forest=iris_forest.model_dir)
     single = Server(iris_forest.base, SAGEMAKER_MODEL_SERVER_WORKERS="1").wait_ready()
     yield {"single": single, "multi": multi}
     single.stop()
