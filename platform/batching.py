@@ -52,7 +52,7 @@ class PredictionBatcher:
                 results = [self.model.predict(batch[0][0])]
             else:
                 merged = (pd.concat([f for f, _ in batch], ignore_index=True)
-                          if self.model.manifest.categories else
+                          if self.model.feature_names.categories else  # cached, unlike the manifest's
                           feature_table(np.vstack([f.to_numpy() for f, _ in batch]),
                                         self.model.feature_names))
                 predictions = self.model.predict(merged)

@@ -334,8 +334,6 @@ def _record_cells(record: dict) -> list[Any]:
 def encode_csv(predictions: np.ndarray) -> bytes:
     if predictions.ndim == 1 and len(predictions) and isinstance(predictions[0], dict):
         predictions = np.array([_record_cells(r) for r in predictions], dtype=object)
-        if predictions.ndim == 1:  # records of unequal length cannot happen; keep csv happy
-            predictions = predictions.reshape(-1, 1)
     if _is_numeric(predictions):
         predictions = np.ascontiguousarray(predictions)  # orjson reads contiguous arrays only
         if predictions.ndim == 1:
