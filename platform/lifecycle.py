@@ -61,7 +61,8 @@ async def _run_app(
     await web.SockSite(runner, listener).start()
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    for signum in previous:
         loop.add_signal_handler(signum, stop.set)
     exit_code = 0
 
@@ -81,9 +82,15 @@ async def _run_app(
             app[RUNTIME].started.set()
 
     task = asyncio.create_task(starting())
-    await stop.wait()
-    task.cancel()
-    await runner.cleanup()
+    try:
+        await stop.wait()
+        task.cancel()
+        await runner.cleanup()
+    finally:
+        # Put back the handlers found: a closed loop's handler would swallow a later SIGTERM.
+        for signum, handler in previous.items():
+            loop.remove_signal_handler(signum)
+            signal.signal(signum, handler)
     return exit_code
 
 
@@ -149,11 +156,16 @@ async def _worker(settings: ServingSettings, listener: socket.socket, prepared: 
 
 def _start_worker(settings: ServingSettings, listener: socket.socket, prepared: Prepared,
                   model_dir: Path) -> int:
+    # Blocked across the fork: the child must not run the parent's handler before it has its own.
+    stop_signals = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
     pid = os.fork()
     if pid:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
         return pid
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
     code = 1
     try:
         code = _run_loop(_worker(settings, listener, prepared, model_dir))
@@ -166,25 +178,36 @@ def _serve_workers(settings: ServingSettings, model_dir: Path, listener: socket.
     # Each worker gets its share of the cores: OpenMP's threads (XGBoost's, scikit-learn's) would
     # otherwise spin on the cores the other workers use. Set before the libraries load.
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // settings.workers)))
+    workers: set[int] = set()
+    stopping: list[float] = []
+
+    def stop_workers() -> None:
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    def on_stop(signum: int, frame: object) -> None:
+        if not stopping:
+            stopping.append(time.monotonic())
+            stop_workers()
+
+    # From before the load: a SIGTERM between the load and the workers' start must not be lost
+    # (while the model loads, the temporary app's handler takes it and the load is abandoned).
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
     prepared = _run_loop(_load_in_parent(settings, model_dir, listener))
     if prepared is None:
         return 1
     # Objects loaded so far never change: keep the collector from touching (and so copying) them.
     gc.freeze()
-    workers = {_start_worker(settings, listener, prepared, model_dir)
-               for _ in range(settings.workers)}
-    log.info("ready: %d worker processes on %s:%d", len(workers), settings.host, settings.port)
-    stopping: list[float] = []
-
-    def on_stop(signum: int, frame: object) -> None:
-        if not stopping:
-            stopping.append(time.monotonic())
-            for pid in workers:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, on_stop)
-    signal.signal(signal.SIGINT, on_stop)
+    for _ in range(settings.workers):
+        if stopping:
+            break
+        workers.add(_start_worker(settings, listener, prepared, model_dir))
+    if stopping:
+        stop_workers()  # those forked after the signal came
+    else:
+        log.info("ready: %d worker processes on %s:%d", len(workers), settings.host, settings.port)
     while workers:
         pid, status = os.waitpid(-1, os.WNOHANG)
         if pid == 0:

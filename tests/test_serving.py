@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import signal
+import socket
 import threading
 import time
 from pathlib import Path
@@ -261,6 +263,27 @@ def test_sigterm_drains_in_flight_requests_and_exits(iris_forest: TrainingTree) 
     assert outcome["r"].status_code == 200
     assert len(outcome["r"].text.splitlines()) == 150_000
     assert "stopped" in server.log()
+
+
+def test_sigterm_as_the_workers_start_stops_the_server(iris_forest: TrainingTree) -> None:
+    """SageMaker may stop a container at any moment. A SIGTERM that came just after the model
+    loaded, before the workers were forked, was once swallowed by the closed loading loop's
+    handler, and the server served on."""
+    for delay in (0.0, 0.005):
+        server = Server(iris_forest.base, SAGEMAKER_MODEL_SERVER_WORKERS="2")
+        try:
+            deadline = time.monotonic() + 60
+            while "loaded random_forest model" not in server.log():
+                assert server.process.poll() is None and time.monotonic() < deadline, server.log()
+                time.sleep(0.001)
+            time.sleep(delay)
+            server.process.send_signal(signal.SIGTERM)
+            assert server.process.wait(20) == 0, server.log()
+            with socket.socket() as probe:  # no worker left holding the port
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind(("127.0.0.1", server.port))
+        finally:
+            server.stop(timeout=5)
 
 
 def test_predictions_match_the_model_in_process(iris_xgboost: TrainingTree,
