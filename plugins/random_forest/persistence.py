@@ -8,9 +8,9 @@ type and then check every tree's node arrays ourselves before the model is used.
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
-import skops.io
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 
 from sagecraft.errors import ModelLoadError
@@ -19,8 +19,16 @@ MODEL_FILE = "model.skops"
 TRUSTED_TYPES = ["sklearn.tree._tree.Tree"]
 
 
+def _skops_io() -> ModuleType:
+    # Imported when a forest is saved or loaded: skops imports all of scikit-learn and scipy.stats
+    # (about 0.4 s), which an XGBoost job or endpoint, where this plugin is merely installed, skips.
+    import skops.io
+
+    return skops.io
+
+
 def save_forest(model: RandomForestClassifier | RandomForestRegressor, model_dir: Path) -> None:
-    skops.io.dump(model, model_dir / MODEL_FILE)
+    _skops_io().dump(model, model_dir / MODEL_FILE)
 
 
 def _check_tree(tree: object, n_features: int, where: str) -> None:
@@ -38,13 +46,14 @@ def _check_tree(tree: object, n_features: int, where: str) -> None:
 
 def load_forest(model_dir: Path) -> RandomForestClassifier | RandomForestRegressor:
     path = model_dir / MODEL_FILE
+    skops_io = _skops_io()
     try:
-        untrusted = set(skops.io.get_untrusted_types(file=path)) - set(TRUSTED_TYPES)
+        untrusted = set(skops_io.get_untrusted_types(file=path)) - set(TRUSTED_TYPES)
         if untrusted:
             raise ModelLoadError(
                 f"{path} holds types that are not part of a random forest: {sorted(untrusted)}"
             )
-        model = skops.io.load(path, trusted=TRUSTED_TYPES)
+        model = skops_io.load(path, trusted=TRUSTED_TYPES)
     except ModelLoadError:
         raise
     except FileNotFoundError:
