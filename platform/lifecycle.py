@@ -48,9 +48,10 @@ async def _run_app(
     listener: socket.socket,
     start: Callable[[web.Application], Awaitable[None]],
     stop: asyncio.Event | None = None,
+    handle_signals: bool = True,
 ) -> int:
     """Serve `listener` until SIGTERM (or `stop`); `start` fills the app's runtime meanwhile.
-    Returns 1 when `start` fails."""
+    Returns 1 when `start` fails. With `handle_signals` off, the caller's handlers stay."""
     app = create_app(settings)
     runner = web.AppRunner(
         app,
@@ -61,7 +62,8 @@ async def _run_app(
     await web.SockSite(runner, listener).start()
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
-    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    previous = ({signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+                if handle_signals else {})
     for signum in previous:
         loop.add_signal_handler(signum, stop.set)
     exit_code = 0
@@ -125,11 +127,15 @@ async def _serve_one_process(settings: ServingSettings, model_dir: Path,
 # --- several worker processes ----------------------------------------------------------------
 
 
-async def _load_in_parent(settings: ServingSettings, model_dir: Path,
-                          listener: socket.socket) -> Prepared | None:
-    """Load plugins and model while a temporary app answers /ping with 503."""
+async def _load_in_parent(settings: ServingSettings, model_dir: Path, listener: socket.socket,
+                          loading: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]],
+                          ) -> Prepared | int:
+    """Load plugins and model while a temporary app answers /ping with 503. Returns what was
+    loaded, or the exit status: 1 when the load failed, 0 when it was stopped. The parent's own
+    signal handler stays installed and stops this app through `loading`."""
     prepared: list[Prepared] = []
     done = asyncio.Event()
+    loading.append((asyncio.get_running_loop(), done))
 
     async def start(app: web.Application) -> None:
         loop = asyncio.get_running_loop()
@@ -140,8 +146,9 @@ async def _load_in_parent(settings: ServingSettings, model_dir: Path,
         done.set()
 
     # A duplicate descriptor: closing this temporary site must not close the real listener.
-    code = await _run_app(settings, listener.dup(), start, stop=done)
-    return prepared[0] if code == 0 and prepared else None
+    code = await _run_app(settings, listener.dup(), start, stop=done, handle_signals=False)
+    loading.clear()
+    return prepared[0] if code == 0 and prepared else code
 
 
 async def _worker(settings: ServingSettings, listener: socket.socket, prepared: Prepared,
@@ -186,18 +193,26 @@ def _serve_workers(settings: ServingSettings, model_dir: Path, listener: socket.
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
 
+    loading: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+
     def on_stop(signum: int, frame: object) -> None:
         if not stopping:
             stopping.append(time.monotonic())
             stop_workers()
+        for loop, done in loading:  # the model is still loading: abandon it
+            with contextlib.suppress(RuntimeError):  # that loop has just closed
+                loop.call_soon_threadsafe(done.set)
 
-    # From before the load: a SIGTERM between the load and the workers' start must not be lost
-    # (while the model loads, the temporary app's handler takes it and the load is abandoned).
+    # One handler for the parent's whole life: Python runs it whatever the event loops are doing,
+    # so a SIGTERM at any moment (during the load, just after it, among the forks) is never lost.
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGINT, on_stop)
-    prepared = _run_loop(_load_in_parent(settings, model_dir, listener))
-    if prepared is None:
-        return 1
+    prepared = _run_loop(_load_in_parent(settings, model_dir, listener, loading))
+    if stopping:
+        log.info("stopped before the workers started")
+        return 0
+    if isinstance(prepared, int):
+        return prepared
     # Objects loaded so far never change: keep the collector from touching (and so copying) them.
     gc.freeze()
     for _ in range(settings.workers):
@@ -225,7 +240,7 @@ def _serve_workers(settings: ServingSettings, model_dir: Path, listener: socket.
     return 0
 
 
-def _run_loop(coroutine: Awaitable[int] | Awaitable[Prepared | None]) -> object:
+def _run_loop(coroutine: Awaitable[int] | Awaitable[Prepared | int]) -> object:
     try:
         import uvloop
     except ImportError:
