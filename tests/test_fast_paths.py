@@ -6,12 +6,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
+import xgboost as xgb
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 
 from sagecraft.codecs import decode_csv
-from sagecraft.model_types import LABEL, PROBABILITIES
+from sagecraft.model_types import LABEL, PROBABILITIES, RAW_MARGIN
 from sagecraft_random_forest.algorithm import ServingForest, predict
 from sagecraft_random_forest.flat_forest import FLAT_MAX_ROWS, FlatForest
+from sagecraft_xgboost import algorithm as xgboost_plugin
+from sagecraft_xgboost.flat_booster import FLAT_MAX_ROWS as XGBOOST_FLAT_MAX_ROWS
+from sagecraft_xgboost.flat_booster import flatten
 from sagemaker_tree import Server, TrainingTree
 
 RNG = np.random.default_rng(0)
@@ -42,15 +46,14 @@ def test_flat_forest_matches_scikit_learn_probabilities_on_thousands_of_rows(
 ) -> None:
     rows = _data(5000, 0.05)
     flat = FlatForest.from_forest(classifier).predict_values(rows)
-    reference = classifier.predict_proba(rows)
-    assert np.allclose(flat, reference, rtol=0, atol=1e-12)
+    assert np.array_equal(flat, classifier.predict_proba(rows))
     assert (flat.argmax(axis=1) == classifier.predict(rows)).all()
 
 
 def test_flat_forest_matches_scikit_learn_regression(regressor: RandomForestRegressor) -> None:
     rows = _data(5000, 0.05)
     flat = FlatForest.from_forest(regressor).predict_values(rows)[:, 0]
-    assert np.allclose(flat, regressor.predict(rows), rtol=0, atol=1e-12)
+    assert np.array_equal(flat, regressor.predict(rows))
 
 
 @pytest.mark.parametrize("rows", [1, 7, FLAT_MAX_ROWS, FLAT_MAX_ROWS + 1, 3000])
@@ -62,8 +65,93 @@ def test_plugin_predict_is_the_same_on_both_sides_of_the_switch(
     labels = predict(model=serving, features=frame, output=LABEL)
     assert (labels == classifier.predict(frame.to_numpy(np.float32))).all()
     probabilities = predict(model=serving, features=frame, output=PROBABILITIES)
-    assert np.allclose(probabilities, classifier.predict_proba(frame.to_numpy(np.float32)),
-                       rtol=0, atol=1e-12)
+    assert np.array_equal(probabilities, classifier.predict_proba(frame.to_numpy(np.float32)))
+
+
+# --- XGBoost: the flat margins are XGBoost's own, bit for bit ----------------------------------
+
+XGBOOST_JOBS = {
+    "binary:logistic": 2, "multi:softprob": 3, "reg:squarederror": 0, "reg:logistic": 0,
+    "count:poisson": 0, "reg:absoluteerror": 0,
+}
+
+
+def _target(x: np.ndarray, objective: str) -> np.ndarray:
+    signal = np.nan_to_num(x[:, 0]) + np.nan_to_num(x[:, 1]) ** 2 - np.nan_to_num(x[:, 2])
+    if objective.startswith("multi"):
+        return np.digitize(signal, [0.3, 1.5])
+    if objective.startswith("binary"):
+        return (signal > 0.7).astype(int)
+    if objective == "reg:logistic":
+        return 1 / (1 + np.exp(-signal))
+    if objective == "count:poisson":
+        return RNG.poisson(np.exp(signal / 3))
+    return signal * 3 + 10
+
+
+@pytest.fixture(scope="module", params=list(XGBOOST_JOBS))
+def booster(request: pytest.FixtureRequest) -> tuple[xgb.Booster, str]:
+    objective = request.param
+    x = _data(3000, 0.05)
+    params = {"objective": objective, "max_depth": 5, "eta": 0.3, "nthread": 1, "seed": 0}
+    if objective.startswith("multi"):
+        params["num_class"] = XGBOOST_JOBS[objective]
+    data = xgb.DMatrix(x, label=_target(x, objective), missing=np.nan)
+    return xgb.train(params, data, num_boost_round=40), objective
+
+
+def _on_the_splits(booster: xgb.Booster, rows: int) -> np.ndarray:
+    """Rows whose values are the model's split values exactly, where < and <= part ways."""
+    dump = booster.trees_to_dataframe()
+    splits = dump[dump.Feature != "Leaf"]
+    matrix = _data(rows, 0.05)
+    for column in range(matrix.shape[1]):
+        values = splits.Split[splits.Feature == f"f{column}"].to_numpy(np.float32)
+        if values.size:
+            matrix[:, column] = RNG.choice(values, rows)
+    return matrix
+
+
+def test_flat_xgboost_margins_are_xgboosts_on_thousands_of_rows(
+    booster: tuple[xgb.Booster, str],
+) -> None:
+    model, objective = booster
+    flat = flatten(model, objective)
+    assert flat is not None
+    for rows in (_data(5000, 0.05), _on_the_splits(model, 3000)):
+        assert np.array_equal(flat.margins(rows), model.inplace_predict(rows, predict_type="margin"))
+    rows = _data(2000, 0.05)
+    if flat.identity_link:
+        assert np.array_equal(flat.margins(rows), model.inplace_predict(rows))
+    assert flat.identity_link == (objective in ("reg:squarederror", "reg:absoluteerror"))
+
+
+@pytest.mark.parametrize("rows", [1, 7, XGBOOST_FLAT_MAX_ROWS, XGBOOST_FLAT_MAX_ROWS + 1, 3000])
+def test_xgboost_plugin_predict_is_the_same_on_both_sides_of_the_switch(
+    booster: tuple[xgb.Booster, str], rows: int
+) -> None:
+    model, objective = booster
+    n_classes = XGBOOST_JOBS[objective]
+    flat_model = xgboost_plugin.XGBoostModel(model, objective, n_classes, flatten(model, objective))
+    plain_model = xgboost_plugin.XGBoostModel(model, objective, n_classes, None)
+    frame = pd.DataFrame(_on_the_splits(model, rows))
+    outputs = [LABEL, RAW_MARGIN] + ([PROBABILITIES] if n_classes else [])
+    for output in outputs:
+        fast = xgboost_plugin.predict(model=flat_model, features=frame, output=output)
+        general = xgboost_plugin.predict(model=plain_model, features=frame, output=output)
+        assert fast.dtype == general.dtype and np.array_equal(fast, general), output
+
+
+def test_boosters_the_flat_path_cannot_answer_exactly_are_left_to_xgboost() -> None:
+    x = _data(500, 0.0)
+    y = _target(x, "binary:logistic")
+    dart = xgb.train({"booster": "dart", "objective": "binary:logistic", "nthread": 1,
+                      "rate_drop": 0.3}, xgb.DMatrix(x, label=y), num_boost_round=5)
+    assert flatten(dart, "binary:logistic") is None
+    frame = pd.DataFrame({"a": pd.Categorical(RNG.choice(["p", "q", "r"], 500)), "b": x[:, 0]})
+    categorical = xgb.train({"objective": "binary:logistic", "nthread": 1, "max_cat_to_onehot": 1},
+                            xgb.DMatrix(frame, label=y, enable_categorical=True), num_boost_round=5)
+    assert flatten(categorical, "binary:logistic") is None
 
 
 def test_large_csv_parser_equals_the_small_one() -> None:

@@ -30,6 +30,7 @@ from sagecraft.hyperparameters import did_you_mean
 from sagecraft.metrics import evaluate
 
 from .checkpoints import CheckpointAndStop, Progress, latest_checkpoint
+from .flat_booster import FLAT_MAX_ROWS, FlatBooster, flatten
 from .hyperparameters import HYPERPARAMETERS, PLUGIN_ONLY
 from .messages import xgboost_message
 from .persistence import load_booster, save_booster
@@ -45,11 +46,23 @@ _UNUSED = re.compile(r"Parameters: \{(?P<names>[^}]*)\} (?:are|is) not used")
 
 @dataclass(frozen=True)
 class XGBoostModel:
-    """A booster and what its predictions mean: its objective and number of classes (0: none)."""
+    """A booster and what its predictions mean: its objective and number of classes (0: none);
+    `flat`, its trees as flat arrays for small requests, when they answer exactly as XGBoost."""
 
     booster: xgb.Booster
     objective: str
     n_classes: int
+    flat: FlatBooster | None = None
+
+    def margin(self, matrix: np.ndarray | pd.DataFrame) -> np.ndarray:
+        if self.flat is not None and isinstance(matrix, np.ndarray) and len(matrix) <= FLAT_MAX_ROWS:
+            return self.flat.margins(matrix)
+        return self.booster.inplace_predict(matrix, predict_type="margin")
+
+    def regression(self, matrix: np.ndarray | pd.DataFrame) -> np.ndarray:
+        if self.flat is not None and self.flat.identity_link:
+            return self.margin(matrix)
+        return self.booster.inplace_predict(matrix)
 
 
 @hookimpl
@@ -290,7 +303,7 @@ def save_model(model: XGBoostModel, model_dir: Path) -> None:
 @hookimpl
 def load_model(model_dir: Path) -> XGBoostModel:
     booster, objective, n_classes = load_booster(model_dir)
-    return XGBoostModel(booster, objective, n_classes)
+    return XGBoostModel(booster, objective, n_classes, flatten(booster, objective))
 
 
 def _softmax(margin: np.ndarray) -> np.ndarray:
@@ -304,7 +317,7 @@ def predict(model: XGBoostModel, features: pd.DataFrame, output: str) -> np.ndar
     categorical = any(isinstance(t, pd.CategoricalDtype) for t in features.dtypes)
     matrix = features if categorical else features.to_numpy(dtype=np.float32, na_value=np.nan)
     if output == RAW_MARGIN:
-        return model.booster.inplace_predict(matrix, predict_type="margin")
+        return model.margin(matrix)
     if output in (CONTRIBUTIONS, LEAVES):
         data = (xgb.DMatrix(features, enable_categorical=True) if categorical else
                 xgb.DMatrix(matrix, missing=np.nan, feature_names=model.booster.feature_names))
@@ -314,9 +327,9 @@ def predict(model: XGBoostModel, features: pd.DataFrame, output: str) -> np.ndar
         return result.reshape(len(matrix), -1)
     if model.n_classes == 0:
         if output == LABEL:
-            return model.booster.inplace_predict(matrix)
+            return model.regression(matrix)
         raise UnsupportedOutputError(f"a regression model cannot predict '{output}'")
-    margin = model.booster.inplace_predict(matrix, predict_type="margin")
+    margin = model.margin(matrix)
     if model.n_classes == 2:
         if output == LABEL:
             return (margin > 0).astype(np.int32)
