@@ -28,6 +28,7 @@ from .hooks import hookimpl
 # Bodies above this size are parsed by pyarrow's multi-threaded reader; smaller ones by Python,
 # which starts faster.
 LARGE_CSV_BYTES = 256 * 1024
+SMALL_CSV_BYTES = 16 * 1024  # up to this size, plain numbers take the fast path
 
 
 def _text(body: bytes) -> str:
@@ -156,7 +157,28 @@ def _decode_large_csv(body: bytes, features: Sequence[str]) -> pd.DataFrame | No
     return feature_table(matrix, features)
 
 
+def _plain_numbers_csv(body: bytes, features: Sequence[str]) -> np.ndarray | None:
+    """A few rows of plain numbers, split and converted without the csv module or text decoding
+    (one row of 20: 4.5 µs against 10); None for anything else (quotes, empty cells, text, a
+    wrong count, a possible header, infinities), which the general path reads or explains."""
+    if b'"' in body or b"\\n" in body or getattr(features, "categories", None):
+        return None
+    rows = [line.split(b",") for line in body.strip(b"\r\n").split(b"\n")]
+    width = len(features)
+    if any(len(row) != width for row in rows) or rows[0][0].strip() == features[0].encode():
+        return None
+    try:
+        matrix = np.array(rows, dtype=np.float64)  # numpy reads each bytes cell as float() does
+    except ValueError:
+        return None
+    return None if np.isinf(matrix).any() else matrix
+
+
 def decode_csv(body: bytes, features: Sequence[str], first_row: int = 1) -> pd.DataFrame:
+    if first_row == 1 and len(body) <= SMALL_CSV_BYTES:
+        matrix = _plain_numbers_csv(body, features)
+        if matrix is not None:
+            return feature_table(matrix, features)
     if len(body) > LARGE_CSV_BYTES and b"\\n" not in body[:4096]:
         frame = _decode_large_csv(body.rstrip(b"\r\n"), features)
         if frame is not None:

@@ -91,33 +91,37 @@ async def _invoke(request: web.Request, model_name: str, settings: ServingSettin
     accept = negotiate(request.headers.get("Accept"), types.encoders, media_type(default) or CSV)
     output = requested_output(request.headers.get(CUSTOM_ATTRIBUTES), request.headers.get("Accept"),
                               settings.default_output)
+    # One timer for the whole request (a timer costs as much as parsing a row); what it
+    # interrupts decides the answer.
+    reading = True
+    small = request.content_length is not None and request.content_length <= INLINE_BYTES
     try:
         async with asyncio.timeout_at(deadline):
             body = await read_body(request, settings.max_payload_bytes)
+            reading = False
+            async with runtime.registry.use(model_name) as model:
+                if (small and settings.batching and not settings.record_errors
+                        and output == PREDICTED_LABEL):
+                    with body:
+                        features = types.decode(content_type, body.read(), model.feature_names)
+                    predictions = await runtime.registry.batcher(model_name).predict(features)
+                    result = io.BytesIO(types.encode(accept, predictions))
+                elif small:
+                    # A thread hop costs more than a few rows' work; large bodies go to the pool
+                    # so the event loop keeps answering /ping.
+                    result = answer(model, types, content_type, body, accept,
+                                    settings.record_errors, output)
+                else:
+                    result = await asyncio.get_running_loop().run_in_executor(
+                        request.app[EXECUTOR], answer, model, types, content_type, body, accept,
+                        settings.record_errors, output,
+                    )
     except TimeoutError:
-        raise RequestTimeoutError(
-            f"the body did not arrive within {settings.request_timeout_s:g} s "
-            "(SAGECRAFT_REQUEST_TIMEOUT)"
-        ) from None
-    small = request.content_length is not None and request.content_length <= INLINE_BYTES
-    try:
-        async with asyncio.timeout_at(deadline), runtime.registry.use(model_name) as model:
-            if small and settings.batching and not settings.record_errors and output == PREDICTED_LABEL:
-                with body:
-                    features = types.decode(content_type, body.read(), model.feature_names)
-                predictions = await runtime.registry.batcher(model_name).predict(features)
-                result = io.BytesIO(types.encode(accept, predictions))
-            elif small:
-                # A thread hop costs more than a few rows' work; large bodies go to the pool so
-                # the event loop keeps answering /ping.
-                result = answer(model, types, content_type, body, accept, settings.record_errors,
-                                output)
-            else:
-                result = await asyncio.get_running_loop().run_in_executor(
-                    request.app[EXECUTOR], answer, model, types, content_type, body, accept,
-                    settings.record_errors, output,
-                )
-    except TimeoutError:
+        if reading:
+            raise RequestTimeoutError(
+                f"the body did not arrive within {settings.request_timeout_s:g} s "
+                "(SAGECRAFT_REQUEST_TIMEOUT)"
+            ) from None
         raise PredictionTimeoutError(
             f"the prediction did not finish within {settings.request_timeout_s:g} s "
             "(SAGECRAFT_REQUEST_TIMEOUT); send fewer rows per request"

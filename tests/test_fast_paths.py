@@ -7,9 +7,13 @@ import pandas as pd
 import pytest
 import requests
 import xgboost as xgb
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 
+from sagecraft import codecs
 from sagecraft.codecs import decode_csv
+from sagecraft.errors import BadRequestError
 from sagecraft.model_types import LABEL, PROBABILITIES, RAW_MARGIN
 from sagecraft_random_forest.algorithm import ServingForest, predict
 from sagecraft_random_forest.flat_forest import FLAT_MAX_ROWS, FlatForest
@@ -164,6 +168,39 @@ def test_large_csv_parser_equals_the_small_one() -> None:
                        for i in range(0, 30_000, 1000)], ignore_index=True)
     assert large.equals(small)
     assert np.array_equal(large.to_numpy(), matrix)
+
+
+CELL = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True, width=32).map(repr),
+    st.integers(min_value=-(10**20), max_value=10**20).map(str),
+    st.sampled_from(["nan", "-nan", "inf", "1e400", "1_000", "1__0", " 2", "3\t", "", '"4"', "0x1",
+                     "\u0663", "f0", "e5", "5."]),
+)
+
+
+@settings(max_examples=300, derandomize=True, deadline=None)
+@given(st.lists(st.lists(CELL, min_size=3, max_size=3), min_size=1, max_size=5),
+       st.sampled_from(["\n", "\r\n"]))
+def test_small_csv_fast_path_reads_what_the_general_path_reads(rows: list[list[str]],
+                                                              newline: str) -> None:
+    names = ["f0", "f1", "f2"]
+    body = newline.join(",".join(row) for row in rows).encode()
+    if not body.strip():
+        return
+    try:
+        general = decode_csv(body, names, first_row=2).to_numpy()  # first_row > 1: general path
+    except BadRequestError:
+        general = None
+    fast = codecs._plain_numbers_csv(body, names)
+    if fast is not None:  # it answers only what the general path answers the same way
+        assert general is not None and np.array_equal(fast, general, equal_nan=True)
+    try:
+        answer = decode_csv(body, names).to_numpy()
+    except BadRequestError:
+        answer = None
+    if rows[0] != names:  # (a header row is dropped only at the top of a request)
+        assert (answer is None) == (general is None)
+        assert answer is None or np.array_equal(answer, general, equal_nan=True)
 
 
 @pytest.mark.parametrize("batching", ["true", "false"])
