@@ -13,6 +13,7 @@ import pandas as pd
 import sklearn
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 
+from sagecraft.categories import numeric_matrix
 from sagecraft.errors import HyperparameterError, UnsupportedOutputError
 from sagecraft.hooks import (
     CLASSIFICATION,
@@ -70,8 +71,9 @@ def algorithm_info() -> AlgorithmInfo:
 def _as_matrix(features: pd.DataFrame) -> np.ndarray:
     """float32 (the trees compare float32 thresholds; converting once here saves a copy inside
     scikit-learn); a categorical feature as its category code, a missing or unseen one as NaN."""
-    if not any(isinstance(t, pd.CategoricalDtype) for t in features.dtypes):
-        return features.to_numpy(dtype=np.float32, na_value=np.nan)
+    matrix = numeric_matrix(features)
+    if matrix is not None:
+        return matrix
     columns = []
     for name in features.columns:
         column = features[name]

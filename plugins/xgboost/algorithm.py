@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 import xgboost as xgb
+from sagecraft.categories import numeric_matrix
 from sagecraft.errors import DataError, HyperparameterError, UnsupportedOutputError
 from sagecraft.hooks import (
     CLASSIFICATION,
@@ -314,8 +315,9 @@ def _softmax(margin: np.ndarray) -> np.ndarray:
 @hookimpl
 def predict(model: XGBoostModel, features: pd.DataFrame, output: str) -> np.ndarray:
     # Categorical features go as the DataFrame (XGBoost reads their codes); others as float32.
-    categorical = any(isinstance(t, pd.CategoricalDtype) for t in features.dtypes)
-    matrix = features if categorical else features.to_numpy(dtype=np.float32, na_value=np.nan)
+    numbers = numeric_matrix(features)
+    categorical = numbers is None
+    matrix = features if numbers is None else numbers
     if output == RAW_MARGIN:
         return model.margin(matrix)
     if output in (CONTRIBUTIONS, LEAVES):
