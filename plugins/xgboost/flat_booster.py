@@ -45,12 +45,15 @@ class FlatBooster:
         values = self.leaf_value[self.trees.leaves(matrix)]
         out = np.empty((len(matrix), len(self.groups)), np.float32)
         for group, trees in enumerate(self.groups):
-            base = np.full((len(matrix), 1), self.base_margin[group], np.float32)
-            # cumsum adds left to right in float32: the order and precision of XGBoost's loop.
-            summed = np.cumsum(np.concatenate([base, values[:, trees]], axis=1), axis=1,
-                               dtype=np.float32)
-            out[:, group] = summed[:, -1]
+            out[:, group] = _add_up(self.base_margin[group], values[:, trees])
         return out[:, 0] if len(self.groups) == 1 else out
+
+
+def _add_up(base: np.float32, leaf_values: np.ndarray) -> np.ndarray:
+    """base + each row's leaf values, left to right in float32 (cumsum's order): the order and
+    precision of XGBoost's loop over the trees."""
+    start = np.full((len(leaf_values), 1), base, np.float32)
+    return np.cumsum(np.concatenate([start, leaf_values], axis=1), axis=1, dtype=np.float32)[:, -1]
 
 
 def _tree_nodes(tree: dict) -> TreeNodes:
@@ -134,6 +137,7 @@ def flatten(booster: xgb.Booster, objective: str) -> FlatBooster | None:
     base_scores = orjson.loads(learner["learner_model_param"]["base_score"])
     base_scores = base_scores if isinstance(base_scores, list) else [base_scores]
     if len(base_scores) not in (1, n_groups):
+        log.info("fast path off: %d base scores for %d outputs", len(base_scores), n_groups)
         return None
     probes = _probe_rows(flat, booster.num_features())
     expected = booster.inplace_predict(probes, predict_type="margin").reshape(len(probes), -1)
@@ -142,10 +146,8 @@ def flatten(booster: xgb.Booster, objective: str) -> FlatBooster | None:
     for group, trees_of_group in enumerate(groups):
         score = base_scores[group if len(base_scores) > 1 else 0]
         for candidate in _base_margin_candidates(score, objective):
-            base = np.full((len(probes), 1), candidate, np.float32)
-            summed = np.cumsum(np.concatenate([base, leaf_values[:, trees_of_group]], axis=1),
-                               axis=1, dtype=np.float32)[:, -1]
-            if np.array_equal(summed, expected[:, group]):
+            if np.array_equal(_add_up(candidate, leaf_values[:, trees_of_group]),
+                              expected[:, group]):
                 base_margin[group] = candidate
                 break
         else:
