@@ -144,8 +144,7 @@ def _check_numeric_features(table: pa.Table, feature_names: list[str], path: Pat
     """Numbers, or text (a categorical feature); nothing else (dates, lists, ...)."""
     for name in feature_names:
         column = table.column(name)
-        if _is_numeric(column) or pa.types.is_string(column.type) or \
-                pa.types.is_large_string(column.type):
+        if _is_numeric(column) or formats.is_text(column.type):
             continue
         values = column.to_pylist()
         bad = next(((i, v) for i, v in enumerate(values) if v is not None and not _is_number(str(v))), None)
@@ -286,7 +285,7 @@ def _combine(read: list[tuple[Path, str, pa.Table]], *, channel: str, target: st
         _check_numeric_features(table, feature_names + ([weight_name] if weight_name else []), path)
     combined = pa.concat_tables([t for _, _, t in read], promote_options="permissive")
     for name in feature_names:
-        if pa.types.is_string(combined.column(name).type):
+        if formats.is_text(combined.column(name).type):
             _check_categorical(combined.column(name).to_pandas(), name, channel)
     labels = combined.column(label_name).to_pandas()
     weights = combined.column(weight_name).to_pandas() if weight_name else None

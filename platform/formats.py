@@ -145,12 +145,17 @@ def read_csv(path: Path, *, header: bool, first_row: list[str], encoding: str = 
     return pa.Table.from_batches(batches)
 
 
+def is_text(data_type: pa.DataType) -> bool:
+    """A text column: a categorical feature when it is one (see categories.py)."""
+    return pa.types.is_string(data_type) or pa.types.is_large_string(data_type)
+
+
 def _text_columns(path: Path, read_options: pacsv.ReadOptions) -> set[str]:
     """Columns whose first block holds text: categorical features (see categories.py)."""
     stream = pa.input_stream(str(path), compression="gzip" if is_gzip(path) else None)
     with pacsv.open_csv(stream, read_options=read_options) as reader:
         schema = reader.schema
-    return {f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)}
+    return {f.name for f in schema if is_text(f.type)}
 
 
 _CONVERSION_ERROR = re.compile(r"In CSV column #(\d+): .*CSV conversion error to float: invalid value (.*)$",

@@ -19,13 +19,13 @@ from .loaded_model import LoadedModel
 from .model_types import CONTRIBUTIONS, LABEL, LEAVES, PROBABILITIES, RAW_MARGIN
 
 PREDICTED_LABEL, _, PROBABILITY, *_ = KINDS
+# Output kinds answered by the plugin's predict as they are.
+_PLUGIN_OUTPUTS = {"raw_margin": RAW_MARGIN, "contributions": CONTRIBUTIONS, "leaves": LEAVES}
 
 
 def _plain(value: object) -> object:
     """A numpy value or row as the JSON-able Python value the encoders write."""
     return value.tolist() if isinstance(value, (np.ndarray, np.generic)) else value
-# Output kinds answered by the plugin's predict as they are.
-_PLUGIN_OUTPUTS = {"raw_margin": RAW_MARGIN, "contributions": CONTRIBUTIONS, "leaves": LEAVES}
 
 
 def check_kind(kind: str, where: str) -> str:

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .metrics import DEFAULT_METRIC, evaluate
 from .model_types import CLASSIFICATION, LABEL, Dataset
 from .plugins import Algorithm
 
@@ -68,10 +69,12 @@ def _sample(data: Dataset) -> Dataset:
 
 
 def _score(task: str, labels: np.ndarray, predicted: np.ndarray) -> float:
-    """Higher is better: accuracy, or minus the RMSE."""
-    if task == CLASSIFICATION:
-        return float(np.mean(labels == predicted))
-    return -float(np.sqrt(np.mean((labels - predicted.astype(float)) ** 2)))
+    """Higher is better: the task's default metric (accuracy), or minus it (the RMSE)."""
+    if task != CLASSIFICATION:
+        predicted = predicted.astype(float)
+    name = DEFAULT_METRIC[task]
+    value = evaluate(task, [name], labels, predicted)[name]
+    return value if task == CLASSIFICATION else -value
 
 
 def permutation_importance(algorithm: Algorithm, model: object, data: Dataset,

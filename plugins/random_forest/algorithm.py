@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,13 +27,13 @@ from sagecraft.hooks import (
     hookimpl,
 )
 from sagecraft.metrics import DEFAULT_METRIC, check_metric_names, evaluate
+from sagecraft.progress import FitProgress
 
 from .flat_forest import FLAT_MAX_ROWS, FlatForest
 from .hyperparameters import HYPERPARAMETERS, SKLEARN_PARAMETERS
 from .persistence import load_forest, save_forest
 
 STAGES = 10  # the forest grows a tenth of its trees at a time
-PROGRESS_QUIET_S = 5.0  # fits shorter than this log no progress
 
 Forest = RandomForestClassifier | RandomForestRegressor
 
@@ -124,18 +123,10 @@ def fit(
     model = estimator(**params, oob_score=bootstrap if oob is None else oob)
     _fit_in_stages(model, _as_matrix(train.features), train, context)
 
-    scores: dict[str, float] = {}
-    for name, data in (("train", train), ("oob", None), ("validation", validation)):
-        if name == "oob":
-            scores.update(_oob_scores(model, train, metrics, context.task))
-            continue
-        if data is None:
-            continue
-        matrix = _as_matrix(data.features)
-        proba = model.predict_proba(matrix) if context.task == CLASSIFICATION else None
-        predicted = np.argmax(proba, axis=1) if proba is not None else model.predict(matrix)
-        for metric, value in evaluate(context.task, metrics, data.labels, predicted, proba).items():
-            scores[f"{name}-{metric}"] = value
+    scores = _scores(model, "train", train, metrics, context.task)
+    scores.update(_oob_scores(model, train, metrics, context.task))
+    if validation is not None:
+        scores.update(_scores(model, "validation", validation, metrics, context.task))
     context.log_metrics(model.n_estimators, scores)
     # One value per training row: not worth carrying in the model file.
     for attribute in ("oob_decision_function_", "oob_prediction_"):
@@ -150,24 +141,31 @@ def _fit_in_stages(model: Forest, matrix: np.ndarray, train: Dataset, context: F
     The out-of-bag estimate is computed once, over all the trees, at the end."""
     total, oob = model.n_estimators, model.oob_score
     stages = sorted({max(1, round(total * k / STAGES)) for k in range(1, STAGES + 1)})
-    started = time.monotonic()
+    progress = FitProgress(total, "tree", context.logger)
     model.set_params(warm_start=True, oob_score=False)
     for trees in stages:
         model.set_params(n_estimators=trees)
         model.fit(matrix, train.labels, sample_weight=train.weights)
-        elapsed = time.monotonic() - started
         if context.stop_requested() and trees < total:
             context.logger.warning("stopping with %d of %d trees", trees, total)
             break
-        if elapsed >= PROGRESS_QUIET_S and trees < total:
-            context.logger.info("%d of %d trees, %.0f s so far, about %.0f s left", trees, total,
-                                elapsed, elapsed / trees * (total - trees))
+        progress.advance(trees)
     if oob:
         with warnings.catch_warnings():  # "fitting without increasing n_estimators": intended
             warnings.simplefilter("ignore", UserWarning)
             model.set_params(oob_score=True)
             model.fit(matrix, train.labels, sample_weight=train.weights)
     model.set_params(warm_start=False)
+
+
+def _scores(model: Forest, name: str, data: Dataset, metrics: list[str],
+            task: str) -> dict[str, float]:
+    """The metrics of the forest's predictions for one data set, as `<name>-<metric>`."""
+    matrix = _as_matrix(data.features)
+    proba = model.predict_proba(matrix) if task == CLASSIFICATION else None
+    predicted = np.argmax(proba, axis=1) if proba is not None else model.predict(matrix)
+    results = evaluate(task, metrics, data.labels, predicted, proba)
+    return {f"{name}-{metric}": value for metric, value in results.items()}
 
 
 def _oob_scores(model: Forest, train: Dataset, metrics: list[str], task: str) -> dict[str, float]:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import xgboost as xgb
+from sagecraft.progress import QUIET_S, FitProgress
 
 CHECKPOINT_NAME = re.compile(r"^xgboost-checkpoint\.(\d+)\.ubj$")
 KEEP = 3  # the newest checkpoints kept; older ones are deleted as new ones are written
@@ -58,25 +59,14 @@ def write_checkpoint(booster: xgb.Booster, folder: Path) -> Path:
 
 
 class Progress(xgb.callback.TrainingCallback):
-    """Logs each tenth of the rounds with the time left, once the fit has taken `quiet_s`: short
-    fits stay quiet, long ones say how long they will take."""
+    """Logs each tenth of the rounds with the time left (sagecraft.progress)."""
 
-    def __init__(self, total: int, logger: logging.Logger, quiet_s: float = 5.0,
+    def __init__(self, total: int, logger: logging.Logger, quiet_s: float = QUIET_S,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.total, self.logger, self.quiet_s, self.clock = total, logger, quiet_s, clock
-        self.started = clock()
-        self.next_tenth = 1
+        self.progress = FitProgress(total, "round", logger, quiet_s, clock)
 
     def after_iteration(self, model: xgb.Booster, epoch: int, evals_log: dict) -> bool:
-        done = epoch + 1
-        if done * 10 < self.next_tenth * self.total:
-            return False
-        self.next_tenth = done * 10 // self.total + 1
-        elapsed = self.clock() - self.started
-        if elapsed >= self.quiet_s and done < self.total:
-            left = elapsed / done * (self.total - done)
-            self.logger.info("round %d of %d (%d%%), %.0f s so far, about %.0f s left",
-                             done, self.total, done * 100 // self.total, elapsed, left)
+        self.progress.advance(epoch + 1)
         return False
 
 
