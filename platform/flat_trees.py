@@ -83,22 +83,30 @@ class FlatTrees:
                    joined["right"].astype(np.intp), joined["missing"], depth)
 
     @functools.cached_property
-    def _children(self) -> np.ndarray:
-        """Node n's right child at 2n, its left child at 2n + 1: one `take` walks a level."""
-        return np.stack([self.right, self.left], axis=1).ravel()
+    def _by_slot(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The walk's arrays, indexed by slot: node n at slots 2n and 2n + 1, so that one `take`
+        of `slot + go_left` finds the child's slot (its right child at 2n, its left at 2n + 1)."""
+        children = 2 * np.stack([self.right, self.left], axis=1).ravel()
+        return (np.repeat(self.feature, 2), np.repeat(self.threshold, 2),
+                np.repeat(self.missing_left, 2), children)
 
     def leaves(self, matrix: np.ndarray) -> np.ndarray:
         """(n_rows, n_trees): the index (into these arrays) of the leaf each row reaches in each
         tree. `matrix` holds the features as the library compares them (float32 for both built-in
         plugins), NaN for a missing value."""
         n_rows, n_features = matrix.shape
-        cells = np.ascontiguousarray(matrix).ravel()
+        # float64 like the thresholds (exact for float32 values): a mixed comparison costs more.
+        cells = np.asarray(matrix, np.float64).ravel()
+        feature, threshold, missing_left, children = self._by_slot
+        any_missing = bool(np.isnan(cells).any())
+        slot = np.tile(2 * self.roots, (n_rows, 1))
         row_start = (np.arange(n_rows) * n_features)[:, None]
-        children = self._children
-        node = np.tile(self.roots, (n_rows, 1))
-        # `take` on flat arrays: for a few rows numpy's per-call cost is the whole cost.
+        # `take` on flat arrays, as few numpy calls a level as possible: for a few rows numpy's
+        # per-call cost is the whole cost.
         for _ in range(self.depth):
-            x = cells.take(self.feature.take(node) + row_start)
-            go_left = (x <= self.threshold.take(node)) | (np.isnan(x) & self.missing_left.take(node))
-            node = children.take(2 * node + go_left)
-        return node
+            x = cells.take(feature.take(slot) + row_start if n_rows > 1 else feature.take(slot))
+            go_left = x <= threshold.take(slot)
+            if any_missing:
+                go_left |= np.isnan(x) & missing_left.take(slot)
+            slot = children.take(slot + go_left)
+        return slot >> 1

@@ -42,18 +42,22 @@ class FlatBooster:
     def margins(self, matrix: np.ndarray) -> np.ndarray:
         """What `inplace_predict(matrix, predict_type="margin")` returns: (n_rows,) for one group,
         else (n_rows, n_groups). `matrix` is float32 with NaN for missing values."""
-        values = self.leaf_value[self.trees.leaves(matrix)]
+        values = self.leaf_value.take(self.trees.leaves(matrix))
+        if len(self.groups) == 1:  # trees in boosting order: no need to pick them
+            return _add_up(self.base_margin[0], values)
         out = np.empty((len(matrix), len(self.groups)), np.float32)
         for group, trees in enumerate(self.groups):
             out[:, group] = _add_up(self.base_margin[group], values[:, trees])
-        return out[:, 0] if len(self.groups) == 1 else out
+        return out
 
 
 def _add_up(base: np.float32, leaf_values: np.ndarray) -> np.ndarray:
     """base + each row's leaf values, left to right in float32 (cumsum's order): the order and
     precision of XGBoost's loop over the trees."""
-    start = np.full((len(leaf_values), 1), base, np.float32)
-    return np.cumsum(np.concatenate([start, leaf_values], axis=1), axis=1, dtype=np.float32)[:, -1]
+    summed = np.empty((len(leaf_values), leaf_values.shape[1] + 1), np.float32)
+    summed[:, 0] = base
+    summed[:, 1:] = leaf_values
+    return summed.cumsum(axis=1)[:, -1]
 
 
 def _tree_nodes(tree: dict) -> TreeNodes:
