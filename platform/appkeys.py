@@ -11,6 +11,7 @@ from aiohttp import web
 from .content_registry import ContentTypeRegistry
 from .environment import ServingSettings
 from .registry import ModelRegistry
+from .request_format import RequestFormats
 
 # The name the single model of a single-model endpoint has in the registry.
 SINGLE_MODEL = "model"
@@ -18,9 +19,11 @@ SINGLE_MODEL = "model"
 
 @dataclass
 class Runtime:
-    """What exists once the plugins are loaded: the content types and the model registry."""
+    """What exists once the plugins are loaded: the content types, the request formats seen so
+    far, and the model registry."""
 
     content_types: ContentTypeRegistry | None = None
+    formats: RequestFormats | None = None
     registry: ModelRegistry | None = None
     started: asyncio.Event = field(default_factory=asyncio.Event)
     in_flight: int = 0  # invocations this worker holds now

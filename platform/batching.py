@@ -20,21 +20,26 @@ from .loaded_model import LoadedModel
 MAX_BATCH_ROWS = 256
 
 
+Rows = np.ndarray | pd.DataFrame  # a float matrix (from a fast reader) or a decoded table
+
+
 class PredictionBatcher:
-    """Collects (features, future) pairs for one model and predicts them in one call."""
+    """Collects (rows, future) pairs for one model and predicts them in one call."""
 
     def __init__(self, model: LoadedModel, max_rows: int = MAX_BATCH_ROWS) -> None:
         self.model = model
         self.max_rows = max_rows
-        self.pending: list[tuple[pd.DataFrame, asyncio.Future[np.ndarray]]] = []
+        self.pending: list[tuple[Rows, asyncio.Future[np.ndarray]]] = []
         self.rows = 0
         self.scheduled = False
 
-    async def predict(self, features: pd.DataFrame) -> np.ndarray:
+    async def predict(self, rows: Rows) -> np.ndarray:
+        """The model's labels for `rows`: a float64 matrix with one column per feature, or a
+        feature table as the content types decode it."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[np.ndarray] = loop.create_future()
-        self.pending.append((features, future))
-        self.rows += len(features)
+        self.pending.append((rows, future))
+        self.rows += len(rows)
         if self.rows >= self.max_rows:
             self.flush()
         elif not self.scheduled:
@@ -48,16 +53,9 @@ class PredictionBatcher:
         if not batch:
             return
         try:
-            if len(batch) == 1:
-                results = [self.model.predict(batch[0][0])]
-            else:
-                merged = (pd.concat([f for f, _ in batch], ignore_index=True)
-                          if self.model.feature_names.categories else  # cached, unlike the manifest's
-                          feature_table(np.vstack([f.to_numpy() for f, _ in batch]),
-                                        self.model.feature_names))
-                predictions = self.model.predict(merged)
-                ends = np.cumsum([len(f) for f, _ in batch])[:-1]
-                results = np.split(predictions, ends)
+            predictions = self.model.predict(self._merged([rows for rows, _ in batch]))
+            ends = np.cumsum([len(rows) for rows, _ in batch])[:-1]
+            results = np.split(predictions, ends) if len(batch) > 1 else [predictions]
         except Exception as exc:  # every request of the batch gets the error
             for _, future in batch:
                 if not future.done():
@@ -66,3 +64,14 @@ class PredictionBatcher:
         for (_, future), result in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(result)
+
+    def _merged(self, parts: list[Rows]) -> pd.DataFrame:
+        """One feature table of every part's rows, in order; built once for the whole batch."""
+        features = self.model.feature_names  # cached, unlike the manifest's
+        if len(parts) == 1:
+            only = parts[0]
+            return feature_table(only, features) if isinstance(only, np.ndarray) else only
+        if features.categories:  # (matrices come only for models without categories)
+            return pd.concat(parts, ignore_index=True)
+        return feature_table(np.vstack([p if isinstance(p, np.ndarray) else p.to_numpy()
+                                        for p in parts]), features)

@@ -28,7 +28,7 @@ from .hooks import hookimpl
 # Bodies above this size are parsed by pyarrow's multi-threaded reader; smaller ones by Python,
 # which starts faster.
 LARGE_CSV_BYTES = 256 * 1024
-SMALL_CSV_BYTES = 16 * 1024  # up to this size, plain numbers take the fast path
+SMALL_BODY_BYTES = 16 * 1024  # up to this size, plain numbers take the fast path
 
 
 def _text(body: bytes) -> str:
@@ -88,6 +88,8 @@ def _frame(rows: Sequence[Sequence[Any]], features: Sequence[str], first_row: in
     try:
         matrix = np.array(rows, dtype=np.float64)
     except (ValueError, TypeError):
+        matrix = None
+    if matrix is None or matrix.ndim != 2:  # (cells that are lists make a deeper array)
         matrix = np.array(
             [[_number(v, r, c, features) for c, v in enumerate(row, 1)]
              for r, row in enumerate(rows, first_row)],
@@ -157,11 +159,13 @@ def _decode_large_csv(body: bytes, features: Sequence[str]) -> pd.DataFrame | No
     return feature_table(matrix, features)
 
 
-def _plain_numbers_csv(body: bytes, features: Sequence[str]) -> np.ndarray | None:
-    """A few rows of plain numbers, split and converted without the csv module or text decoding
-    (one row of 20: 4.5 µs against 10); None for anything else (quotes, empty cells, text, a
-    wrong count, a possible header, infinities), which the general path reads or explains."""
-    if b'"' in body or b"\\n" in body or getattr(features, "categories", None):
+def read_csv_numbers(body: bytes, features: Sequence[str]) -> np.ndarray | None:
+    """A small body of a few rows of plain numbers, split and converted without the csv module or
+    text decoding (one row of 20: 4.5 µs against 10); None for anything else (quotes, empty
+    cells, text, a wrong count, a possible header, infinities), which decode_csv reads or
+    explains."""
+    if (len(body) > SMALL_BODY_BYTES or b'"' in body or b"\\n" in body
+            or getattr(features, "categories", None)):
         return None
     rows = [line.split(b",") for line in body.strip(b"\r\n").split(b"\n")]
     width = len(features)
@@ -175,8 +179,8 @@ def _plain_numbers_csv(body: bytes, features: Sequence[str]) -> np.ndarray | Non
 
 
 def decode_csv(body: bytes, features: Sequence[str], first_row: int = 1) -> pd.DataFrame:
-    if first_row == 1 and len(body) <= SMALL_CSV_BYTES:
-        matrix = _plain_numbers_csv(body, features)
+    if first_row == 1:
+        matrix = read_csv_numbers(body, features)
         if matrix is not None:
             return feature_table(matrix, features)
     if len(body) > LARGE_CSV_BYTES and b"\\n" not in body[:4096]:
@@ -242,6 +246,33 @@ def _loads(text: bytes, what: str) -> Any:
 def decode_json(body: bytes, features: Sequence[str]) -> pd.DataFrame:
     instances = _json_instances(_loads(body, "the body"))
     return _frame([_json_row(item, i, features) for i, item in enumerate(instances, 1)], features)
+
+
+def read_json_numbers(body: bytes, features: Sequence[str]) -> np.ndarray | None:
+    """A small body of plain rows of numbers (`{"instances": [[...], ...]}`, `[[...], ...]` or
+    one flat row) as decode_json reads it, without the DataFrame; None for anything else (records
+    keyed by name, wrong counts, text, infinities), which decode_json reads or explains."""
+    if len(body) > SMALL_BODY_BYTES or getattr(features, "categories", None):
+        return None
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(document, dict):
+        if len(document) != 1 or "instances" not in document:
+            return None
+        document = document["instances"]
+    if not isinstance(document, list) or not document:
+        return None
+    rows = document if isinstance(document[0], list) else [document]
+    width = len(features)
+    if any(not isinstance(row, list) or len(row) != width for row in rows):
+        return None
+    try:
+        matrix = np.array(rows, dtype=np.float64)  # as _frame converts them
+    except (ValueError, TypeError):
+        return None
+    return None if matrix.ndim != 2 or np.isinf(matrix).any() else matrix
 
 
 def decode_jsonlines(body: bytes, features: Sequence[str], first_row: int = 1) -> pd.DataFrame:
@@ -400,8 +431,8 @@ def encode_npy(predictions: np.ndarray) -> bytes:
 def register_content_types(registry: ContentTypeRegistry) -> None:
     """The built-in content types, registered exactly as a plugin's would be."""
     # In order of preference: a wildcard Accept such as application/* picks the first that fits.
-    registry.add_decoder(CSV, decode_csv, line_oriented=True)
-    registry.add_decoder(JSON, decode_json)
+    registry.add_decoder(CSV, decode_csv, line_oriented=True, numbers=read_csv_numbers)
+    registry.add_decoder(JSON, decode_json, numbers=read_json_numbers)
     registry.add_decoder(JSONLINES, decode_jsonlines, line_oriented=True)
     registry.add_decoder(NPY, decode_npy)
     registry.add_decoder(LIBSVM, decode_libsvm, line_oriented=True)

@@ -17,6 +17,7 @@ from .content_types import ALIASES
 from .errors import BadRequestError, PluginError, TooManyRowsError, UnsupportedMediaTypeError
 
 Decoder = Callable[[bytes, Sequence[str]], pd.DataFrame]
+NumberReader = Callable[[bytes, Sequence[str]], "np.ndarray | None"]
 Encoder = Callable[[np.ndarray], bytes]
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ class ContentTypeRegistry:
 
     def __init__(self) -> None:
         self.decoders: dict[str, Decoder] = {}
+        self.number_readers: dict[str, NumberReader] = {}
         self.encoders: dict[str, Encoder] = {}
         self.line_oriented: set[str] = set()
         self.line_oriented_out: set[str] = set()
@@ -62,16 +64,27 @@ class ContentTypeRegistry:
         if media_type not in self.providers[self._plugin]:
             self.providers[self._plugin].append(media_type)
 
-    def add_decoder(self, media_type: str, decoder: Decoder, *, line_oriented: bool = False) -> None:
+    def add_decoder(self, media_type: str, decoder: Decoder, *, line_oriented: bool = False,
+                    numbers: NumberReader | None = None) -> None:
         """Read request bodies of `media_type`: decoder(body, feature_names) -> DataFrame.
 
         `line_oriented=True` says one record per line, so a large body may be decoded in slices of
         whole lines; the decoder is then also called with `first_row=N`, the number of the slice's
         first line, for its error messages.
+
+        `numbers`, optional, is a fast reader for small bodies (up to 16 KiB) of a model without
+        categorical features: numbers(body, feature_names) -> a float64 matrix, one column per
+        feature, exactly the values `decoder` would give; or None for any body it does not read
+        (it must never raise), which `decoder` then reads or explains. It spares a small request
+        the DataFrame: the server builds one for all the requests it predicts together.
         """
         media_type = _bare(media_type)
         self._claim("decoder", media_type)
         self.decoders[media_type] = decoder
+        if numbers is None:
+            self.number_readers.pop(media_type, None)  # a replaced decoder's reader goes with it
+        else:
+            self.number_readers[media_type] = numbers
         if line_oriented:
             self.line_oriented.add(media_type)
         else:
@@ -102,12 +115,28 @@ class ContentTypeRegistry:
         else:
             table = self.decoders[content_type](body, features)
         table = categories.encode(table, getattr(features, "categories", None) or {})
-        if self.max_rows is not None and first_row - 1 + len(table) > self.max_rows:
+        self._check_rows(first_row - 1 + len(table))
+        return table
+
+    def read_numbers(self, content_type: str, body: bytes,
+                     features: Sequence[str]) -> np.ndarray | None:
+        """A small body of plain numbers as a float64 matrix, by the type's fast reader; None
+        when the type has none, the model has categorical features or the reader declines, and
+        `decode` must answer instead."""
+        reader = self.number_readers.get(content_type)
+        if reader is None or getattr(features, "categories", None):
+            return None
+        matrix = reader(body, features)
+        if matrix is not None:
+            self._check_rows(len(matrix))
+        return matrix
+
+    def _check_rows(self, rows: int) -> None:
+        if self.max_rows is not None and rows > self.max_rows:
             raise TooManyRowsError(
                 f"the body holds more than {self.max_rows} rows, the limit per request; send "
                 "fewer rows or raise SAGECRAFT_MAX_ROWS"
             )
-        return table
 
     def check_decodable(self, content_type: str) -> None:
         if content_type not in self.decoders:

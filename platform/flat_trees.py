@@ -90,6 +90,10 @@ class FlatTrees:
         return (np.repeat(self.feature, 2), np.repeat(self.threshold, 2),
                 np.repeat(self.missing_left, 2), children)
 
+    @functools.cached_property
+    def _root_slots(self) -> np.ndarray:
+        return 2 * self.roots
+
     def leaves(self, matrix: np.ndarray) -> np.ndarray:
         """(n_rows, n_trees): the index (into these arrays) of the leaf each row reaches in each
         tree. `matrix` holds the features as the library compares them (float32 for both built-in
@@ -99,7 +103,8 @@ class FlatTrees:
         cells = np.asarray(matrix, np.float64).ravel()
         feature, threshold, missing_left, children = self._by_slot
         any_missing = bool(np.isnan(cells).any())
-        slot = np.tile(2 * self.roots, (n_rows, 1))
+        slot = np.empty((n_rows, self.n_trees), np.intp)
+        slot[:] = self._root_slots  # (np.tile costs more than the walk of a level)
         row_start = (np.arange(n_rows) * n_features)[:, None]
         # `take` on flat arrays, as few numpy calls a level as possible: for a few rows numpy's
         # per-call cost is the whole cost.

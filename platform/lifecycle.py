@@ -29,6 +29,7 @@ from .loaded_model import LoadedModel
 from .memory import container_memory_bytes
 from .plugins import PluginSet, installed_plugins
 from .registry import ModelRegistry, load_within
+from .request_format import RequestFormats
 from .server import create_app
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,7 @@ def _registry(app: web.Application, plugins: PluginSet, settings: ServingSetting
     runtime = app[RUNTIME]
     runtime.content_types = plugins.content_types
     runtime.content_types.max_rows = settings.max_rows
+    runtime.formats = RequestFormats(runtime.content_types, settings)
     runtime.registry = ModelRegistry(app[EXECUTOR], LoadedModel.load, memory_budget(settings),
                                      settings.evict_idle_models, settings.model_load_timeout_s)
     return runtime.registry

@@ -139,6 +139,8 @@ BAD_REQUESTS = {
     "json unknown key": ('{"rows": 5}', "application/json", None, 400, "unknown feature 'rows'"),
     "json nested too deep": ('{"instances": [[[1, 2, 3, 4]]]}', "application/json", None, 400,
                              "row 1 has 1 values"),
+    "json lists in cells": ('{"instances": [[[5], [3], [1], [0]]]}', "application/json", None, 400,
+                            "row 1, column 1 (sepal_length): '[5]' is not a number"),
     "json unknown feature": ('{"instances": [{"sepal_lenght": 1}]}', "application/json", None,
                              400, "unknown feature 'sepal_lenght'"),
     "json missing feature": ('{"instances": [{"sepal_length": 1}]}', "application/json", None,
