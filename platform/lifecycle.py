@@ -23,6 +23,7 @@ from pathlib import Path
 from aiohttp import web
 
 from .appkeys import EXECUTOR, RUNTIME, SINGLE_MODEL
+from .balanced_accept import ABSENT, BalancedSite, ConnectionCounts
 from .environment import ServingSettings
 from .errors import SagecraftError
 from .loaded_model import LoadedModel
@@ -50,9 +51,12 @@ async def _run_app(
     start: Callable[[web.Application], Awaitable[None]],
     stop: asyncio.Event | None = None,
     handle_signals: bool = True,
+    balance: tuple[ConnectionCounts, int] | None = None,
 ) -> int:
     """Serve `listener` until SIGTERM (or `stop`); `start` fills the app's runtime meanwhile.
-    Returns 1 when `start` fails. With `handle_signals` off, the caller's handlers stay."""
+    Returns 1 when `start` fails. With `handle_signals` off, the caller's handlers stay. With
+    `balance` (the workers' connection counts and this worker's slot), connections are taken in
+    turn with the other workers (see balanced_accept.py)."""
     app = create_app(settings)
     runner = web.AppRunner(
         app,
@@ -60,7 +64,9 @@ async def _run_app(
         access_log=logging.getLogger("aiohttp.access") if settings.log_requests else None,
     )
     await runner.setup()
-    await web.SockSite(runner, listener).start()
+    site = (web.SockSite(runner, listener) if balance is None
+            else BalancedSite(runner, listener, *balance))
+    await site.start()
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
     previous = ({signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
@@ -154,17 +160,17 @@ async def _load_in_parent(settings: ServingSettings, model_dir: Path, listener: 
 
 
 async def _worker(settings: ServingSettings, listener: socket.socket, prepared: Prepared,
-                  model_dir: Path) -> int:
+                  model_dir: Path, balance: tuple[ConnectionCounts, int]) -> int:
     plugins, model = prepared
 
     async def start(app: web.Application) -> None:
         _registry(app, plugins, settings).add_loaded(SINGLE_MODEL, model, str(model_dir))
 
-    return await _run_app(settings, listener, start)
+    return await _run_app(settings, listener, start, balance=balance)
 
 
 def _start_worker(settings: ServingSettings, listener: socket.socket, prepared: Prepared,
-                  model_dir: Path) -> int:
+                  model_dir: Path, balance: tuple[ConnectionCounts, int]) -> int:
     # Blocked across the fork: the child must not run the parent's handler before it has its own.
     stop_signals = {signal.SIGTERM, signal.SIGINT}
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
@@ -177,7 +183,7 @@ def _start_worker(settings: ServingSettings, listener: socket.socket, prepared: 
     signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
     code = 1
     try:
-        code = _run_loop(_worker(settings, listener, prepared, model_dir))
+        code = _run_loop(_worker(settings, listener, prepared, model_dir, balance))
     finally:
         logging.shutdown()
         os._exit(code)
@@ -187,7 +193,7 @@ def _serve_workers(settings: ServingSettings, model_dir: Path, listener: socket.
     # Each worker gets its share of the cores: OpenMP's threads (XGBoost's, scikit-learn's) would
     # otherwise spin on the cores the other workers use. Set before the libraries load.
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // settings.workers)))
-    workers: set[int] = set()
+    workers: dict[int, int] = {}  # pid -> slot
     stopping: list[float] = []
 
     def stop_workers() -> None:
@@ -217,10 +223,11 @@ def _serve_workers(settings: ServingSettings, model_dir: Path, listener: socket.
         return prepared
     # Objects loaded so far never change: keep the collector from touching (and so copying) them.
     gc.freeze()
-    for _ in range(settings.workers):
+    counts = ConnectionCounts(settings.workers)
+    for slot in range(settings.workers):
         if stopping:
             break
-        workers.add(_start_worker(settings, listener, prepared, model_dir))
+        workers[_start_worker(settings, listener, prepared, model_dir, (counts, slot))] = slot
     if stopping:
         stop_workers()  # those forked after the signal came
     else:
@@ -234,10 +241,13 @@ def _serve_workers(settings: ServingSettings, model_dir: Path, listener: socket.
                         os.kill(straggler, signal.SIGKILL)
             time.sleep(0.05)
             continue
-        workers.discard(pid)
+        slot = workers.pop(pid, None)
+        if slot is None:
+            continue
+        counts.counts[slot] = ABSENT  # the others must not wait for it
         if not stopping:
             log.warning("worker %d exited (status %d); starting a new one", pid, status)
-            workers.add(_start_worker(settings, listener, prepared, model_dir))
+            workers[_start_worker(settings, listener, prepared, model_dir, (counts, slot))] = slot
     log.info("stopped")
     return 0
 

@@ -89,7 +89,7 @@ async def _invoke(request: web.Request, model_name: str, settings: ServingSettin
         # request's work runs on the event loop, where a timer could not interrupt it anyway
         # (measured: a timer costs about a tenth of the single-row throughput).
         data = await read_bytes(request, settings.max_payload_bytes)
-        result = await _answer_small(request, model_name, settings, runtime, form, data)
+        result = await _answer_small(model_name, settings, runtime, form, data)
         return await _send(request, result, form.accept)
     # One timer for the rest of the request; what it interrupts decides the answer.
     reading = True
@@ -98,7 +98,7 @@ async def _invoke(request: web.Request, model_name: str, settings: ServingSettin
             if small:
                 data = await read_bytes(request, settings.max_payload_bytes)
                 reading = False
-                result = await _answer_small(request, model_name, settings, runtime, form, data)
+                result = await _answer_small(model_name, settings, runtime, form, data)
             else:
                 body = await read_body(request, settings.max_payload_bytes)
                 reading = False
@@ -121,8 +121,8 @@ async def _invoke(request: web.Request, model_name: str, settings: ServingSettin
     return await _send(request, result, form.accept)
 
 
-async def _answer_small(request: web.Request, model_name: str, settings: ServingSettings,
-                        runtime: Runtime, form: RequestFormat, data: bytes) -> bytes | IO[bytes]:
+async def _answer_small(model_name: str, settings: ServingSettings, runtime: Runtime,
+                        form: RequestFormat, data: bytes) -> bytes | IO[bytes]:
     """The answer to a small body, worked out on the event loop: a thread hop costs more than a
     few rows' work. Labels are predicted with other requests' rows (see batching.py)."""
     types, registry = runtime.content_types, runtime.registry
