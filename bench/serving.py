@@ -525,7 +525,7 @@ def targets(results: dict, extras: dict) -> list[str]:
     for algorithm in ("xgboost", "forest"):
         ours = single("sagecraft", algorithm)
         rows.append((f"{algorithm} single row >= 50% of the bare-aiohttp floor",
-                     ours / bare, 0.5, "{:.2f}"))
+                     ours / bare, 0.5, "{:.3f}"))
         rows.append((f"{algorithm} single row >= 5x gunicorn+Flask+pandas",
                      ours / single("flask+pandas", algorithm), 5, "{:.1f}x"))
         ml = single("mlserver", algorithm, "json")
