@@ -2,9 +2,10 @@
 
 A tree library's predict costs about the same for 1 row as for 16 (XGBoost's `inplace_predict`
 spends ~99% of a one-row call on per-call overhead), so rows of requests that arrive together are
-predicted together and the answers split back. Requests parsed during one turn of the event loop
-are merged when the loop next runs its callbacks, so a lone request waits for nothing: batches form
-only under load.
+predicted together and the answers split back. A batch stays open for the turn of the event loop
+in which its first request was parsed and EXTRA_TURNS more, so that requests whose bytes the loop
+reads meanwhile join it; a lone request waits only for those idle turns (microseconds), and
+batches form only under load.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from .codecs import feature_table
 from .loaded_model import LoadedModel
 
 MAX_BATCH_ROWS = 256
+# Measured, 2 workers, 16 connections of single-row requests, against flushing on the next turn:
+# +8% requests/s for XGBoost and +13 to 24% for the forest; one connection: the same p50.
+EXTRA_TURNS = 2
 
 
 Rows = np.ndarray | pd.DataFrame  # a float matrix (from a fast reader) or a decoded table
@@ -44,8 +48,14 @@ class PredictionBatcher:
             self.flush()
         elif not self.scheduled:
             self.scheduled = True
-            loop.call_soon(self.flush)
+            loop.call_soon(self._flush_after, EXTRA_TURNS)
         return await future
+
+    def _flush_after(self, turns: int) -> None:
+        if turns > 0 and self.pending:
+            asyncio.get_running_loop().call_soon(self._flush_after, turns - 1)
+        else:
+            self.flush()
 
     def flush(self) -> None:
         self.scheduled = False
@@ -54,16 +64,17 @@ class PredictionBatcher:
             return
         try:
             predictions = self.model.predict(self._merged([rows for rows, _ in batch]))
-            ends = np.cumsum([len(rows) for rows, _ in batch])[:-1]
-            results = np.split(predictions, ends) if len(batch) > 1 else [predictions]
         except Exception as exc:  # every request of the batch gets the error
             for _, future in batch:
                 if not future.done():
                     future.set_exception(exc)
             return
-        for (_, future), result in zip(batch, results, strict=True):
+        start = 0
+        for rows, future in batch:  # (slicing by hand: np.split of 8 answers costs 11 µs, this 1)
+            end = start + len(rows)
             if not future.done():
-                future.set_result(result)
+                future.set_result(predictions[start:end])
+            start = end
 
     def _merged(self, parts: list[Rows]) -> pd.DataFrame:
         """One feature table of every part's rows, in order; built once for the whole batch."""
