@@ -7,7 +7,7 @@ keep-alive connections at once (SageMaker's front end, a load generator) then fi
 connections of single-row requests: 10,300 requests/s for 11 to 5 against 12,400 for 8 to 8).
 
 Here each worker accepts a connection only while it holds no more than the least busy worker,
-so the counts stay within one of each other. A connection that has waited MAX_WAIT_S for a
+so the counts stay within about one of each other. A connection that has waited MAX_WAIT_S for a
 less busy worker (stopped, or stuck in a long computation) is taken by any worker, so a
 stalled worker can never keep the endpoint from accepting.
 """

@@ -17,7 +17,7 @@ from .content_types import ALIASES
 from .errors import BadRequestError, PluginError, TooManyRowsError, UnsupportedMediaTypeError
 
 Decoder = Callable[[bytes, Sequence[str]], pd.DataFrame]
-NumberReader = Callable[[bytes, Sequence[str]], "np.ndarray | None"]
+NumberReader = Callable[[bytes, Sequence[str]], np.ndarray | None]
 Encoder = Callable[[np.ndarray], bytes]
 
 log = logging.getLogger(__name__)
