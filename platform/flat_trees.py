@@ -83,6 +83,11 @@ class FlatTrees:
                    joined["right"].astype(np.intp), joined["missing"], depth)
 
     @functools.cached_property
+    def is_leaf(self) -> np.ndarray:
+        """(n_nodes,) bool: the node is a leaf (its children are itself)."""
+        return self.left == np.arange(len(self.left))
+
+    @functools.cached_property
     def _by_slot(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The walk's arrays, indexed by slot: node n at slots 2n and 2n + 1, so that one `take`
         of `slot + go_left` finds the child's slot (its right child at 2n, its left at 2n + 1)."""
@@ -105,11 +110,14 @@ class FlatTrees:
         any_missing = bool(np.isnan(cells).any())
         slot = np.empty((n_rows, self.n_trees), np.intp)
         slot[:] = self._root_slots  # (np.tile costs more than the walk of a level)
-        row_start = (np.arange(n_rows) * n_features)[:, None]
+        row_start = (np.arange(n_rows) * n_features)[:, None] if n_rows > 1 else None
         # `take` on flat arrays, as few numpy calls a level as possible: for a few rows numpy's
         # per-call cost is the whole cost.
         for _ in range(self.depth):
-            x = cells.take(feature.take(slot) + row_start if n_rows > 1 else feature.take(slot))
+            cell = feature.take(slot)
+            if row_start is not None:
+                cell += row_start
+            x = cells.take(cell)
             go_left = x <= threshold.take(slot)
             if any_missing:
                 go_left |= np.isnan(x) & missing_left.take(slot)

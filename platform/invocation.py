@@ -36,21 +36,25 @@ def _too_large(size: int, limit: int) -> PayloadTooLargeError:
     )
 
 
-async def read_bytes(request: web.Request, limit: int) -> bytes:
-    """The body in memory, for a request whose Content-Length is at most SPOOL_BYTES."""
+def _declared_length(request: web.Request, limit: int) -> int | None:
+    """The request's Content-Length (None when chunked); PayloadTooLargeError when over `limit`."""
     length = request.content_length
     if length is not None and length > limit:
         raise _too_large(length, limit)
+    return length
+
+
+async def read_bytes(request: web.Request, limit: int) -> bytes:
+    """The body in memory, for a request whose Content-Length is at most SPOOL_BYTES."""
+    _declared_length(request, limit)
     return await request.read()
 
 
 async def read_body(request: web.Request, limit: int) -> IO[bytes]:
     """The body as a file: in memory up to SPOOL_BYTES, on disk beyond, never over `limit`."""
-    length = request.content_length
+    length = _declared_length(request, limit)
     if length is not None and length <= SPOOL_BYTES:
-        return io.BytesIO(await read_bytes(request, limit))
-    if length is not None and length > limit:
-        raise _too_large(length, limit)
+        return io.BytesIO(await request.read())
     body: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 (returned)
     total = 0
     async for chunk in request.content.iter_chunked(READ_CHUNK):

@@ -4,6 +4,7 @@ model API of a multi-model endpoint (see multi_model.py)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -83,18 +84,16 @@ async def _invoke(request: web.Request, model_name: str, settings: ServingSettin
     check_header_length(TARGET_MODEL, request.headers.get(TARGET_MODEL))
     form = formats.of(request.headers)
     small = request.content_length is not None and request.content_length <= INLINE_BYTES
+    # One timer for the request; what it interrupts decides the answer. None where nothing can
+    # wait: the body has arrived, the model is loaded, and a small request's work runs on the
+    # event loop, where a timer could not interrupt it anyway (measured: a timer costs about a
+    # tenth of the single-row throughput).
+    waits = not (small and request.content.is_eof() and registry.is_ready(model_name))
+    timer = asyncio.timeout_at(deadline) if waits else contextlib.nullcontext()
     result: bytes | IO[bytes]
-    if small and request.content.is_eof() and registry.is_ready(model_name):
-        # Nothing here can wait: the body has arrived, the model is loaded, and a small
-        # request's work runs on the event loop, where a timer could not interrupt it anyway
-        # (measured: a timer costs about a tenth of the single-row throughput).
-        data = await read_bytes(request, settings.max_payload_bytes)
-        result = await _answer_small(model_name, settings, runtime, form, data)
-        return await _send(request, result, form.accept)
-    # One timer for the rest of the request; what it interrupts decides the answer.
     reading = True
     try:
-        async with asyncio.timeout_at(deadline):
+        async with timer:
             if small:
                 data = await read_bytes(request, settings.max_payload_bytes)
                 reading = False

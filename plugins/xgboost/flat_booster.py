@@ -99,8 +99,7 @@ def _probe_rows(trees: FlatTrees, n_features: int) -> np.ndarray:
     """Rows whose values sit exactly on the model's splits, just above them, or are missing, so
     that the probes take both sides of every kind of split."""
     rng = np.random.default_rng(SEED)
-    is_split = trees.left != np.arange(len(trees.left))
-    splits = {f: (trees.threshold[is_split & (trees.feature == f)]).astype(np.float32)
+    splits = {f: (trees.threshold[~trees.is_leaf & (trees.feature == f)]).astype(np.float32)
               for f in range(n_features)}
     rows = rng.normal(size=(PROBE_ROWS, n_features)).astype(np.float32)
     for feature, values in splits.items():
@@ -132,8 +131,7 @@ def flatten(booster: xgb.Booster, objective: str) -> FlatBooster | None:
         log.info("fast path off: categorical splits or vector leaves are left to XGBoost")
         return None
     flat = FlatTrees.from_trees(_tree_nodes(t) for t in trees)
-    is_leaf = flat.left == np.arange(len(flat.left))
-    leaf_value = np.where(is_leaf, np.concatenate(
+    leaf_value = np.where(flat.is_leaf, np.concatenate(
         [np.asarray(t["split_conditions"], np.float32) for t in trees]), np.float32(0))
     tree_group = np.asarray(model["tree_info"])
     n_groups = int(tree_group.max()) + 1
