@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .codecs import feature_table
+from .content_registry import NumberRows
 from .loaded_model import LoadedModel
 
 MAX_BATCH_ROWS = 256
@@ -24,7 +25,7 @@ MAX_BATCH_ROWS = 256
 EXTRA_TURNS = 2
 
 
-Rows = np.ndarray | pd.DataFrame  # a float matrix (from a fast reader) or a decoded table
+Rows = NumberRows | pd.DataFrame  # plain numbers (from a fast reader) or a decoded table
 
 
 class PredictionBatcher:
@@ -38,8 +39,8 @@ class PredictionBatcher:
         self.scheduled = False
 
     async def predict(self, rows: Rows) -> np.ndarray:
-        """The model's labels for `rows`: a float64 matrix with one column per feature, or a
-        feature table as the content types decode it."""
+        """The model's labels for `rows`: plain numbers, one value per feature (lists of floats or a
+        float64 matrix), or a feature table as the content types decode it."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[np.ndarray] = loop.create_future()
         self.pending.append((rows, future))
@@ -79,10 +80,13 @@ class PredictionBatcher:
     def _merged(self, parts: list[Rows]) -> pd.DataFrame:
         """One feature table of every part's rows, in order; built once for the whole batch."""
         features = self.model.feature_names  # cached, unlike the manifest's
-        if len(parts) == 1:
-            only = parts[0]
-            return feature_table(only, features) if isinstance(only, np.ndarray) else only
-        if features.categories:  # (matrices come only for models without categories)
+        if all(isinstance(part, list) for part in parts):  # the common case: one numpy call
+            return feature_table(np.array([row for part in parts for row in part],
+                                          dtype=np.float64), features)
+        if len(parts) == 1 and isinstance(parts[0], pd.DataFrame):
+            return parts[0]
+        if features.categories:  # (plain numbers come only for models without categories)
             return pd.concat(parts, ignore_index=True)
-        return feature_table(np.vstack([p if isinstance(p, np.ndarray) else p.to_numpy()
-                                        for p in parts]), features)
+        return feature_table(np.vstack([p.to_numpy() if isinstance(p, pd.DataFrame)
+                                        else np.asarray(p, dtype=np.float64) for p in parts]),
+                             features)

@@ -159,11 +159,11 @@ def _decode_large_csv(body: bytes, features: Sequence[str]) -> pd.DataFrame | No
     return feature_table(matrix, features)
 
 
-def read_csv_numbers(body: bytes, features: Sequence[str]) -> np.ndarray | None:
-    """A small body of a few rows of plain numbers, split and converted without the csv module or
-    text decoding (one row of 20: 4.5 µs against 10); None for anything else (quotes, empty
-    cells, text, a wrong count, a possible header, infinities), which decode_csv reads or
-    explains."""
+def read_csv_numbers(body: bytes, features: Sequence[str]) -> list[list[float]] | None:
+    """A small body of a few rows of plain numbers as lists of floats, split and converted without
+    the csv module, text decoding or numpy (numpy's per-call cost, with the caches cold from
+    serving, was most of this reader's); None for anything else (quotes, empty cells, text, a
+    wrong count, a possible header, infinities), which decode_csv reads or explains."""
     if (len(body) > SMALL_BODY_BYTES or b'"' in body or b"\\n" in body
             or getattr(features, "categories", None)):
         return None
@@ -172,10 +172,20 @@ def read_csv_numbers(body: bytes, features: Sequence[str]) -> np.ndarray | None:
     if any(len(row) != width for row in rows) or rows[0][0].strip() == features[0].encode():
         return None
     try:
-        matrix = np.array(rows, dtype=np.float64)  # numpy reads each bytes cell as float() does
+        numbers = [list(map(float, row)) for row in rows]  # numpy too reads bytes with float()
     except ValueError:
         return None
-    return None if np.isinf(matrix).any() else matrix
+    return _finite(numbers)
+
+
+def _finite(rows: list[list[float]]) -> list[list[float]] | None:
+    """The rows, or None if a cell is infinite. A row's sum is finite unless a cell is infinite
+    or missing (or the sum overflows), so only those rows are looked at cell by cell."""
+    for row in rows:
+        total = sum(row)
+        if total - total != 0 and any(math.isinf(cell) for cell in row):
+            return None
+    return rows
 
 
 def decode_csv(body: bytes, features: Sequence[str], first_row: int = 1) -> pd.DataFrame:
@@ -248,7 +258,8 @@ def decode_json(body: bytes, features: Sequence[str]) -> pd.DataFrame:
     return _frame([_json_row(item, i, features) for i, item in enumerate(instances, 1)], features)
 
 
-def read_json_numbers(body: bytes, features: Sequence[str]) -> np.ndarray | None:
+def read_json_numbers(body: bytes, features: Sequence[str]
+                      ) -> list[list[float]] | np.ndarray | None:
     """A small body of plain rows of numbers (`{"instances": [[...], ...]}`, `[[...], ...]` or
     one flat row) as decode_json reads it, without the DataFrame; None for anything else (records
     keyed by name, wrong counts, text, infinities), which decode_json reads or explains."""
@@ -269,8 +280,12 @@ def read_json_numbers(body: bytes, features: Sequence[str]) -> np.ndarray | None
     if any(not isinstance(row, list) or len(row) != width for row in rows):
         return None
     try:
-        matrix = np.array(rows, dtype=np.float64)  # as _frame converts them
-    except (ValueError, TypeError):
+        return _finite([list(map(float, row)) for row in rows])  # as numpy converts them
+    except (TypeError, ValueError, OverflowError):
+        pass
+    try:  # nulls (missing values) and the like: numpy converts them as _frame does
+        matrix = np.array(rows, dtype=np.float64)
+    except (ValueError, TypeError, OverflowError):
         return None
     return None if matrix.ndim != 2 or np.isinf(matrix).any() else matrix
 

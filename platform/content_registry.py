@@ -17,7 +17,9 @@ from .content_types import ALIASES
 from .errors import BadRequestError, PluginError, TooManyRowsError, UnsupportedMediaTypeError
 
 Decoder = Callable[[bytes, Sequence[str]], pd.DataFrame]
-NumberReader = Callable[[bytes, Sequence[str]], np.ndarray | None]
+# Rows of plain numbers: a float64 matrix, or lists of floats (no numpy call per request).
+NumberRows = np.ndarray | list[list[float]]
+NumberReader = Callable[[bytes, Sequence[str]], NumberRows | None]
 Encoder = Callable[[np.ndarray], bytes]
 
 log = logging.getLogger(__name__)
@@ -73,10 +75,11 @@ class ContentTypeRegistry:
         first line, for its error messages.
 
         `numbers`, optional, is a fast reader for small bodies (up to 16 KiB) of a model without
-        categorical features: numbers(body, feature_names) -> a float64 matrix, one column per
-        feature, exactly the values `decoder` would give; or None for any body it does not read
-        (it must never raise), which `decoder` then reads or explains. It spares a small request
-        the DataFrame: the server builds one for all the requests it predicts together.
+        categorical features: numbers(body, feature_names) -> the rows as lists of floats or as a
+        float64 matrix, one value per feature, exactly the values `decoder` would give; or None
+        for any body it does not read (it must never raise), which `decoder` then reads or
+        explains. It spares a small request the DataFrame: the server builds one for all the
+        requests it predicts together.
         """
         media_type = _bare(media_type)
         self._claim("decoder", media_type)
@@ -119,17 +122,17 @@ class ContentTypeRegistry:
         return table
 
     def read_numbers(self, content_type: str, body: bytes,
-                     features: Sequence[str]) -> np.ndarray | None:
-        """A small body of plain numbers as a float64 matrix, by the type's fast reader; None
+                     features: Sequence[str]) -> NumberRows | None:
+        """A small body of plain numbers as rows of floats, by the type's fast reader; None
         when the type has none, the model has categorical features or the reader declines, and
         `decode` must answer instead."""
         reader = self.number_readers.get(content_type)
         if reader is None or getattr(features, "categories", None):
             return None
-        matrix = reader(body, features)
-        if matrix is not None:
-            self._check_rows(len(matrix))
-        return matrix
+        rows = reader(body, features)
+        if rows is not None:
+            self._check_rows(len(rows))
+        return rows
 
     def _check_rows(self, rows: int) -> None:
         if self.max_rows is not None and rows > self.max_rows:
