@@ -38,7 +38,10 @@ RUN python -c "import tomllib; d = tomllib.load(open('/tmp/sagecraft/pyproject.t
 
 # The package itself, installed (not editable); the source tree does not stay in the image.
 COPY . /tmp/sagecraft
-RUN pip install --no-deps /tmp/sagecraft && rm -rf /tmp/sagecraft /tmp/requirements.txt /root/.cache
+# The flat tree walk compiled once here (numba caches it beside the module) rather than when each
+# endpoint starts.
+RUN pip install --no-deps /tmp/sagecraft && rm -rf /tmp/sagecraft /tmp/requirements.txt /root/.cache \
+ && python -c "import sagecraft.flat_trees as f; f.compile_walk()"
 
 # Nothing lives under /opt/ml: SageMaker mounts over it.
 EXPOSE 8080

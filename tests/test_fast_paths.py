@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -276,3 +279,22 @@ def test_concurrent_requests_get_their_own_answers_with_and_without_batching(
         assert bad.status_code == 400 and server.invoke("5,3.4,1.5,0.2").text == "setosa\n"
     finally:
         server.stop()
+
+
+def test_the_tree_walk_compiles_where_numba_cannot_cache_it() -> None:
+    """A read-only install: numba finds no folder for its cache, so the walk is compiled in each
+    process, says so, and answers the same."""
+    script = (
+        "import numpy as np\n"
+        "from sagecraft.flat_trees import FlatTrees, TreeNodes\n"
+        "tree = TreeNodes(np.array([1, 0, 0]), np.array([0.5, 0, 0]), np.array([1, -1, -1]),\n"
+        "                 np.array([2, -1, -1]), np.array([True, False, False]))\n"
+        "rows = np.array([[0, 0.2], [0, 0.7], [0, np.nan]])\n"
+        "print(FlatTrees.from_trees([tree]).leaves(rows).ravel().tolist())\n"
+    )
+    # Only IPython's locator allowed: none serves a module file, as when no folder is writable.
+    env = {**os.environ, "NUMBA_CACHE_LOCATOR_CLASSES": "_IPythonCacheLocator"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                          timeout=120, check=True)
+    assert done.stdout.strip() == "[1, 2, 1]"  # left, right, missing goes left
+    assert "no writable folder for its cache" in done.stderr

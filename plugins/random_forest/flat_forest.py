@@ -15,9 +15,9 @@ from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 from sagecraft.flat_trees import FlatTrees, TreeNodes
 
 # Up to this many rows the flat walk is faster than scikit-learn's compiled one with its per-call
-# overhead (measured side by side, 100 trees of depth 12, 20 features, a busy machine: 1 row
-# 0.09 ms against 8.9 ms, 64 rows 0.55 against 5.9, 512 rows 7.0 against 9.9, 1024 rows 13.5
-# against 13.2). Larger requests go to scikit-learn, which releases the GIL while it works.
+# overhead (measured side by side, random rows, 100 trees of depth 12, 20 features: 1 row
+# 0.015 ms against 4.3 ms, 64 rows 0.70 against 5.3, 512 rows 5.3 against 9.5, 1024 rows 10.6
+# against 12.2). Larger requests go to scikit-learn, which releases the GIL while it works.
 FLAT_MAX_ROWS = 512
 
 
