@@ -1,19 +1,20 @@
-"""Binary decision trees as flat arrays, walked by one small compiled loop: the fast path for the
-few rows of a typical request.
+"""Binary decision trees as flat arrays, walked by small compiled loops: the fast path for the few
+rows of a typical request.
 
 A tree library's own predict pays a fixed cost per call (input checks, thread dispatch, one Python
 or C++ call per tree) that dwarfs the work for one row. Here every tree's nodes sit in one set of
 arrays and a loop compiled by numba walks each row down each tree; the library's own traversal
 still wins on large batches. A plugin builds `FlatTrees` from its library's fitted trees
-(`TreeNodes` each) and aggregates the leaves it gets back in its library's own order and precision,
-so the answers are the library's to the last bit; its tests compare the two on thousands of rows.
+(`TreeNodes` each) and has `sums` add up the leaves' values in its library's own order and
+precision (or takes the leaves themselves from `leaves`), so the answers are the library's to the
+last bit; its tests compare the two on thousands of rows.
 
 Why numba: walking all trees at once in numpy (one numpy call per step of a level) costs about
 1.5 µs a call, and far more on a busy server where each call finds the caches cold; the compiled
 loop walks 7 rows of 100 trees of depth 12 in 32 µs against 139, and 1 row of 100 trees of depth 6
-in 3.4 µs against 28 (measured side by side). The loop is compiled once per process, at the first
-walk (the server's parent loads the model, so its workers inherit it), and cached on disk where
-the package's folder is writable.
+in 3.4 µs against 28 (measured side by side). The loops are compiled once per process when trees
+are flattened (the server's parent loads the model, so its workers inherit them), and cached on
+disk where the package's folder is writable.
 """
 
 from __future__ import annotations
@@ -23,9 +24,26 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 log = logging.getLogger(__name__)
+
+
+_uncached: list[bool] = []  # set once numba has said it cannot cache here
+
+
+def _compiled(function: Callable) -> Callable:
+    """numba's compiled `function`, cached on disk beside this module (or in NUMBA_CACHE_DIR);
+    compiled in each process where no folder for the cache is writable."""
+    if not _uncached:
+        try:
+            return numba.njit(cache=True, nogil=True)(function)
+        except RuntimeError:
+            log.warning("numba finds no writable folder for its cache (set NUMBA_CACHE_DIR): "
+                        "the tree walk is compiled at each start")
+            _uncached.append(True)
+    return numba.njit(nogil=True)(function)
 
 
 @dataclass(frozen=True)
@@ -110,52 +128,77 @@ class FlatTrees:
         """(n_rows, n_trees): the index (into these arrays) of the leaf each row reaches in each
         tree. `matrix` holds the features as the library compares them (float32 for both built-in
         plugins), NaN for a missing value."""
-        n_rows, n_features = matrix.shape
-        # float64 like the thresholds: exact for float32 values.
-        cells = np.ascontiguousarray(matrix, np.float64).ravel()
-        out = np.empty((n_rows, self.n_trees), np.intp)
-        _walk()(cells, n_features, self.roots, self._links, self.threshold, self.missing_left, out)
+        matrix = _cells(matrix)
+        out = np.empty((len(matrix), self.n_trees), np.intp)
+        _walk_rows(matrix, self.roots, self._links, self.threshold, self.missing_left, out)
+        return out
+
+    def sums(self, matrix: np.ndarray, values: np.ndarray, start: np.ndarray,
+             trees: np.ndarray | None = None) -> np.ndarray:
+        """(n_rows, n_outputs): for each row, `start` plus the `values` row of the leaf it reaches
+        in each tree (every tree, or those listed in `trees`), added tree after tree in the dtype
+        of `values` (n_nodes, n_outputs): a library's own loop, in its order and precision,
+        without the (n_rows, n_trees, n_outputs) array of leaf values in between."""
+        matrix = _cells(matrix)
+        values = np.ascontiguousarray(values)
+        out = np.empty((len(matrix), values.shape[1]), values.dtype)
+        out[:] = start
+        chosen = np.arange(self.n_trees) if trees is None else np.asarray(trees, np.intp)
+        _sum_rows(matrix, chosen, self.roots, self._links, self.threshold, self.missing_left,
+                  values, out)
         return out
 
 
-def _walk_rows(cells: np.ndarray, n_features: int, roots: np.ndarray, links: np.ndarray,
-               threshold: np.ndarray, missing_left: np.ndarray, out: np.ndarray) -> None:
-    """Fills out[row, tree] with the leaf each row of `cells` (rows of n_features, flattened)
-    reaches. Tree by tree, so that a tree's nodes stay in the cache for all the rows."""
-    n_rows, n_trees = out.shape
-    for tree in range(n_trees):
-        root = roots[tree]
-        for row in range(n_rows):
-            start = row * n_features
-            node = root
-            while True:
-                left = links[node, 1]
-                if left == node:  # a leaf
-                    break
-                value = cells[start + links[node, 0]]
-                if value <= threshold[node] or (value != value and missing_left[node]):
-                    node = left
-                else:
-                    node = links[node, 2]
-            out[row, tree] = node
+def _cells(matrix: np.ndarray) -> np.ndarray:
+    """The matrix as the walk reads it: C order, float32 or float64 (both compare exactly with
+    the float64 thresholds)."""
+    if matrix.dtype in (np.float32, np.float64):
+        return np.ascontiguousarray(matrix)
+    return np.ascontiguousarray(matrix, np.float64)
 
 
-@functools.cache
-def _walk() -> Callable[..., None]:
-    """_walk_rows compiled; numba is imported on first use (a training job without
-    cross-validation never walks)."""
-    import numba
+@_compiled
+def _leaf(matrix: np.ndarray, row: int, node: int, links: np.ndarray, threshold: np.ndarray,
+          missing_left: np.ndarray) -> int:
+    """The leaf `row` reaches from `node` (a tree's root)."""
+    while True:
+        left = links[node, 1]
+        if left == node:  # a leaf
+            return node
+        value = matrix[row, links[node, 0]]
+        goes_left = value <= threshold[node] or (value != value and missing_left[node])
+        node = left if goes_left else links[node, 2]
 
-    try:
-        return numba.njit(cache=True, nogil=True)(_walk_rows)
-    except RuntimeError:  # no writable folder for the cache: compile in every process
-        log.warning("numba finds no writable folder for its cache (set NUMBA_CACHE_DIR): the "
-                    "tree walk is compiled at each start")
-        return numba.njit(nogil=True)(_walk_rows)
+
+@_compiled
+def _walk_rows(matrix: np.ndarray, roots: np.ndarray, links: np.ndarray, threshold: np.ndarray,
+               missing_left: np.ndarray, out: np.ndarray) -> None:
+    """out[row, tree]: the leaf each row reaches in each tree. Tree by tree, so that a tree's
+    nodes stay in the cache for all the rows."""
+    for tree in range(len(roots)):
+        for row in range(matrix.shape[0]):
+            out[row, tree] = _leaf(matrix, row, roots[tree], links, threshold, missing_left)
+
+
+@_compiled
+def _sum_rows(matrix: np.ndarray, trees: np.ndarray, roots: np.ndarray, links: np.ndarray,
+              threshold: np.ndarray, missing_left: np.ndarray, values: np.ndarray,
+              out: np.ndarray) -> None:
+    """out[row] += values[leaf] for each tree of `trees` in turn (out holds the start values)."""
+    for tree in trees:
+        for row in range(matrix.shape[0]):
+            leaf = _leaf(matrix, row, roots[tree], links, threshold, missing_left)
+            for output in range(values.shape[1]):
+                out[row, output] += values[leaf, output]
 
 
 def compile_walk() -> None:
-    """Compiles the walk, or reads it from numba's cache (about 0.4 s either way, once per
-    process). Called when trees are flattened; the image calls it at build time to fill the cache."""
-    _walk()(np.zeros(1), 1, np.zeros(1, np.intp), np.zeros((1, 3), np.int64), np.zeros(1),
-            np.zeros(1, bool), np.empty((1, 1), np.intp))
+    """Compiles the walks for the built-in plugins' types, or reads them from numba's cache
+    (about 0.5 s, once per process). Called when trees are flattened; the image calls it at
+    build time to fill the cache."""
+    tree = FlatTrees(np.zeros(1, np.intp), np.zeros(1, np.intp), np.zeros(1), np.zeros(1, np.intp),
+                     np.zeros(1, np.intp), np.zeros(1, bool), 0)
+    for dtype in (np.float32, np.float64):
+        row = np.zeros((1, 1), dtype)
+        tree.leaves(row)
+        tree.sums(row, np.zeros((1, 1), dtype), np.zeros(1, dtype))

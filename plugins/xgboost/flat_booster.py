@@ -1,17 +1,18 @@
 """An XGBoost booster on the core's flat trees (sagecraft.flat_trees): margins for small requests.
 
-One `inplace_predict` call costs about 170 µs however few its rows (it sets up threads and
-rereads the machine's configuration each time); walking the same trees in numpy costs a fraction
-of that for a handful of rows. The margins are XGBoost's to the last bit: leaves are reached by
-XGBoost's rule (`value < split`, a missing value to the default side) and summed as XGBoost sums
-them, in float32, in tree order, starting from the model's base margin. When the model loads,
-`flatten` compares the two on probe rows built from the model's own split values (exactly on the
-splits, just beside them, missing) and returns None, leaving XGBoost to answer, for anything that
-differs or that it does not handle (categorical splits, vector leaves, the dart booster).
+One `inplace_predict` call costs about 170 µs however few its rows (it sets up threads and rereads
+the machine's configuration each time); walking the same trees with the core's compiled loop costs a
+fraction of that for a handful of rows. The margins are XGBoost's to the last bit: leaves are
+reached by XGBoost's rule (`value < split`, a missing value to the default side) and summed as
+XGBoost sums them, in float32, in tree order, starting from the model's base margin. When the model
+loads, `flatten` compares the two on probe rows built from the model's own split values (exactly on
+the splits, just beside them, missing) and returns None, leaving XGBoost to answer, for anything
+that differs or that it does not handle (categorical splits, vector leaves, the dart booster).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -42,13 +43,17 @@ class FlatBooster:
     def margins(self, matrix: np.ndarray) -> np.ndarray:
         """What `inplace_predict(matrix, predict_type="margin")` returns: (n_rows,) for one group,
         else (n_rows, n_groups). `matrix` is float32 with NaN for missing values."""
-        values = self.leaf_value.take(self.trees.leaves(matrix))
-        if len(self.groups) == 1:  # trees in boosting order: no need to pick them
-            return _add_up(self.base_margin[0], values)
+        if len(self.groups) == 1:  # trees in boosting order: every tree, no need to pick them
+            return self.trees.sums(matrix, self._leaf_column, self.base_margin)[:, 0]
         out = np.empty((len(matrix), len(self.groups)), np.float32)
         for group, trees in enumerate(self.groups):
-            out[:, group] = _add_up(self.base_margin[group], values[:, trees])
+            out[:, group] = self.trees.sums(matrix, self._leaf_column,
+                                            self.base_margin[group:group + 1], trees)[:, 0]
         return out
+
+    @functools.cached_property
+    def _leaf_column(self) -> np.ndarray:
+        return np.ascontiguousarray(self.leaf_value[:, None])
 
 
 def _add_up(base: np.float32, leaf_values: np.ndarray) -> np.ndarray:
@@ -157,4 +162,8 @@ def flatten(booster: xgb.Booster, objective: str) -> FlatBooster | None:
             return None
     link = booster.inplace_predict(probes)
     identity = n_groups == 1 and np.array_equal(link.reshape(-1), expected[:, 0])
-    return FlatBooster(flat, leaf_value, groups, base_margin, identity)
+    flat_booster = FlatBooster(flat, leaf_value, groups, base_margin, identity)
+    if not np.array_equal(flat_booster.margins(probes).reshape(len(probes), -1), expected):
+        log.info("fast path off: flat margins differ from XGBoost's on probe rows")
+        return None
+    return flat_booster
