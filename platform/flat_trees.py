@@ -60,21 +60,10 @@ class TreeNodes:
     missing_left: np.ndarray
 
 
-def _depth(left: np.ndarray, right: np.ndarray) -> int:
-    """Edges on the longest path from the root (0) to a leaf."""
-    depth, level = 0, np.array([0])
-    while True:
-        split = level[left[level] != -1]
-        if not split.size:
-            return depth
-        level = np.concatenate([left[split], right[split]])
-        depth += 1
-
-
 @dataclass(frozen=True)
 class FlatTrees:
     """Every tree's nodes in one set of arrays; child indices point into the same arrays, and a
-    leaf's children are the leaf itself, so walking past a shallow tree's leaves stays put."""
+    leaf's children are the leaf itself (which is how the walk knows it has arrived)."""
 
     roots: np.ndarray  # (n_trees,) index of each tree's root
     feature: np.ndarray  # (n_nodes,) split feature (0 at leaves)
@@ -82,7 +71,6 @@ class FlatTrees:
     left: np.ndarray
     right: np.ndarray
     missing_left: np.ndarray  # (n_nodes,) bool
-    depth: int
 
     @property
     def n_trees(self) -> int:
@@ -92,7 +80,7 @@ class FlatTrees:
     def from_trees(cls, trees: Iterable[TreeNodes]) -> FlatTrees:
         parts: dict[str, list[np.ndarray]] = {k: [] for k in
                                               ("feature", "threshold", "left", "right", "missing")}
-        roots, offset, depth = [], 0, 0
+        roots, offset = [], 0
         for tree in trees:
             left, right = np.asarray(tree.left), np.asarray(tree.right)
             nodes = np.arange(len(left))
@@ -103,12 +91,11 @@ class FlatTrees:
             parts["left"].append(np.where(leaf, nodes, left) + offset)
             parts["right"].append(np.where(leaf, nodes, right) + offset)
             parts["missing"].append(np.asarray(tree.missing_left, bool))
-            depth = max(depth, _depth(left, right))
             offset += len(left)
         joined = {k: np.concatenate(v) for k, v in parts.items()}
         flat = cls(np.array(roots, dtype=np.intp), joined["feature"].astype(np.intp),
                    joined["threshold"], joined["left"].astype(np.intp),
-                   joined["right"].astype(np.intp), joined["missing"], depth)
+                   joined["right"].astype(np.intp), joined["missing"])
         compile_walk()  # now, with the model: not at the first request, in each worker
         return flat
 
@@ -123,6 +110,10 @@ class FlatTrees:
         step of the walk finds them in one cache line."""
         return np.ascontiguousarray(np.stack([self.feature, self.left, self.right], axis=1),
                                     dtype=np.int64)
+
+    @functools.cached_property
+    def _every_tree(self) -> np.ndarray:
+        return np.arange(self.n_trees)
 
     def leaves(self, matrix: np.ndarray) -> np.ndarray:
         """(n_rows, n_trees): the index (into these arrays) of the leaf each row reaches in each
@@ -143,7 +134,7 @@ class FlatTrees:
         values = np.ascontiguousarray(values)
         out = np.empty((len(matrix), values.shape[1]), values.dtype)
         out[:] = start
-        chosen = np.arange(self.n_trees) if trees is None else np.asarray(trees, np.intp)
+        chosen = self._every_tree if trees is None else np.asarray(trees, np.intp)
         _sum_rows(matrix, chosen, self.roots, self._links, self.threshold, self.missing_left,
                   values, out)
         return out
@@ -197,7 +188,7 @@ def compile_walk() -> None:
     (about 0.5 s, once per process). Called when trees are flattened; the image calls it at
     build time to fill the cache."""
     tree = FlatTrees(np.zeros(1, np.intp), np.zeros(1, np.intp), np.zeros(1), np.zeros(1, np.intp),
-                     np.zeros(1, np.intp), np.zeros(1, bool), 0)
+                     np.zeros(1, np.intp), np.zeros(1, bool))
     for dtype in (np.float32, np.float64):
         row = np.zeros((1, 1), dtype)
         tree.leaves(row)
