@@ -184,12 +184,13 @@ def _sum_rows(matrix: np.ndarray, trees: np.ndarray, roots: np.ndarray, links: n
 
 
 def compile_walk() -> None:
-    """Compiles the walks for the built-in plugins' types, or reads them from numba's cache
-    (about 0.5 s, once per process). Called when trees are flattened; the image calls it at
+    """Compiles the walks for float32 and float64 features and values, or reads them from numba's
+    cache (about 0.5 s, once per process). Called when trees are flattened; the image calls it at
     build time to fill the cache."""
     tree = FlatTrees(np.zeros(1, np.intp), np.zeros(1, np.intp), np.zeros(1), np.zeros(1, np.intp),
                      np.zeros(1, np.intp), np.zeros(1, bool))
-    for dtype in (np.float32, np.float64):
-        row = np.zeros((1, 1), dtype)
+    for cell_type in (np.float32, np.float64):  # XGBoost: float32 both; the forest: 32 and 64
+        row = np.zeros((1, 1), cell_type)
         tree.leaves(row)
-        tree.sums(row, np.zeros((1, 1), dtype), np.zeros(1, dtype))
+        for value_type in (np.float32, np.float64):
+            tree.sums(row, np.zeros((1, 1), value_type), np.zeros(1, value_type))

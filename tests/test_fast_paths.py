@@ -298,3 +298,33 @@ def test_the_tree_walk_compiles_where_numba_cannot_cache_it() -> None:
                           timeout=120, check=True)
     assert done.stdout.strip() == "[1, 2, 1]"  # left, right, missing goes left
     assert "no writable folder for its cache" in done.stderr
+
+
+def test_loading_compiles_every_walk_the_built_in_plugins_use() -> None:
+    """A walk compiled at a request would stall a worker for about half a second: loading a
+    forest or a booster must leave nothing for the first predictions to compile. (In a fresh
+    process: this one has compiled whatever earlier tests needed.)"""
+    script = (
+        "import numpy as np, xgboost as xgb\n"
+        "from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor\n"
+        "from sagecraft import flat_trees\n"
+        "from sagecraft_random_forest.flat_forest import FlatForest\n"
+        "from sagecraft_xgboost.flat_booster import flatten\n"
+        "x = np.random.default_rng(0).normal(size=(200, 4)).astype(np.float32)\n"
+        "y = (x[:, 0] > 0).astype(int)\n"
+        "forests = [FlatForest.from_forest(RandomForestClassifier(5).fit(x, y)),\n"
+        "           FlatForest.from_forest(RandomForestRegressor(5).fit(x, x[:, 1]))]\n"
+        "boosters = [flatten(xgb.train({'objective': o, 'num_class': 3} if o.startswith('multi')\n"
+        "                              else {'objective': o}, xgb.DMatrix(x, label=label), 5), o)\n"
+        "            for o, label in [('binary:logistic', y), ('multi:softprob', y + (x[:, 1] > 0)),\n"
+        "                             ('reg:squarederror', x[:, 2])]]\n"
+        "kernels = (flat_trees._leaf, flat_trees._walk_rows, flat_trees._sum_rows)\n"
+        "loaded = [len(k.signatures) for k in kernels]\n"
+        "for forest in forests: forest.predict_values(x[:3])\n"
+        "for booster in boosters: booster.margins(x[:3])\n"
+        "print(loaded, [len(k.signatures) for k in kernels])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300, check=True)
+    loaded, after = done.stdout.strip().split("] [")
+    assert loaded + "]" == "[" + after, done.stdout
