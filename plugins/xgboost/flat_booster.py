@@ -25,8 +25,8 @@ from sagecraft.flat_trees import FlatTrees, TreeNodes
 log = logging.getLogger(__name__)
 
 # Up to this many rows the flat walk is faster (measured side by side, random rows, 100 trees of
-# depth 6, 20 features, one thread: 1 row 7 µs against 170, 8 rows 20 against 185, 64 rows 114
-# against 231, 128 rows 399 against 304).
+# depth 6, 20 features, one thread: 1 row 5 µs against 166, 8 rows 16 against 183, 64 rows 101
+# against 233, 128 rows 403 against 295).
 FLAT_MAX_ROWS = 64
 PROBE_ROWS = 512
 SEED = 0
