@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+import in_process  # bench/in_process.py (this script's folder is on sys.path)
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
@@ -273,14 +274,6 @@ def ping_latencies(port: int, stop: threading.Event) -> list[float]:
     return samples
 
 
-def in_process_rows_per_second(model_dir: Path, body: Path, seconds: float) -> float:
-    """Our CSV parser and the model's predict without HTTP, in as many processes as the server has
-    workers, with a worker's thread settings: what the same cores do without HTTP."""
-    from in_process import rows_per_second  # bench/in_process.py
-
-    return rows_per_second(model_dir, body, CORES, seconds)
-
-
 # --- the run ---------------------------------------------------------------------------------
 
 
@@ -367,8 +360,9 @@ def measure_extras(models: dict[str, Path], bodies: dict, stacks: dict, args: ar
     extras: dict[str, object] = {"v2 bytes": {rows: bodies[("v2", rows)].stat().st_size
                                               for rows in ROWS}}
     for algorithm, base in models.items():
-        extras[f"inprocess {algorithm}"] = in_process_rows_per_second(
-            base / "model", bodies[("csv", 10_000)], args.duration)
+        # Parse+predict without HTTP, as many processes as workers: what the same cores do.
+        extras[f"inprocess {algorithm}"] = in_process.rows_per_second(
+            base / "model", bodies[("csv", 10_000)], CORES, args.duration)
     forest = stacks["forest"][0]
     low = wrk(forest.url, bodies[("csv", 1)], "text/csv", args.duration, 1)
     extras["forest single-row low load"] = low

@@ -190,9 +190,9 @@ def _finite(rows: list[list[float]]) -> list[list[float]] | None:
 
 def decode_csv(body: bytes, features: Sequence[str], first_row: int = 1) -> pd.DataFrame:
     if first_row == 1:
-        matrix = read_csv_numbers(body, features)
-        if matrix is not None:
-            return feature_table(matrix, features)
+        numbers = read_csv_numbers(body, features)
+        if numbers is not None:
+            return feature_table(np.array(numbers, dtype=np.float64), features)
     if len(body) > LARGE_CSV_BYTES and b"\\n" not in body[:4096]:
         frame = _decode_large_csv(body.rstrip(b"\r\n"), features)
         if frame is not None:

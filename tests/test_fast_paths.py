@@ -54,9 +54,12 @@ def test_flat_forest_matches_scikit_learn_probabilities_on_thousands_of_rows(
     classifier: RandomForestClassifier,
 ) -> None:
     rows = _data(5000, 0.05)
-    flat = FlatForest.from_forest(classifier).predict_values(rows)
+    forest = FlatForest.from_forest(classifier)
+    flat = forest.predict_values(rows)
     assert np.array_equal(flat, classifier.predict_proba(rows))
     assert (flat.argmax(axis=1) == classifier.predict(rows)).all()
+    # The leaves themselves, as node numbers within each tree: scikit-learn's apply().
+    assert np.array_equal(forest.trees.leaves(rows) - forest.trees.roots, classifier.apply(rows))
 
 
 def test_flat_forest_matches_scikit_learn_regression(regressor: RandomForestRegressor) -> None:

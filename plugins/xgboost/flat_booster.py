@@ -12,7 +12,6 @@ that differs or that it does not handle (categorical splits, vector leaves, the 
 
 from __future__ import annotations
 
-import functools
 import logging
 from dataclasses import dataclass
 
@@ -35,7 +34,7 @@ SEED = 0
 @dataclass(frozen=True)
 class FlatBooster:
     trees: FlatTrees
-    leaf_value: np.ndarray  # (n_nodes,) float32; zero at splits
+    leaf_value: np.ndarray  # (n_nodes, 1) float32; zero at splits
     groups: tuple[np.ndarray, ...]  # per output group (class), its trees in boosting order
     base_margin: np.ndarray  # (n_groups,) float32
     identity_link: bool  # the prediction is the margin (regression with an identity link)
@@ -44,25 +43,12 @@ class FlatBooster:
         """What `inplace_predict(matrix, predict_type="margin")` returns: (n_rows,) for one group,
         else (n_rows, n_groups). `matrix` is float32 with NaN for missing values."""
         if len(self.groups) == 1:  # trees in boosting order: every tree, no need to pick them
-            return self.trees.sums(matrix, self._leaf_column, self.base_margin)[:, 0]
+            return self.trees.sums(matrix, self.leaf_value, self.base_margin)[:, 0]
         out = np.empty((len(matrix), len(self.groups)), np.float32)
         for group, trees in enumerate(self.groups):
-            out[:, group] = self.trees.sums(matrix, self._leaf_column,
+            out[:, group] = self.trees.sums(matrix, self.leaf_value,
                                             self.base_margin[group:group + 1], trees)[:, 0]
         return out
-
-    @functools.cached_property
-    def _leaf_column(self) -> np.ndarray:
-        return np.ascontiguousarray(self.leaf_value[:, None])
-
-
-def _add_up(base: np.float32, leaf_values: np.ndarray) -> np.ndarray:
-    """base + each row's leaf values, left to right in float32 (cumsum's order): the order and
-    precision of XGBoost's loop over the trees."""
-    summed = np.empty((len(leaf_values), leaf_values.shape[1] + 1), np.float32)
-    summed[:, 0] = base
-    summed[:, 1:] = leaf_values
-    return summed.cumsum(axis=1)[:, -1]
 
 
 def _tree_nodes(tree: dict) -> TreeNodes:
@@ -137,7 +123,7 @@ def flatten(booster: xgb.Booster, objective: str) -> FlatBooster | None:
         return None
     flat = FlatTrees.from_trees(_tree_nodes(t) for t in trees)
     leaf_value = np.where(flat.is_leaf, np.concatenate(
-        [np.asarray(t["split_conditions"], np.float32) for t in trees]), np.float32(0))
+        [np.asarray(t["split_conditions"], np.float32) for t in trees]), np.float32(0))[:, None]
     tree_group = np.asarray(model["tree_info"])
     n_groups = int(tree_group.max()) + 1
     groups = tuple(np.flatnonzero(tree_group == g) for g in range(n_groups))
@@ -149,12 +135,12 @@ def flatten(booster: xgb.Booster, objective: str) -> FlatBooster | None:
     probes = _probe_rows(flat, booster.num_features())
     expected = booster.inplace_predict(probes, predict_type="margin").reshape(len(probes), -1)
     base_margin = np.empty(n_groups, np.float32)
-    leaf_values = leaf_value[flat.leaves(probes)]
     for group, trees_of_group in enumerate(groups):
         score = base_scores[group if len(base_scores) > 1 else 0]
         for candidate in _base_margin_candidates(score, objective):
-            if np.array_equal(_add_up(candidate, leaf_values[:, trees_of_group]),
-                              expected[:, group]):
+            # The same walk and float32 sums the requests get, from this base.
+            margins = flat.sums(probes, leaf_value, np.array([candidate]), trees_of_group)
+            if np.array_equal(margins[:, 0], expected[:, group]):
                 base_margin[group] = candidate
                 break
         else:
@@ -162,8 +148,4 @@ def flatten(booster: xgb.Booster, objective: str) -> FlatBooster | None:
             return None
     link = booster.inplace_predict(probes)
     identity = n_groups == 1 and np.array_equal(link.reshape(-1), expected[:, 0])
-    flat_booster = FlatBooster(flat, leaf_value, groups, base_margin, identity)
-    if not np.array_equal(flat_booster.margins(probes).reshape(len(probes), -1), expected):
-        log.info("fast path off: flat margins differ from XGBoost's on probe rows")
-        return None
-    return flat_booster
+    return FlatBooster(flat, leaf_value, groups, base_margin, identity)
