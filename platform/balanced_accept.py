@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 MAX_WAIT_S = 0.005
 RETRY_S = 0.001
+REFRESH_S = 0.05
 ABSENT = np.iinfo(np.int32).max  # a slot whose worker is not running: never the least busy
 
 
@@ -45,7 +46,8 @@ class ConnectionCounts:
 class BalancedSite(web.BaseSite):
     """An aiohttp site on a listening socket shared with other workers, accepting in turn."""
 
-    __slots__ = ("_connecting", "_counts", "_name", "_resume", "_slot", "_sock", "_waiting_since")
+    __slots__ = ("_connecting", "_counts", "_name", "_refresher", "_resume", "_slot", "_sock",
+                 "_waiting_since")
 
     def __init__(self, runner: web.BaseRunner, sock: socket.socket, counts: ConnectionCounts,
                  slot: int) -> None:
@@ -55,6 +57,7 @@ class BalancedSite(web.BaseSite):
         self._slot = slot
         self._waiting_since: float | None = None
         self._resume: asyncio.TimerHandle | None = None
+        self._refresher: asyncio.TimerHandle | None = None
         self._connecting: set[asyncio.Task[object]] = set()  # (a task nobody holds may vanish)
         host, port = sock.getsockname()[:2]
         self._name = f"http://{host}:{port}"
@@ -66,23 +69,39 @@ class BalancedSite(web.BaseSite):
     async def start(self) -> None:
         await super().start()
         self._sock.setblocking(False)
-        self._counts.counts[self._slot] = 0
-        asyncio.get_running_loop().add_reader(self._sock.fileno(), self._on_readable)
+        loop = asyncio.get_running_loop()
+        self._refresh(loop)
+        loop.add_reader(self._sock.fileno(), self._on_readable)
 
     async def stop(self) -> None:
         loop = asyncio.get_running_loop()
         loop.remove_reader(self._sock.fileno())
-        if self._resume is not None:
-            self._resume.cancel()
+        for timer in (self._resume, self._refresher):
+            if timer is not None:
+                timer.cancel()
         self._counts.counts[self._slot] = ABSENT
         await super().stop()
 
-    def _on_readable(self) -> None:
+    def _publish_count(self) -> int:
+        """Write this worker's open connections to the shared counts and return the number:
+        those aiohttp holds, and those accepted but not yet handed to it (a burst of accepts
+        happens before any of them reaches aiohttp)."""
         server = self._runner.server
         assert server is not None
-        loop = asyncio.get_running_loop()
-        mine = len(server.connections)
+        mine = len(server.connections) + sum(not task.done() for task in self._connecting)
         self._counts.counts[self._slot] = mine
+        return mine
+
+    def _refresh(self, loop: asyncio.AbstractEventLoop) -> None:
+        # Connections close without a word to this site: unrefreshed, a worker whose clients
+        # left still looks busy to the others when the next burst comes, and the worker that
+        # wakes first takes most of it.
+        self._publish_count()
+        self._refresher = loop.call_later(REFRESH_S, self._refresh, loop)
+
+    def _on_readable(self) -> None:
+        loop = asyncio.get_running_loop()
+        mine = self._publish_count()
         if mine > self._counts.least():
             now = loop.time()
             if self._waiting_since is None:
@@ -102,6 +121,8 @@ class BalancedSite(web.BaseSite):
         self._waiting_since = None
         self._counts.counts[self._slot] = mine + 1
         connection.setblocking(False)
+        server = self._runner.server
+        assert server is not None
         task = loop.create_task(loop.connect_accepted_socket(server, connection))
         self._connecting.add(task)
         task.add_done_callback(self._connected)

@@ -67,6 +67,8 @@ async def _run_app(
     site = (web.SockSite(runner, listener) if balance is None
             else BalancedSite(runner, listener, *balance))
     await site.start()
+    if balance is not None:
+        log.info("worker %d accepting connections", os.getpid())
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
     previous = ({signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}

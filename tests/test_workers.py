@@ -16,13 +16,15 @@ SETOSA = "5.0,3.4,1.5,0.2"
 
 
 def _wait_for_workers(server: Server, count: int, timeout: float = 30) -> list[int]:
+    """The workers' pids, once `count` of them run and each has said it accepts connections."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         pids = server.worker_pids()
-        if len(pids) == count:
+        log = server.log()
+        if len(pids) == count and all(f"worker {pid} accepting" in log for pid in pids):
             return pids
         time.sleep(0.05)
-    raise AssertionError(f"expected {count} workers, have {server.worker_pids()}")
+    raise AssertionError(f"expected {count} workers, have {server.worker_pids()}:\n{server.log()}")
 
 
 def test_a_killed_worker_is_replaced_and_the_server_keeps_serving(
