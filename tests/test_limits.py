@@ -208,11 +208,12 @@ def test_a_model_load_over_the_timeout_gets_504_and_others_still_load(
 ) -> None:
     slow_url = place_model(tmp_path, "slow", slow_tree.model_dir)
     forest_url = place_model(tmp_path, "forest", iris_forest.model_dir)
+    # 2 s: the slow plugin takes 3 s; the forest's first load imports skops, about 0.7 s idle.
     server = Server(tmp_path, pythonpath=slow_tree.pythonpath, SAGEMAKER_MULTI_MODEL="true",
-                    SAGECRAFT_MODEL_LOAD_TIMEOUT="1").wait_ready()
+                    SAGECRAFT_MODEL_LOAD_TIMEOUT="2").wait_ready()
     try:
         load = server.session.post(f"{server.url}/models", json={"model_name": "slow", "url": slow_url})
-        _error(load, 504, "longer than 1 s")
+        _error(load, 504, "longer than 2 s")
         assert server.session.post(f"{server.url}/models", json={
             "model_name": "forest", "url": forest_url}).status_code == 200
         assert [m["modelName"] for m in server.session.get(f"{server.url}/models").json()["models"]] \
