@@ -185,8 +185,8 @@ def _sum_rows(matrix: np.ndarray, trees: np.ndarray, roots: np.ndarray, links: n
 
 def compile_walk() -> None:
     """Compiles the walks for float32 and float64 features and values, or reads them from numba's
-    cache (about 0.5 s, once per process). Called when trees are flattened; the image calls it at
-    build time to fill the cache."""
+    cache (0.25-0.5 s, once per process). Called when trees are flattened, and when a multi-model
+    endpoint starts; the image calls it at build time to fill the cache."""
     tree = FlatTrees(np.zeros(1, np.intp), np.zeros(1, np.intp), np.zeros(1), np.zeros(1, np.intp),
                      np.zeros(1, np.intp), np.zeros(1, bool))
     for cell_type in (np.float32, np.float64):  # XGBoost: float32 both; the forest: 32 and 64
