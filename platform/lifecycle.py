@@ -123,7 +123,7 @@ async def _serve_one_process(settings: ServingSettings, model_dir: Path,
         plugins = await loop.run_in_executor(None, installed_plugins)
         registry = _registry(app, plugins, settings)
         if settings.multi_model:
-            # Once per process, about 0.4 s: here rather than inside the first tree model's load
+            # Once per process, 0.25-0.5 s: here rather than inside the first tree model's load
             # and its timeout.
             await loop.run_in_executor(None, compile_walk)
             log.info("multi-model endpoint ready; memory budget %d MiB",
