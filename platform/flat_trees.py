@@ -183,6 +183,7 @@ def _sum_rows(matrix: np.ndarray, trees: np.ndarray, roots: np.ndarray, links: n
                 out[row, output] += values[leaf, output]
 
 
+@functools.cache  # its callers (every flattening, the multi-model start) need it once
 def compile_walk() -> None:
     """Compiles the walks for float32 and float64 features and values, or reads them from numba's
     cache (0.25-0.5 s, once per process). Called when trees are flattened, and when a multi-model
