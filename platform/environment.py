@@ -25,6 +25,9 @@ DEFAULT_REQUEST_TIMEOUT_S = 60.0
 DEFAULT_MAX_CONCURRENT_REQUESTS = 128
 # A single-model endpoint must be healthy within about 4 minutes of start.
 DEFAULT_MODEL_LOAD_TIMEOUT_S = 240.0
+# The largest file a model folder may hold (the biggest forests we train are a few hundred MB).
+DEFAULT_MAX_MODEL_FILE_MB = 4096.0
+MAX_MODEL_FILE_SETTING = "SAGECRAFT_MAX_MODEL_FILE_MB"
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,11 @@ def _number(environ: Mapping[str, str], name: str, default: float, minimum: floa
     if value < minimum:
         raise ConfigurationError(f"environment variable {name}={raw!r} must be at least {minimum}")
     return value
+
+
+def max_model_file_bytes(environ: Mapping[str, str] = os.environ) -> int:
+    """The size bound of any one file read from a model folder (SAGECRAFT_MAX_MODEL_FILE_MB)."""
+    return int(_number(environ, MAX_MODEL_FILE_SETTING, DEFAULT_MAX_MODEL_FILE_MB, 0.001) * 1024 * 1024)
 
 
 def _flag(environ: Mapping[str, str], name: str) -> bool:

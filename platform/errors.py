@@ -60,6 +60,11 @@ class DataError(TrainingError):
     """A channel is missing, empty, or holds data that cannot be read."""
 
 
+class UnservableModelError(TrainingError):
+    """The fitted model does not load back as a server would load it (the trainer checks before it
+    says the job succeeded), usually because of a hyperparameter the library accepted."""
+
+
 class OutputWriteError(TrainingError):
     """The model or an output file cannot be written (full disk, read-only folder)."""
 

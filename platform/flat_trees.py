@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from .errors import ModelLoadError
+
 log = logging.getLogger(__name__)
 
 
@@ -59,6 +61,58 @@ class TreeNodes:
     right: np.ndarray
     missing_left: np.ndarray
 
+    def check(self, n_features: int, where: str) -> None:
+        """Raise ModelLoadError naming `where` and the node unless this is a well-formed tree over
+        `n_features` features: arrays of one length, every split's children inside the tree and
+        reached from one parent only (so no cycles, self-loops or shared subtrees), split features
+        below `n_features`, thresholds that are numbers. Called on every tree of a model file
+        before any of it predicts: the walk here, XGBoost's and scikit-learn's index these arrays
+        without bounds checks, so a crafted file could otherwise read any memory or loop forever.
+        """
+        arrays = [np.asarray(a) for a in
+                  (self.feature, self.threshold, self.left, self.right, self.missing_left)]
+        n_nodes = len(arrays[2])
+        if n_nodes == 0 or any(a.ndim != 1 or len(a) != n_nodes for a in arrays):
+            raise ModelLoadError(f"{where}: its node arrays are empty or of different lengths")
+        for name, array in (("feature", arrays[0]), ("child", arrays[2]), ("child", arrays[3])):
+            if array.dtype.kind not in "iu":
+                raise ModelLoadError(f"{where}: {name} indices are not integers")
+        left, right = arrays[2].astype(np.int64), arrays[3].astype(np.int64)
+        leaf = left == -1
+        split = np.flatnonzero(~leaf)
+        _refuse_first(where, leaf & (right != -1), "is a leaf on one side only")
+        _refuse_first(where, ~leaf & ((left < 1) | (left >= n_nodes) | (right < 1) | (right >= n_nodes)),
+                      "has a child outside the tree")
+        _refuse_first(where, ~leaf & ((left == np.arange(n_nodes)) | (right == np.arange(n_nodes))
+                                      | (left == right)), "is its own child or has one child twice")
+        parents = np.bincount(np.concatenate([left[split], right[split]]), minlength=n_nodes)
+        _refuse_first(where, parents > 1, "is the child of two nodes (a cycle or a shared subtree)")
+        feature = arrays[0].astype(np.int64)
+        _refuse_first(where, ~leaf & ((feature < 0) | (feature >= n_features)),
+                      f"splits on a feature outside the model's {n_features}")
+        threshold = np.asarray(arrays[1], np.float64) if arrays[1].dtype.kind in "fiu" else None
+        if threshold is None:
+            raise ModelLoadError(f"{where}: thresholds are not numbers")
+        _refuse_first(where, ~leaf & np.isnan(threshold), "has a threshold that is not a number")
+
+
+_ANY_WIDTH = 2**62
+
+
+def check_values(values: np.ndarray, where: str) -> None:
+    """Raise ModelLoadError naming `where` and the first node whose value (a row of `values`, one
+    per node) is not finite: a leaf worth infinity or NaN answers nonsense for every row."""
+    values = np.asarray(values)
+    if values.dtype.kind not in "fiu":
+        raise ModelLoadError(f"{where}: node values are not numbers")
+    bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+    _refuse_first(where, bad, "holds a value that is not finite")
+
+
+def _refuse_first(where: str, bad: np.ndarray, what: str) -> None:
+    if bad.any():
+        raise ModelLoadError(f"{where}: node {int(np.flatnonzero(bad)[0])} {what}")
+
 
 @dataclass(frozen=True)
 class FlatTrees:
@@ -71,17 +125,23 @@ class FlatTrees:
     left: np.ndarray
     right: np.ndarray
     missing_left: np.ndarray  # (n_nodes,) bool
+    min_width: int = 0  # the highest split feature + 1: the columns a row must have at least
 
     @property
     def n_trees(self) -> int:
         return len(self.roots)
 
     @classmethod
-    def from_trees(cls, trees: Iterable[TreeNodes]) -> FlatTrees:
+    def from_trees(cls, trees: Iterable[TreeNodes], n_features: int | None = None) -> FlatTrees:
+        """Every tree of a model over `n_features` features, each checked first (`TreeNodes.check`,
+        ModelLoadError naming the tree and node). Pass the model's feature count: without it
+        (plugins written before it was asked for) any split feature is accepted, and the walk
+        still refuses rows too narrow for the trees."""
         parts: dict[str, list[np.ndarray]] = {k: [] for k in
                                               ("feature", "threshold", "left", "right", "missing")}
         roots, offset = [], 0
-        for tree in trees:
+        for index, tree in enumerate(trees):
+            tree.check(_ANY_WIDTH if n_features is None else n_features, f"tree {index}")
             left, right = np.asarray(tree.left), np.asarray(tree.right)
             nodes = np.arange(len(left))
             leaf = left == -1
@@ -95,9 +155,21 @@ class FlatTrees:
         joined = {k: np.concatenate(v) for k, v in parts.items()}
         flat = cls(np.array(roots, dtype=np.intp), joined["feature"].astype(np.intp),
                    joined["threshold"], joined["left"].astype(np.intp),
-                   joined["right"].astype(np.intp), joined["missing"])
+                   joined["right"].astype(np.intp), joined["missing"],
+                   int(joined["feature"].max(initial=-1)) + 1)
         compile_walk()  # now, with the model: not at the first request, in each worker
         return flat
+
+    def _cells(self, matrix: np.ndarray) -> np.ndarray:
+        """The matrix as the walk reads it: C order, float32 or float64 (both compare exactly with
+        the float64 thresholds), wide enough for every split: a narrower row would send the walk
+        into the next row's cells, or past the matrix."""
+        if matrix.ndim != 2 or matrix.shape[1] < self.min_width:
+            raise ValueError(f"rows of {matrix.shape[1:]} features for trees that split on "
+                             f"{self.min_width}")
+        if matrix.dtype in (np.float32, np.float64):
+            return np.ascontiguousarray(matrix)
+        return np.ascontiguousarray(matrix, np.float64)
 
     @functools.cached_property
     def is_leaf(self) -> np.ndarray:
@@ -119,7 +191,7 @@ class FlatTrees:
         """(n_rows, n_trees): the index (into these arrays) of the leaf each row reaches in each
         tree. `matrix` holds the features as the library compares them (float32 for both built-in
         plugins), NaN for a missing value."""
-        matrix = _cells(matrix)
+        matrix = self._cells(matrix)
         out = np.empty((len(matrix), self.n_trees), np.intp)
         _walk_rows(matrix, self.roots, self._links, self.threshold, self.missing_left, out)
         return out
@@ -130,7 +202,7 @@ class FlatTrees:
         in each tree (every tree, or those listed in `trees`), added tree after tree in the dtype
         of `values` (n_nodes, n_outputs): a library's own loop, in its order and precision,
         without the (n_rows, n_trees, n_outputs) array of leaf values in between."""
-        matrix = _cells(matrix)
+        matrix = self._cells(matrix)
         values = np.ascontiguousarray(values)
         out = np.empty((len(matrix), values.shape[1]), values.dtype)
         out[:] = start
@@ -140,12 +212,6 @@ class FlatTrees:
         return out
 
 
-def _cells(matrix: np.ndarray) -> np.ndarray:
-    """The matrix as the walk reads it: C order, float32 or float64 (both compare exactly with
-    the float64 thresholds)."""
-    if matrix.dtype in (np.float32, np.float64):
-        return np.ascontiguousarray(matrix)
-    return np.ascontiguousarray(matrix, np.float64)
 
 
 @_compiled
@@ -189,7 +255,7 @@ def compile_walk() -> None:
     cache (0.25-0.5 s, once per process). Called when trees are flattened, and when a multi-model
     endpoint starts; the image calls it at build time to fill the cache."""
     tree = FlatTrees(np.zeros(1, np.intp), np.zeros(1, np.intp), np.zeros(1), np.zeros(1, np.intp),
-                     np.zeros(1, np.intp), np.zeros(1, bool))
+                     np.zeros(1, np.intp), np.zeros(1, bool), 1)
     for cell_type in (np.float32, np.float64):  # XGBoost: float32 both; the forest: 32 and 64
         row = np.zeros((1, 1), cell_type)
         tree.leaves(row)

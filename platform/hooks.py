@@ -32,6 +32,7 @@ import pluggy
 
 from .content_registry import ContentTypeRegistry
 from .hyperparameters import Hyperparameter
+from .manifest import Manifest
 from .model_types import (
     CLASSIFICATION,
     CONTRIBUTIONS,
@@ -46,7 +47,7 @@ from .model_types import (
 )
 
 PROJECT_NAME = "sagecraft"
-HOOK_API_VERSION = 1
+HOOK_API_VERSION = 2
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
@@ -146,12 +147,19 @@ def save_model(model: Any, model_dir: Path) -> None:
 
 
 @hookspec(firstresult=True)
-def load_model(model_dir: Path) -> Any:
+def load_model(model_dir: Path, manifest: Manifest | None) -> Any:
     """Read back what `save_model` wrote and return the model object `predict` expects.
 
-    Called once per model when the server loads it, off the request path. Raise
-    `sagecraft.errors.ModelLoadError` with a clear message for a corrupt or foreign file. Stops at
-    the first non-None result.
+    Called once per model when the server loads it, off the request path, and once by the trainer
+    after saving (a model that trains must load). Raise `sagecraft.errors.ModelLoadError` with a
+    clear message for a corrupt, foreign or crafted file. Every byte of a model folder is
+    untrusted: read files with `sagecraft.files.read_model_file` (regular files of bounded size),
+    and check what a native library will index (tree nodes: `sagecraft.flat_trees.TreeNodes.check`)
+    before it predicts. `manifest` (hook API 2; accept the argument to receive it) is the folder's
+    manifest.json, or None for a model the core has just fitted and saved to a scratch folder
+    (cross-validation folds): refuse a model whose feature count differs from the manifest's with
+    `manifest.require_features(count, where)`, since requests are decoded to the manifest's
+    columns. Stops at the first non-None result.
     """
 
 

@@ -37,7 +37,7 @@ class LoadedModel:
             algorithm = (plugins or installed_plugins()).algorithm(manifest.algorithm)
         except SagecraftError as exc:
             raise ModelLoadError(f"{model_dir} needs algorithm '{manifest.algorithm}': {exc}") from None
-        model = algorithm.load_model(model_dir)
+        model = algorithm.load_model(model_dir, manifest)
         classes = np.array(manifest.classes, dtype=object)
         if classes.size and all(isinstance(c, (int, float)) for c in manifest.classes):
             classes = np.array(manifest.classes)

@@ -15,9 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ModelLoadError
+from .files import read_regular
 
 MANIFEST_FILE = "manifest.json"
 FORMAT_VERSION = 1
+# A manifest is a few KB; thousands of categories make it a few MB.
+MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 
 
 def sagecraft_version() -> str:
@@ -56,6 +59,14 @@ class Manifest:
         """The categories of each categorical feature (see categories.py)."""
         return {f.name: f.categories for f in self.features if f.categories is not None}
 
+    def require_features(self, count: int, where: object) -> None:
+        """Raise ModelLoadError unless the model in `where` takes this manifest's features: the
+        server decodes every request to the manifest's columns, and a model that reads more
+        would read past each row."""
+        if count != len(self.features):
+            raise ModelLoadError(f"{where}: the model reads {count} features, its manifest.json "
+                                 f"lists {len(self.features)}")
+
     def to_json(self) -> dict[str, Any]:
         """The manifest as manifest.json holds it."""
         return json.loads(json.dumps(asdict(self), default=str))
@@ -69,13 +80,16 @@ class Manifest:
     def read(cls, model_dir: Path) -> Manifest:
         path = model_dir / MANIFEST_FILE
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(read_regular(path, MAX_MANIFEST_BYTES, ModelLoadError,
+                                           "a manifest's fixed limit"))
         except FileNotFoundError:
             raise ModelLoadError(
                 f"{path} is missing: {model_dir} was not written by `sagecraft train`"
             ) from None
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"{path} cannot be read: {exc}") from None
+        if not isinstance(data, dict):
+            raise ModelLoadError(f"{path} is not a sagecraft manifest: it holds no JSON object")
         try:
             version = data.get("format_version")
             if version != FORMAT_VERSION:

@@ -31,7 +31,7 @@ from .content_registry import ContentTypeRegistry
 from .environment import PluginSettings
 from .errors import PluginConflictError, PluginError, UnknownAlgorithmError
 from .hyperparameters import did_you_mean
-from .manifest import sagecraft_version
+from .manifest import Manifest, sagecraft_version
 from .model_types import AlgorithmInfo, Dataset, FitContext
 
 ENTRY_POINT_GROUP = "sagecraft"
@@ -114,8 +114,8 @@ class Algorithm:
     def save_model(self, model: Any, model_dir: Path) -> None:
         self._save_model(model=model, model_dir=model_dir)
 
-    def load_model(self, model_dir: Path) -> Any:
-        model = self._load_model(model_dir=model_dir)
+    def load_model(self, model_dir: Path, manifest: Manifest | None = None) -> Any:
+        model = self._load_model(model_dir=model_dir, manifest=manifest)
         if model is None:
             raise PluginError(f"plugin '{self.name}' returned no model from load_model")
         return model

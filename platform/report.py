@@ -18,6 +18,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -174,12 +175,12 @@ def _image(path: Path) -> str:
     return f'<figure><img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}"></figure>'
 
 
-def write_report(folder: Path, *, algorithm: Algorithm, model_dir: Path, task: str,
+def write_report(folder: Path, *, algorithm: Algorithm, model: Any, task: str,
                  classes: list[str], history: MetricHistory, evaluation: Dataset,
                  evaluation_name: str) -> Path:
-    """Draw the figures and write report.html (figures inlined, so the page stands alone)."""
+    """Draw the figures and write report.html (figures inlined, so the page stands alone).
+    `model` is the saved model as the plugin loaded it back."""
     folder.mkdir(parents=True, exist_ok=True)
-    model = algorithm.load_model(model_dir)
     sample = _sample(evaluation)
     predicted = np.asarray(algorithm.predict(model, sample.features, LABEL))
     figures = [p for p in [_learning_curve(history, folder)] if p is not None]

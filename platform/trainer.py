@@ -25,8 +25,10 @@ from .errors import (
     ConfigurationError,
     DataError,
     HyperparameterError,
+    ModelLoadError,
     OutputWriteError,
     SagecraftError,
+    UnservableModelError,
 )
 from .labels import LabelEncoding, infer_task
 from .manifest import Feature, Manifest, runtime_libraries
@@ -252,12 +254,13 @@ def train(paths: SageMakerPaths) -> None:
         manifest.write(paths.model_dir)
     except OSError as exc:
         raise OutputWriteError(_write_failure_message(paths.model_dir, exc)) from exc
+    loaded = _load_back(paths.model_dir, algorithm, manifest)
     log.info("model written to %s", paths.model_dir)
     evaluation, evaluation_name = ((validation_set, "validation") if validation_set is not None
                                    else (train_set, "training"))
     try:
         report = write_report(paths.output_data_dir / "report", algorithm=algorithm,
-                              model_dir=paths.model_dir, task=task, classes=encoding.classes,
+                              model=loaded, task=task, classes=encoding.classes,
                               history=history, evaluation=evaluation,
                               evaluation_name=evaluation_name)
         log.info("training report: %s", report)
@@ -267,6 +270,21 @@ def train(paths: SageMakerPaths) -> None:
         algorithm=algorithm_name, model_dir=paths.model_dir, output_data_dir=paths.output_data_dir,
         manifest=manifest.to_json(),
     )
+
+
+def _load_back(model_dir: Path, algorithm: Algorithm, manifest: Manifest) -> Any:
+    """The saved model as the server loads it (the plugin's object): a model that trains must
+    serve. One that does not is removed, so that no endpoint is ever deployed with it."""
+    try:
+        return algorithm.load_model(model_dir, manifest)
+    except ModelLoadError as exc:
+        for path in model_dir.iterdir():
+            if path.is_file():
+                path.unlink()
+        raise UnservableModelError(
+            f"the trained model does not load back, so it could not be served ({exc}); check the "
+            "hyperparameters that shape the saved model (base_score, for one)"
+        ) from None
 
 
 _WRITE_HINTS = {

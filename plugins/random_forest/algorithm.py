@@ -26,6 +26,7 @@ from sagecraft.hooks import (
     FitContext,
     hookimpl,
 )
+from sagecraft.manifest import Manifest
 from sagecraft.metrics import DEFAULT_METRIC, check_metric_names, evaluate
 from sagecraft.progress import FitProgress
 
@@ -194,10 +195,13 @@ def save_model(model: Forest, model_dir: Path) -> None:
 
 
 @hookimpl
-def load_model(model_dir: Path) -> ServingForest:
+def load_model(model_dir: Path, manifest: Manifest | None) -> ServingForest:
     model = load_forest(model_dir)
+    if manifest is not None:
+        manifest.require_features(model.n_features_in_, model_dir)
     # One request's rows are few: joblib's thread start costs more than the trees (9 ms vs 30 ms).
     model.n_jobs = 1
+    model.verbose = 0  # read by joblib at predict time: a file's value is not to be trusted
     return ServingForest(model, FlatForest.from_forest(model))
 
 

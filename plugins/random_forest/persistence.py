@@ -7,13 +7,21 @@ type and then check every tree's node arrays ourselves before the model is used.
 
 from __future__ import annotations
 
+import io
+import zipfile
 from pathlib import Path
 from types import ModuleType
 
-import numpy as np
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
+from sklearn.tree._tree import Tree
 
+from sagecraft.environment import MAX_MODEL_FILE_SETTING, max_model_file_bytes
 from sagecraft.errors import ModelLoadError
+from sagecraft.files import read_model_file
+from sagecraft.flat_trees import check_values
+
+from .flat_forest import tree_nodes
 
 MODEL_FILE = "model.skops"
 TRUSTED_TYPES = ["sklearn.tree._tree.Tree"]
@@ -32,36 +40,72 @@ def save_forest(model: RandomForestClassifier | RandomForestRegressor, model_dir
 
 
 def _check_tree(tree: object, n_features: int, where: str) -> None:
-    nodes = tree.node_count
-    left, right, feature = tree.children_left, tree.children_right, tree.feature
-    if not (len(left) == len(right) == len(feature) == nodes == tree.value.shape[0]):
+    if not (tree.node_count == len(tree.children_left) == tree.value.shape[0]):
         raise ModelLoadError(f"{where}: node arrays disagree in length")
-    leaf = left == -1
-    children_ok = np.all((right == -1) == leaf) and np.all(
-        leaf | ((left > 0) & (left < nodes) & (right > 0) & (right < nodes))
-    )
-    if not children_ok or not np.all(leaf | ((feature >= 0) & (feature < n_features))):
-        raise ModelLoadError(f"{where}: a node points outside the tree or the features")
+    tree_nodes(tree).check(n_features, where)
+    check_values(tree.value, where)
+
+
+def _check_archive(data: bytes, path: Path) -> None:
+    """A skops file is a zip archive: refuse one whose members would expand past the model file
+    limit before skops inflates them."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            expanded = sum(member.file_size for member in archive.infolist())
+    except (zipfile.BadZipFile, ValueError, EOFError, NotImplementedError) as exc:
+        raise ModelLoadError(f"{path} is not a skops archive: {exc}") from None
+    if expanded > max_model_file_bytes():
+        raise ModelLoadError(f"{path} expands to {expanded:,} bytes, over the limit of "
+                             f"{max_model_file_bytes():,} ({MAX_MODEL_FILE_SETTING})")
+
+
+def _check_forest(model: object, path: Path) -> None:
+    """What predicting reads besides the trees: estimators of the forest's kind, a feature count
+    they share, one output, and, for a classifier, one probability per class in every leaf."""
+    if not isinstance(model, (RandomForestClassifier, RandomForestRegressor)):
+        raise ModelLoadError(f"{path} holds a {type(model).__name__}, not a random forest")
+    kind = DecisionTreeClassifier if isinstance(model, RandomForestClassifier) else DecisionTreeRegressor
+    n_features = getattr(model, "n_features_in_", None)
+    estimators = getattr(model, "estimators_", None)
+    if not (isinstance(n_features, int) and n_features >= 1 and isinstance(estimators, list)
+            and estimators):
+        raise ModelLoadError(f"{path} is not a fitted random forest (no trees or no feature count)")
+    if getattr(model, "n_outputs_", None) != 1:
+        raise ModelLoadError(f"{path}: forests of several outputs are not served")
+    classifier = isinstance(model, RandomForestClassifier)
+    n_classes = len(getattr(model, "classes_", ())) if classifier else 1
+    if classifier and (n_classes < 1 or getattr(model, "n_classes_", None) != n_classes):
+        raise ModelLoadError(f"{path}: its class count and class list disagree")
+    for index, estimator in enumerate(estimators):
+        where = f"{path}, tree {index}"
+        tree = getattr(estimator, "tree_", None)
+        if not isinstance(estimator, kind) or not isinstance(tree, Tree):
+            raise ModelLoadError(f"{where} is not a {kind.__name__} with a fitted tree")
+        # scikit-learn sizes each tree's probabilities by the tree's own class count.
+        if getattr(estimator, "n_outputs_", None) != 1 or (
+                classifier and getattr(estimator, "n_classes_", None) != n_classes):
+            raise ModelLoadError(f"{where}: its output or class count is not the forest's")
+        if (tree.n_features != n_features or tree.n_outputs != 1 or tree.value.ndim != 3
+                or tree.value.shape[1:] != (1, n_classes)):
+            raise ModelLoadError(f"{where}: its features, outputs or classes are not the forest's")
+        _check_tree(tree, n_features, where)
 
 
 def load_forest(model_dir: Path) -> RandomForestClassifier | RandomForestRegressor:
     path = model_dir / MODEL_FILE
+    data = read_model_file(path)
+    _check_archive(data, path)
     skops_io = _skops_io()
     try:
-        untrusted = set(skops_io.get_untrusted_types(file=path)) - set(TRUSTED_TYPES)
+        untrusted = set(skops_io.get_untrusted_types(data=data)) - set(TRUSTED_TYPES)
         if untrusted:
             raise ModelLoadError(
                 f"{path} holds types that are not part of a random forest: {sorted(untrusted)}"
             )
-        model = skops_io.load(path, trusted=TRUSTED_TYPES)
+        model = skops_io.load(io.BytesIO(data), trusted=TRUSTED_TYPES)
     except ModelLoadError:
         raise
-    except FileNotFoundError:
-        raise ModelLoadError(f"{path} is missing") from None
     except Exception as exc:  # skops raises many types for a corrupt archive
         raise ModelLoadError(f"{path} cannot be loaded: {type(exc).__name__}: {exc}") from None
-    if not isinstance(model, (RandomForestClassifier, RandomForestRegressor)):
-        raise ModelLoadError(f"{path} holds a {type(model).__name__}, not a random forest")
-    for index, estimator in enumerate(model.estimators_):
-        _check_tree(estimator.tree_, model.n_features_in_, f"{path}, tree {index}")
+    _check_forest(model, path)
     return model

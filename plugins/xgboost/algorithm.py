@@ -28,12 +28,14 @@ from sagecraft.hooks import (
     hookimpl,
 )
 from sagecraft.hyperparameters import did_you_mean
+from sagecraft.manifest import Manifest
 from sagecraft.metrics import evaluate
 
 from .checkpoints import CheckpointAndStop, Progress, latest_checkpoint
 from .flat_booster import FLAT_MAX_ROWS, FlatBooster, flatten
 from .hyperparameters import HYPERPARAMETERS, PLUGIN_ONLY
 from .messages import xgboost_message
+from .model_checks import check_against_manifest
 from .persistence import load_booster, save_booster
 
 CLASSIFICATION_FAMILIES = ("binary", "multi")
@@ -302,9 +304,11 @@ def save_model(model: XGBoostModel, model_dir: Path) -> None:
 
 
 @hookimpl
-def load_model(model_dir: Path) -> XGBoostModel:
-    booster, objective, n_classes = load_booster(model_dir)
-    return XGBoostModel(booster, objective, n_classes, flatten(booster, objective))
+def load_model(model_dir: Path, manifest: Manifest | None) -> XGBoostModel:
+    booster, objective, n_classes, document = load_booster(model_dir)
+    if manifest is not None:
+        check_against_manifest(document, manifest, str(model_dir))
+    return XGBoostModel(booster, objective, n_classes, flatten(booster, objective, document))
 
 
 def _softmax(margin: np.ndarray) -> np.ndarray:

@@ -16,7 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import xgboost as xgb
+from sagecraft.errors import ModelLoadError
 from sagecraft.progress import QUIET_S, FitProgress
+
+from .persistence import read_booster
 
 CHECKPOINT_NAME = re.compile(r"^xgboost-checkpoint\.(\d+)\.ubj$")
 KEEP = 3  # the newest checkpoints kept; older ones are deleted as new ones are written
@@ -32,11 +35,11 @@ def _checkpoints(folder: Path) -> list[tuple[int, Path]]:
 def latest_checkpoint(folder: Path, logger: logging.Logger) -> xgb.Booster | None:
     """The newest checkpoint that loads and holds the rounds its name says, or None."""
     for rounds, path in _checkpoints(folder):
-        booster = xgb.Booster()
-        try:
-            booster.load_model(bytearray(path.read_bytes()))
-        except (xgb.core.XGBoostError, OSError):
-            logger.warning("checkpoint %s does not load (an incomplete upload?): skipped", path)
+        try:  # checked as any model file: the checkpoint folder is synced from a bucket
+            booster, _ = read_booster(path)
+        except ModelLoadError as exc:
+            logger.warning("checkpoint %s does not load (an incomplete upload?): skipped: %s",
+                           path, exc)
             continue
         if booster.num_boosted_rounds() != rounds:
             logger.warning("checkpoint %s holds %d rounds, not %d: skipped", path,

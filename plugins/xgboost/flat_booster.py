@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import orjson
 
 import xgboost as xgb
-from sagecraft.flat_trees import FlatTrees, TreeNodes
+from sagecraft.flat_trees import FlatTrees
+
+from .model_checks import tree_nodes
 
 log = logging.getLogger(__name__)
 
@@ -49,16 +52,6 @@ class FlatBooster:
             out[:, group] = self.trees.sums(matrix, self.leaf_value,
                                             self.base_margin[group:group + 1], trees)[:, 0]
         return out
-
-
-def _tree_nodes(tree: dict) -> TreeNodes:
-    left = np.asarray(tree["left_children"], np.intp)
-    split = np.asarray(tree["split_conditions"], np.float32)
-    # XGBoost goes left when value < split; the core goes left when value <= threshold.
-    below = np.nextafter(split, np.float32(-np.inf))
-    return TreeNodes(np.asarray(tree["split_indices"], np.intp), below, left,
-                     np.asarray(tree["right_children"], np.intp),
-                     np.asarray(tree["default_left"], bool))
 
 
 def _base_margin_candidates(base_score: float, objective: str) -> list[np.float32]:
@@ -107,9 +100,12 @@ def _probe_rows(trees: FlatTrees, n_features: int) -> np.ndarray:
     return rows
 
 
-def flatten(booster: xgb.Booster, objective: str) -> FlatBooster | None:
-    """The booster as flat trees, or None (logged) when the flat margins would not be XGBoost's."""
-    document = orjson.loads(bytes(booster.save_raw("json")))
+def flatten(booster: xgb.Booster, objective: str,
+            document: dict[str, Any] | None = None) -> FlatBooster | None:
+    """The booster as flat trees, or None (logged) when the flat margins would not be XGBoost's.
+    `document` is XGBoost's JSON of the booster where the caller has it (`load_booster`)."""
+    if document is None:
+        document = orjson.loads(bytes(booster.save_raw("json")))
     learner = document["learner"]
     gbm = learner["gradient_booster"]
     if gbm["name"] != "gbtree":
@@ -121,7 +117,7 @@ def flatten(booster: xgb.Booster, objective: str) -> FlatBooster | None:
                         for t in trees):
         log.info("fast path off: categorical splits or vector leaves are left to XGBoost")
         return None
-    flat = FlatTrees.from_trees(_tree_nodes(t) for t in trees)
+    flat = FlatTrees.from_trees((tree_nodes(t) for t in trees), booster.num_features())
     leaf_value = np.where(flat.is_leaf, np.concatenate(
         [np.asarray(t["split_conditions"], np.float32) for t in trees]), np.float32(0))[:, None]
     tree_group = np.asarray(model["tree_info"])

@@ -6,6 +6,7 @@ from sagecraft.hooks import Hyperparameter
 from sagecraft.hyperparameters import string_list
 
 _UNIT = {"minimum": 0, "maximum": 1}
+FLOAT32_MAX = 3.4028234663852886e38
 _FRACTION = {"minimum": 0, "exclusive_minimum": True, "maximum": 1}
 
 HYPERPARAMETERS = (
@@ -40,7 +41,9 @@ HYPERPARAMETERS = (
     Hyperparameter("num_parallel_tree", int, "Trees built per round (boosted forests).",
                    minimum=1),
     Hyperparameter("booster", str, "Booster kind.", choices=("gbtree", "gblinear", "dart")),
-    Hyperparameter("base_score", float, "Initial prediction of every row."),
+    # XGBoost keeps it in float32: a larger value trains, then saves a model that cannot load.
+    Hyperparameter("base_score", float, "Initial prediction of every row.", minimum=-FLOAT32_MAX,
+                   maximum=FLOAT32_MAX),
     Hyperparameter("tweedie_variance_power", float, "Variance power of reg:tweedie.", minimum=1,
                    maximum=2),
     Hyperparameter("max_cat_to_onehot", int, "Categories below which splits are one-hot.",

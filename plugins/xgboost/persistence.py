@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import Any
+
+import orjson
 
 import xgboost as xgb
 from sagecraft.errors import ModelLoadError
+from sagecraft.files import read_model_file
 
 from .messages import xgboost_message
+from .model_checks import check_document
+from .model_file import read_document
 
 MODEL_FILE = "xgboost-model.ubj"
 
@@ -18,22 +23,40 @@ def save_booster(booster: xgb.Booster, model_dir: Path) -> None:
     (model_dir / MODEL_FILE).write_bytes(booster.save_raw("ubj"))
 
 
-def load_booster(model_dir: Path) -> tuple[xgb.Booster, str, int]:
-    """The booster, its objective, and its number of classes (2 for binary, 0 for regression)."""
-    path = model_dir / MODEL_FILE
-    if not path.is_file():
-        raise ModelLoadError(f"{path} is missing")
+def read_booster(path: Path) -> tuple[xgb.Booster, dict[str, Any]]:
+    """The booster in an XGBoost model file (a saved model or a checkpoint), and XGBoost's JSON
+    of it. The file is decoded and every tree checked before XGBoost's loader sees it (that loader
+    trusts the file's numbers), and what XGBoost made of it is checked again, since that is what
+    will predict. Raises ModelLoadError naming the file, the tree and the node."""
+    data = read_model_file(path)
+    try:
+        document = read_document(data)
+    except ModelLoadError as exc:
+        raise ModelLoadError(f"{path} is {exc}") from None
+    check_document(document, str(path))
     booster = xgb.Booster()
     try:
-        booster.load_model(str(path))
-        learner = json.loads(booster.save_config())["learner"]
-    except (xgb.core.XGBoostError, ValueError, KeyError) as exc:
+        booster.load_model(bytearray(data))
+        document = orjson.loads(bytes(booster.save_raw("json")))
+    except (xgb.core.XGBoostError, orjson.JSONDecodeError) as exc:
         raise ModelLoadError(f"{path} is not an XGBoost model: {xgboost_message(exc)}") from None
-    objective = learner["objective"]["name"]
+    check_document(document, str(path))
+    return booster, document
+
+
+def load_booster(model_dir: Path) -> tuple[xgb.Booster, str, int, dict[str, Any]]:
+    """The booster, its objective, its number of classes (2 for binary, 0 for regression), and
+    XGBoost's JSON of the model (`read_booster`)."""
+    path = model_dir / MODEL_FILE
+    booster, document = read_booster(path)
+    try:
+        learner = orjson.loads(booster.save_config())["learner"]
+        objective = learner["objective"]["name"]
+        n_classes = int(learner["learner_model_param"]["num_class"])
+    except (xgb.core.XGBoostError, ValueError, KeyError, TypeError) as exc:
+        raise ModelLoadError(f"{path} is not an XGBoost model: {xgboost_message(exc)}") from None
     if objective.startswith("binary:"):
         n_classes = 2
-    elif objective.startswith("multi:"):
-        n_classes = int(learner["learner_model_param"]["num_class"])
-    else:
+    elif not objective.startswith("multi:"):
         n_classes = 0
-    return booster, objective, n_classes
+    return booster, objective, n_classes, document
