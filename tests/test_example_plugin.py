@@ -21,8 +21,11 @@ def example_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A virtual environment holding the example's wheel; sagecraft and its dependencies come from
     the running environment (system site packages)."""
     root = tmp_path_factory.mktemp("example")
+    # Built from a copy: setuptools builds in the source folder, and the suite's processes may
+    # build it at the same time.
+    source = shutil.copytree(EXAMPLE, root / "source", ignore=shutil.ignore_patterns("build", "*.egg-info"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w",
-                    str(root / "dist"), str(EXAMPLE)], check=True, capture_output=True, timeout=300)
+                    str(root / "dist"), str(source)], check=True, capture_output=True, timeout=300)
     wheel = next((root / "dist").glob("sagecraft_linear-*.whl"))
     env_dir = root / "venv"
     venv.create(env_dir, system_site_packages=True, with_pip=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from sagecraft.hooks import HOOK_API_VERSION
 from sagecraft.plugins import hook_names
 from sagemaker_tree import (
     REPO,
@@ -177,7 +178,7 @@ def test_hook_algorithm_info_newer_api_version_makes_the_plugin_unavailable(
     tree = iris_tree(tmp_path, {"algorithm": "future", "target": "Species"})
     tree.pythonpath = site
     assert tree.train().returncode == 1
-    assert "needs hook API version 99; this sagecraft provides 1" in tree.failure
+    assert f"needs hook API version 99; this sagecraft provides {HOOK_API_VERSION}" in tree.failure
 
 
 def test_hook_infer_task_decides_when_task_is_absent(site: Path, tmp_path: Path) -> None:

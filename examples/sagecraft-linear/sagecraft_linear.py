@@ -15,6 +15,7 @@ import sklearn
 from sklearn.linear_model import LogisticRegression, Ridge
 
 from sagecraft.errors import ModelLoadError, UnsupportedOutputError
+from sagecraft.files import read_model_file
 from sagecraft.hooks import (
     CLASSIFICATION,
     LABEL,
@@ -25,6 +26,7 @@ from sagecraft.hooks import (
     Hyperparameter,
     hookimpl,
 )
+from sagecraft.manifest import Manifest
 
 MODEL_FILE = "linear-model.json"
 
@@ -41,6 +43,7 @@ def algorithm_info() -> AlgorithmInfo:
             Hyperparameter("max_iter", int, "Most solver iterations.", default=1000, minimum=1),
         ],
         libraries={"scikit-learn": sklearn.__version__},
+        api_version=2,  # load_model receives the manifest
     )
 
 
@@ -76,13 +79,24 @@ def save_model(model: dict, model_dir: Path) -> None:
 
 
 @hookimpl
-def load_model(model_dir: Path) -> dict:
-    try:
-        model = json.loads((model_dir / MODEL_FILE).read_text())
-        return {"task": model["task"], "coef": np.array(model["coef"]),
-                "intercept": np.array(model["intercept"]), "means": np.array(model["means"])}
-    except (OSError, ValueError, KeyError) as exc:
-        raise ModelLoadError(f"{model_dir / MODEL_FILE} is not a linear model: {exc}") from None
+def load_model(model_dir: Path, manifest: Manifest | None) -> dict:
+    path = model_dir / MODEL_FILE
+    try:  # read_model_file: a regular file of bounded size, whatever the folder holds
+        saved = json.loads(read_model_file(path))
+        model = {"task": saved["task"], "coef": np.array(saved["coef"], np.float64),
+                 "intercept": np.array(saved["intercept"], np.float64),
+                 "means": np.array(saved["means"], np.float64)}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ModelLoadError(f"{path} is not a linear model: {exc}") from None
+    coef = model["coef"]
+    # The file is untrusted: arrays whose shapes disagree would fail every request.
+    if (coef.ndim != 2 or model["intercept"].shape != coef.shape[:1]
+            or model["means"].shape != coef.shape[1:]
+            or not all(np.isfinite(model[k]).all() for k in ("coef", "intercept", "means"))):
+        raise ModelLoadError(f"{path}: coefficients, intercepts and means do not fit together")
+    if manifest is not None:
+        manifest.require_features(coef.shape[1], model_dir)
+    return model
 
 
 @hookimpl

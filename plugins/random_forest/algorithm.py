@@ -199,9 +199,6 @@ def load_model(model_dir: Path, manifest: Manifest | None) -> ServingForest:
     model = load_forest(model_dir)
     if manifest is not None:
         manifest.require_features(model.n_features_in_, model_dir)
-    # One request's rows are few: joblib's thread start costs more than the trees (9 ms vs 30 ms).
-    model.n_jobs = 1
-    model.verbose = 0  # read by joblib at predict time: a file's value is not to be trusted
     return ServingForest(model, FlatForest.from_forest(model))
 
 
