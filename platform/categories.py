@@ -23,11 +23,15 @@ MANY_LEVELS = 1000  # past this a column looks like an identifier: warned about,
 
 class FeatureNames(list):
     """The model's feature names (a plain list to any decoder), with the categories of its
-    categorical features in `categories` for decoders that can use them."""
+    categorical features in `categories` for decoders that can use them, and in `largest` the
+    largest magnitude a feature value may have (the model's library computes in float32: 1e39 is
+    finite as sent but infinite there), or None for any finite float64."""
 
-    def __init__(self, names: Sequence[str], categories: Mapping[str, Sequence[str]] | None = None):
+    def __init__(self, names: Sequence[str], categories: Mapping[str, Sequence[str]] | None = None,
+                 largest: float | None = None):
         super().__init__(names)
         self.categories: dict[str, list[str]] = {k: list(v) for k, v in (categories or {}).items()}
+        self.largest = largest
 
 
 def as_text(value: object) -> str | None:

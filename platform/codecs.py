@@ -175,15 +175,21 @@ def read_csv_numbers(body: bytes, features: Sequence[str]) -> list[list[float]] 
         numbers = [list(map(float, row)) for row in rows]  # numpy too reads bytes with float()
     except ValueError:
         return None
-    return _finite(numbers)
+    return _finite(numbers, features)
 
 
-def _finite(rows: list[list[float]]) -> list[list[float]] | None:
-    """The rows, or None if a cell is infinite. A row's sum is finite unless a cell is infinite
-    or missing (or the sum overflows), so only those rows are looked at cell by cell."""
+def _finite(rows: list[list[float]], features: Sequence[str]) -> list[list[float]] | None:
+    """The rows, or None if a cell is infinite or beyond the model's largest value. A row's sum
+    is finite unless a cell is infinite or missing (or the sum overflows), so only those rows are
+    looked at cell by cell."""
+    largest = getattr(features, "largest", None)
     for row in rows:
         total = sum(row)
-        if total - total != 0 and any(math.isinf(cell) for cell in row):
+        if total - total != 0:  # an infinite or missing cell, or a sum that overflows
+            if any(math.isinf(cell) or (largest is not None and abs(cell) > largest)
+                   for cell in row):
+                return None
+        elif largest is not None and (max(row) > largest or min(row) < -largest):
             return None
     return rows
 
@@ -280,14 +286,17 @@ def read_json_numbers(body: bytes, features: Sequence[str]
     if any(not isinstance(row, list) or len(row) != width for row in rows):
         return None
     try:
-        return _finite([list(map(float, row)) for row in rows])  # as numpy converts them
+        return _finite([list(map(float, row)) for row in rows], features)  # as numpy converts
     except (TypeError, ValueError, OverflowError):
         pass
     try:  # nulls (missing values) and the like: numpy converts them as _frame does
         matrix = np.array(rows, dtype=np.float64)
     except (ValueError, TypeError, OverflowError):
         return None
-    return None if matrix.ndim != 2 or np.isinf(matrix).any() else matrix
+    if matrix.ndim != 2 or not np.isfinite(matrix[~np.isnan(matrix)]).all():
+        return None
+    largest = getattr(features, "largest", None)
+    return None if largest is not None and (np.abs(np.nan_to_num(matrix)) > largest).any() else matrix
 
 
 def decode_jsonlines(body: bytes, features: Sequence[str], first_row: int = 1) -> pd.DataFrame:
@@ -318,11 +327,15 @@ def decode_npy(body: bytes, features: Sequence[str]) -> pd.DataFrame:
     return feature_table(_checked_finite(matrix, features), features)
 
 
-def decode_libsvm(body: bytes, features: Sequence[str], first_row: int = 1) -> pd.DataFrame:
+def decode_libsvm(body: bytes, features: Sequence[str], first_row: int = 1, *,
+                  limits: ContentTypeRegistry | None = None) -> pd.DataFrame:
     """`[label] index:value ...` per line; the index is the feature's column number, as in
     training (see formats.LIBSVM_INDEX_NOTE); a leading label is ignored, absent features are
-    missing values."""
+    missing values. A line of two bytes is a row of every feature, so the matrix is checked
+    against `limits` before it is made."""
     lines = _text(body).strip("\r\n").split("\n")
+    if limits is not None:
+        limits.check_decoded_size(len(lines), len(features), first_row)
     matrix = np.full((len(lines), len(features)), np.nan)
     for row, line in enumerate(lines):
         number = row + first_row
@@ -354,17 +367,41 @@ def decode_libsvm(body: bytes, features: Sequence[str], first_row: int = 1) -> p
     return feature_table(_checked_finite(matrix, features, first_row), features)
 
 
-def decode_parquet(body: bytes, features: Sequence[str]) -> pd.DataFrame:
-    """A Parquet file: columns matched by name when they are the model's features, else by
-    position."""
+def _parquet_columns(body: bytes, features: Sequence[str],
+                     limits: ContentTypeRegistry | None) -> tuple[pq.ParquetFile, list[str] | None]:
+    """The file, and the columns to read (None: all, by position), chosen from its footer: a few
+    KB of Parquet can declare millions of rows or thousands of columns, and nothing is decoded
+    before the size the footer declares is within `limits`."""
     try:
-        table = pq.read_table(pa.BufferReader(body))
+        parquet = pq.ParquetFile(pa.BufferReader(body))
+        metadata = parquet.metadata
     except (pa.ArrowInvalid, OSError) as exc:
         raise BadRequestError(f"the body is not a Parquet file: {exc}") from None
-    if set(features) <= set(table.column_names):
-        table = table.select(list(features))
-    elif table.num_columns != len(features):
-        raise BadRequestError(f"the Parquet file has {table.num_columns} columns, {_expects(features)}")
+    names = parquet.schema_arrow.names
+    if set(features) <= set(names):
+        columns: list[str] | None = list(features)
+    elif len(names) != len(features):
+        raise BadRequestError(f"the Parquet file has {len(names)} columns, {_expects(features)}")
+    else:
+        columns = None
+    declared = max(metadata.num_rows, sum(metadata.row_group(i).num_rows
+                                          for i in range(metadata.num_row_groups)))
+    if limits is not None:
+        limits.check_decoded_size(declared, len(features))
+    return parquet, columns
+
+
+def decode_parquet(body: bytes, features: Sequence[str], *,
+                   limits: ContentTypeRegistry | None = None) -> pd.DataFrame:
+    """A Parquet file: columns matched by name when they are the model's features, else by
+    position; only those columns are decoded, and only once the footer's size fits `limits`."""
+    parquet, columns = _parquet_columns(body, features, limits)
+    try:
+        table = parquet.read(columns=columns)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise BadRequestError(f"the body is not a Parquet file: {exc}") from None
+    if limits is not None:  # what was decoded, in case the footer understated it
+        limits.check_decoded_size(table.num_rows, len(features))
     if table.num_rows == 0:
         raise BadRequestError("the request holds no rows")
     categorical = getattr(features, "categories", None) or {}
@@ -450,8 +487,8 @@ def register_content_types(registry: ContentTypeRegistry) -> None:
     registry.add_decoder(JSON, decode_json, numbers=read_json_numbers)
     registry.add_decoder(JSONLINES, decode_jsonlines, line_oriented=True)
     registry.add_decoder(NPY, decode_npy)
-    registry.add_decoder(LIBSVM, decode_libsvm, line_oriented=True)
-    registry.add_decoder(PARQUET, decode_parquet)
+    registry.add_decoder(LIBSVM, functools.partial(decode_libsvm, limits=registry), line_oriented=True)
+    registry.add_decoder(PARQUET, functools.partial(decode_parquet, limits=registry))
     registry.add_encoder(CSV, encode_csv, line_oriented=True)
     registry.add_encoder(JSON, encode_json)
     registry.add_encoder(JSONLINES, encode_jsonlines, line_oriented=True)

@@ -14,13 +14,20 @@ import pandas as pd
 
 from . import categories
 from .content_types import ALIASES
-from .errors import BadRequestError, PluginError, TooManyRowsError, UnsupportedMediaTypeError
+from .errors import (
+    BadRequestError,
+    DecodedTooLargeError,
+    PluginError,
+    TooManyRowsError,
+    UnsupportedMediaTypeError,
+)
 
 Decoder = Callable[[bytes, Sequence[str]], pd.DataFrame]
 # Rows of plain numbers: a float64 matrix, or lists of floats (no numpy call per request).
 NumberRows = np.ndarray | list[list[float]]
 NumberReader = Callable[[bytes, Sequence[str]], NumberRows | None]
 Encoder = Callable[[np.ndarray], bytes]
+DECODED_CELL_BYTES = 8  # a feature cell as the models receive it: float64
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +37,26 @@ def _bare(media_type: str) -> str:
     if "/" not in bare:
         raise PluginError(f"'{media_type}' is not a media type such as text/csv")
     return ALIASES.get(bare, bare)
+
+
+def _check_range(table: pd.DataFrame, features: Sequence[str], first_row: int) -> None:
+    """BadRequestError naming the first cell that is infinite, or beyond the largest value the
+    model's library holds (`FeatureNames.largest`), whichever decoder read it."""
+    largest = getattr(features, "largest", None) or np.inf
+    for index, name in enumerate(table.columns):
+        column = table[name]
+        if column.dtype.kind != "f":
+            continue
+        values = column.to_numpy()
+        with np.errstate(invalid="ignore"):
+            beyond = ~(np.abs(values) <= largest) & ~np.isnan(values)
+        if beyond.any():
+            row = int(np.flatnonzero(beyond)[0])
+            value = values[row]
+            why = ("infinite values are not allowed" if np.isinf(value) else
+                   f"{value:g} is beyond the largest value this model's algorithm holds "
+                   f"(float32, about ±{largest:.4g})")
+            raise BadRequestError(f"row {row + first_row}, column {index + 1} ({name}): {why}")
 
 
 class ContentTypeRegistry:
@@ -47,7 +74,9 @@ class ContentTypeRegistry:
         self.providers: dict[str, list[str]] = {}  # plugin name -> the types it added
         self._owner: dict[tuple[str, str], str] = {}
         self._plugin = "sagecraft"
-        self.max_rows: int | None = None  # per request; the server sets it from SAGECRAFT_MAX_ROWS
+        # Per request; the server sets them from SAGECRAFT_MAX_ROWS and SAGECRAFT_MAX_DECODED_MB.
+        self.max_rows: int | None = None
+        self.max_decoded_bytes: int | None = None
 
     def registering_for(self, plugin: str) -> ContentTypeRegistry:
         self._plugin = plugin
@@ -119,6 +148,7 @@ class ContentTypeRegistry:
             table = self.decoders[content_type](body, features)
         table = categories.encode(table, getattr(features, "categories", None) or {})
         self._check_rows(first_row - 1 + len(table))
+        _check_range(table, features, first_row)
         return table
 
     def read_numbers(self, content_type: str, body: bytes,
@@ -139,6 +169,20 @@ class ContentTypeRegistry:
             raise TooManyRowsError(
                 f"the body holds more than {self.max_rows} rows, the limit per request; send "
                 "fewer rows or raise SAGECRAFT_MAX_ROWS"
+            )
+
+    def check_decoded_size(self, rows: int, columns: int, first_row: int = 1) -> None:
+        """Called by decoders before they build a table of `rows` x `columns` cells (a slice of a
+        larger body when `first_row` > 1): a body is large or small by what it decodes to, not by
+        what it weighs. TooManyRowsError or DecodedTooLargeError (413) beyond the server's limits.
+        A plugin's decoder can call it on the registry its `register_content_types` received."""
+        self._check_rows(first_row - 1 + rows)
+        size = rows * max(columns, 1) * DECODED_CELL_BYTES
+        if self.max_decoded_bytes is not None and size > self.max_decoded_bytes:
+            raise DecodedTooLargeError(
+                f"the body decodes to {rows:,} rows of {columns} features ({size / 2**20:,.0f} MiB), "
+                f"over the limit of {self.max_decoded_bytes / 2**20:,.0f} MiB; send fewer rows or "
+                "raise SAGECRAFT_MAX_DECODED_MB"
             )
 
     def check_decodable(self, content_type: str) -> None:

@@ -25,6 +25,8 @@ DEFAULT_REQUEST_TIMEOUT_S = 60.0
 DEFAULT_MAX_CONCURRENT_REQUESTS = 128
 # A single-model endpoint must be healthy within about 4 minutes of start.
 DEFAULT_MODEL_LOAD_TIMEOUT_S = 240.0
+# What one request may decode to, at least (a float64 cell is 8 bytes); SAGECRAFT_MAX_DECODED_MB.
+MIN_DEFAULT_DECODED_MB = 256.0
 # The largest file a model folder may hold (the biggest forests we train are a few hundred MB).
 DEFAULT_MAX_MODEL_FILE_MB = 4096.0
 MAX_MODEL_FILE_SETTING = "SAGECRAFT_MAX_MODEL_FILE_MB"
@@ -173,6 +175,7 @@ class ServingSettings:
     request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
     max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS
     max_rows: int | None = None
+    max_decoded_bytes: int = int(MIN_DEFAULT_DECODED_MB * 1024 * 1024)
     model_load_timeout_s: float = DEFAULT_MODEL_LOAD_TIMEOUT_S
     models_dir: Path = Path(DEFAULT_BASE_DIR) / "models"
 
@@ -206,6 +209,11 @@ class ServingSettings:
             max_concurrent_requests=int(_number(environ, "SAGECRAFT_MAX_CONCURRENT_REQUESTS",
                                                 DEFAULT_MAX_CONCURRENT_REQUESTS, 1)),
             max_rows=int(rows) if (rows := _number(environ, "SAGECRAFT_MAX_ROWS", 0, 0)) else None,
+            # By default four times the payload limit: a body of numbers decodes to about as
+            # many bytes of float64 as it weighs in text.
+            max_decoded_bytes=int(_number(environ, "SAGECRAFT_MAX_DECODED_MB",
+                                          max(MIN_DEFAULT_DECODED_MB, 4 * max_mb), 0.001)
+                                  * 1024 * 1024),
             model_load_timeout_s=_number(environ, "SAGECRAFT_MODEL_LOAD_TIMEOUT",
                                          DEFAULT_MODEL_LOAD_TIMEOUT_S, 0.001),
             models_dir=SageMakerPaths.from_environment(environ).models_dir,

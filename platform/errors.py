@@ -110,6 +110,11 @@ class TooManyRowsError(PayloadTooLargeError):
     """The body holds more rows than SAGECRAFT_MAX_ROWS allows."""
 
 
+class DecodedTooLargeError(PayloadTooLargeError):
+    """The body would decode to more than SAGECRAFT_MAX_DECODED_MB of features, however little it
+    weighs (a compressed Parquet file, a libsvm body of labels only)."""
+
+
 class RequestTimeoutError(RequestError):
     """The body did not arrive within the request timeout."""
 

@@ -138,6 +138,12 @@ def _predict_records(model: LoadedModel, types: ContentTypeRegistry, content_typ
     return b"".join((markers.get(i) or by_line[i]) + b"\n" for i in range(len(lines)))
 
 
+def encode_answer(model: LoadedModel, types: ContentTypeRegistry, features: pd.DataFrame,
+                  accept: str, output: str) -> bytes:
+    """The encoded answer for a decoded table."""
+    return types.encode(accept, predict_output(model, features, output))
+
+
 def answer(model: LoadedModel, types: ContentTypeRegistry, content_type: str, body: IO[bytes],
            accept: str, record_errors: bool = False, output: str = PREDICTED_LABEL) -> IO[bytes]:
     """Decode, predict and encode one request; runs in a worker thread. Returns the answer as a
@@ -157,7 +163,7 @@ def answer(model: LoadedModel, types: ContentTypeRegistry, content_type: str, bo
             return _spooled(types.encode(accept, np.concatenate(list(
                 _slices(model, types, content_type, body, output)))))
         features = types.decode(content_type, body.read(), model.feature_names)
-        return _spooled(types.encode(accept, predict_output(model, features, output)))
+        return _spooled(encode_answer(model, types, features, accept, output))
 
 
 def _size(body: IO[bytes]) -> int:

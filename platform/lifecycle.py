@@ -62,6 +62,9 @@ async def _run_app(
     runner = web.AppRunner(
         app,
         shutdown_timeout=settings.shutdown_timeout_s,
+        # Compressed bodies are inflated by invocation.py, in a worker thread and up to the
+        # payload limit: aiohttp would inflate them on the event loop as they arrive.
+        auto_decompress=False,
         access_log=logging.getLogger("aiohttp.access") if settings.log_requests else None,
     )
     await runner.setup()
@@ -110,6 +113,7 @@ def _registry(app: web.Application, plugins: PluginSet, settings: ServingSetting
     runtime = app[RUNTIME]
     runtime.content_types = plugins.content_types
     runtime.content_types.max_rows = settings.max_rows
+    runtime.content_types.max_decoded_bytes = settings.max_decoded_bytes
     runtime.formats = RequestFormats(runtime.content_types, settings)
     runtime.registry = ModelRegistry(app[EXECUTOR], LoadedModel.load, memory_budget(settings),
                                      settings.evict_idle_models, settings.model_load_timeout_s)

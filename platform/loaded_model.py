@@ -48,7 +48,9 @@ class LoadedModel:
     @functools.cached_property
     def feature_names(self) -> FeatureNames:
         """The feature names decoders receive, with the categories of categorical features."""
-        return FeatureNames(self.manifest.feature_names, self.manifest.categories)
+        largest = (float(np.finfo(self.algorithm.info.feature_dtype).max)
+                   if np.dtype(self.algorithm.info.feature_dtype).kind == "f" else None)
+        return FeatureNames(self.manifest.feature_names, self.manifest.categories, largest)
 
     def predict(self, features: pd.DataFrame, output: str = LABEL) -> np.ndarray:
         """Predictions for every row, class codes mapped back to the original labels."""

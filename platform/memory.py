@@ -53,8 +53,13 @@ def _malloc_trim() -> None:
 
 
 def release_memory() -> None:
-    """Collect garbage and hand freed heap pages back to the OS (glibc keeps them otherwise)."""
+    """Collect garbage and hand freed heap pages back to the OS (glibc and Arrow's allocator keep
+    them otherwise: a 20,000-column Parquet body left 1.7 GB in a worker)."""
     gc.collect()
+    with contextlib.suppress(ImportError):
+        import pyarrow
+
+        pyarrow.default_memory_pool().release_unused()
     _malloc_trim()
 
 

@@ -27,6 +27,15 @@ def error_response(status: int, kind: str, message: str,
     return web.Response(status=status, body=body, content_type="application/json", headers=headers)
 
 
+def _unread_body_closes(request: web.Request, response: web.Response) -> web.Response:
+    """An error answered before the body was read whole (413, 408) closes the connection after
+    the answer: keeping it open would mean reading, and inflating, the rest of a body nobody wants
+    (measured: the rest of a 1 MB gzip bomb held the event loop, and /ping, for 1.4 s)."""
+    if request.body_exists and not request.content.is_eof():
+        response.force_close()
+    return response
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
@@ -34,13 +43,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except SagecraftError as exc:
         if exc.status >= 500 and exc.status != 503:  # 503: still loading, expected at start
             log.error("%s %s: %s", request.method, request.path, exc)
-        return error_response(exc.status, exc.kind, str(exc), exc.headers or None)
+        return _unread_body_closes(request, error_response(exc.status, exc.kind, str(exc),
+                                                           exc.headers or None))
     except web.HTTPRequestEntityTooLarge:
         limit = request.app[SETTINGS].max_payload_bytes
         exc = PayloadTooLargeError(
             f"the body exceeds the limit of {limit} bytes; raise SAGECRAFT_MAX_PAYLOAD_MB"
         )
-        return error_response(exc.status, exc.kind, str(exc))
+        return _unread_body_closes(request, error_response(exc.status, exc.kind, str(exc)))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -6,13 +6,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
-from typing import IO
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
+from typing import IO, Any, TypeVar
 
+import numpy as np
+import pandas as pd
 from aiohttp import web
 
 from .appkeys import EXECUTOR, RUNTIME, SETTINGS, SINGLE_MODEL, Runtime
+from .codecs import feature_table
+from .content_encoding import IDENTITY, content_coding, inflate
 from .environment import ServingSettings
 from .errors import (
     BadRequestError,
@@ -21,17 +25,21 @@ from .errors import (
     PredictionTimeoutError,
     RequestTimeoutError,
 )
-from .invocation import answer, read_body, read_bytes
+from .invocation import answer, encode_answer, read_body, read_bytes
+from .memory import release_memory
 from .middleware import error_middleware
 from .multi_model import add_model_routes
 from .openapi import add_openapi_route
 from .outputs import PREDICTED_LABEL
 from .request_format import TARGET_MODEL, RequestFormat, check_header_length
 
+T = TypeVar("T")
 SEND_CHUNK = 1024 * 1024
-# Bodies up to this size are answered on the event loop (measured: about 100 rows of 20 features
-# take well under a millisecond).
+# Bodies up to this size are decoded on the event loop (measured: about 100 rows of 20 features
+# take well under a millisecond), and predicted there when they hold at most INLINE_ROWS rows:
+# 16 KiB can hold 4,000 rows of one feature, and the loop must stay free for /ping.
 INLINE_BYTES = 16 * 1024
+INLINE_ROWS = 64
 
 
 async def ping(request: web.Request) -> web.Response:
@@ -83,7 +91,10 @@ async def _invoke(request: web.Request, model_name: str, settings: ServingSettin
     assert types is not None and formats is not None and registry is not None
     check_header_length(TARGET_MODEL, request.headers.get(TARGET_MODEL))
     form = formats.of(request.headers)
-    small = request.content_length is not None and request.content_length <= INLINE_BYTES
+    coding = content_coding(request.headers.get("Content-Encoding"))
+    # A compressed body is small or large by what it inflates to, which only inflating tells.
+    small = (request.content_length is not None and request.content_length <= INLINE_BYTES
+             and coding == IDENTITY)
     # One timer for the request; what it interrupts decides the answer. None where nothing can
     # wait: the body has arrived, the model is loaded, and a small request's work runs on the
     # event loop, where a timer could not interrupt it anyway (measured: a timer costs about a
@@ -97,16 +108,22 @@ async def _invoke(request: web.Request, model_name: str, settings: ServingSettin
             if small:
                 data = await read_bytes(request, settings.max_payload_bytes)
                 reading = False
-                result = await _answer_small(model_name, settings, runtime, form, data)
+                result = await _answer_small(model_name, settings, runtime, form, data,
+                                             request.app[EXECUTOR])
             else:
                 body = await read_body(request, settings.max_payload_bytes)
                 reading = False
+                if coding != IDENTITY:
+                    body = await _in_thread(request.app[EXECUTOR], inflate, body, coding,
+                                            settings.max_payload_bytes)
                 async with registry.use(model_name) as model:
-                    # In the pool, so that the event loop keeps answering /ping.
-                    result = await asyncio.get_running_loop().run_in_executor(
-                        request.app[EXECUTOR], answer, model, types, form.content_type, body,
-                        form.accept, settings.record_errors, form.output,
-                    )
+                    try:
+                        result = await _in_thread(request.app[EXECUTOR], answer, model, types,
+                                                  form.content_type, body, form.accept,
+                                                  settings.record_errors, form.output)
+                    finally:  # what a large body decoded to is garbage now: give it back
+                        asyncio.get_running_loop().run_in_executor(request.app[EXECUTOR],
+                                                                   release_memory)
     except TimeoutError:
         if reading:
             raise RequestTimeoutError(
@@ -121,20 +138,36 @@ async def _invoke(request: web.Request, model_name: str, settings: ServingSettin
 
 
 async def _answer_small(model_name: str, settings: ServingSettings, runtime: Runtime,
-                        form: RequestFormat, data: bytes) -> bytes | IO[bytes]:
-    """The answer to a small body, worked out on the event loop: a thread hop costs more than a
-    few rows' work. Labels are predicted with other requests' rows (see batching.py)."""
+                        form: RequestFormat, data: bytes, executor: Executor) -> bytes | IO[bytes]:
+    """The answer to a small body, decoded on the event loop and, for a few rows, predicted there
+    too: a thread hop costs more than a few rows' work. Labels are predicted with other requests'
+    rows (see batching.py). Many rows in few bytes, and per-record errors, go to the pool."""
     types, registry = runtime.content_types, runtime.registry
     assert types is not None and registry is not None
     async with registry.use(model_name) as model:
-        if settings.batching and not settings.record_errors and form.output == PREDICTED_LABEL:
+        if settings.record_errors:
+            return await _in_thread(executor, answer, model, types, form.content_type,
+                                    io.BytesIO(data), form.accept, True, form.output)
+        if settings.batching and form.output == PREDICTED_LABEL:
             # Plain numbers skip the DataFrame: the batcher builds one for the whole batch.
             rows = types.read_numbers(form.content_type, data, model.feature_names)
             if rows is None:
                 rows = types.decode(form.content_type, data, model.feature_names)
-            return types.encode(form.accept, await registry.batcher(model_name).predict(rows))
-        return answer(model, types, form.content_type, io.BytesIO(data), form.accept,
-                      settings.record_errors, form.output)
+            if len(rows) <= INLINE_ROWS:
+                return types.encode(form.accept, await registry.batcher(model_name).predict(rows))
+            features = rows if isinstance(rows, pd.DataFrame) else feature_table(
+                np.asarray(rows, dtype=np.float64), model.feature_names)
+        else:
+            features = types.decode(form.content_type, data, model.feature_names)
+        if len(features) <= INLINE_ROWS:
+            return encode_answer(model, types, features, form.accept, form.output)
+        return await _in_thread(executor, encode_answer, model, types, features, form.accept,
+                                form.output)
+
+
+async def _in_thread(executor: Executor, function: Callable[..., T], *args: Any) -> T:
+    """`function(*args)` in the prediction pool, so that the event loop keeps answering /ping."""
+    return await asyncio.get_running_loop().run_in_executor(executor, function, *args)
 
 
 async def _send(request: web.Request, result: bytes | IO[bytes],

@@ -171,8 +171,9 @@ class Server:
         raise TimeoutError(f"server not ready in {timeout} s: {self.log()}")
 
     def invoke(self, body: bytes | str, content_type: str | None = "text/csv",
-               accept: str | None = None, **kwargs: object) -> requests.Response:
-        headers = {}
+               accept: str | None = None, headers: dict[str, str] | None = None,
+               **kwargs: object) -> requests.Response:
+        headers = dict(headers or {})
         if content_type is not None:
             headers["Content-Type"] = content_type
         if accept is not None:
