@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import errno
 import gzip
 import io
 import logging
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +29,9 @@ import pyarrow as pa
 
 from . import formats
 from .errors import DataError
+from .files import describe_kind
 from .formats import is_gzip
+from .memory import MemoryGuard
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +50,43 @@ class ChannelTable:
 
 
 def channel_files(channel_dir: Path) -> list[Path]:
-    """Every data file under `channel_dir`, nested ones included, in a stable order."""
-    files = []
-    for path in sorted(channel_dir.rglob("*")):
-        relative = path.relative_to(channel_dir)
-        if any(part.startswith((".", "_")) for part in relative.parts):
-            continue
-        if path.is_file():
-            files.append(path)
+    """Every data file under `channel_dir`, nested ones and linked folders included, in a stable
+    order. Only regular files are data: a FIFO would block the reader, a device be read without
+    end. Entries that are skipped for that (or are dangling links, or links that lead back to a
+    folder already read) are named in the log; names starting with `.` or `_` are skipped
+    quietly, as SageMaker's own algorithms do."""
+    files: list[Path] = []
+    seen: set[tuple[int, int]] = set()
+
+    def walk(folder: Path) -> None:
+        status = folder.stat()
+        if (status.st_dev, status.st_ino) in seen:
+            log.warning("%s leads back to a folder already read (a link loop): skipped", folder)
+            return
+        seen.add((status.st_dev, status.st_ino))
+        for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+            if entry.name.startswith((".", "_")):
+                continue
+            path = Path(entry.path)
+            try:
+                mode = path.stat().st_mode  # through links
+            except FileNotFoundError:
+                log.warning("%s is a link to nothing: skipped", path)
+                continue
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    log.warning("%s is a link that leads back to itself: skipped", path)
+                else:
+                    log.warning("%s cannot be read (%s): skipped", path, exc.strerror)
+                continue
+            if stat.S_ISDIR(mode):
+                walk(path)
+            elif stat.S_ISREG(mode):
+                files.append(path)
+            else:
+                log.warning("%s is %s, not a regular file: skipped", path, describe_kind(mode))
+
+    walk(channel_dir)
     return files
 
 
@@ -122,10 +156,11 @@ def _bad_row_location(path: Path, expected: int) -> str:
 
 
 def _read_csv(path: Path, *, header: bool, encoding: str, label: str | None,
-              first_row: list[str], feature_type: pa.DataType) -> pa.Table:
+              first_row: list[str], feature_type: pa.DataType,
+              guard: MemoryGuard | None) -> pa.Table:
     try:
         return formats.read_csv(path, header=header, encoding=encoding, label=label,
-                                first_row=first_row, feature_type=feature_type)
+                                first_row=first_row, feature_type=feature_type, guard=guard)
     except pa.ArrowInvalid as exc:
         first = _first_rows(path, 1)
         if first and "Expected" in str(exc):
@@ -167,7 +202,8 @@ def _csv_header(spec: formats.FormatSpec | None, target: str | None, channel: st
 
 
 def _read_file(path: Path, fmt: str, spec: formats.FormatSpec | None, header: bool,
-               target: str | None, feature_type: pa.DataType) -> pa.Table | None:
+               target: str | None, feature_type: pa.DataType,
+               guard: MemoryGuard | None) -> pa.Table | None:
     """One file as a table, or None when it holds nothing."""
     if fmt == formats.CSV:
         encoding = spec.encoding if spec else "utf-8"
@@ -187,14 +223,17 @@ def _read_file(path: Path, fmt: str, spec: formats.FormatSpec | None, header: bo
                 f"target column '{target}' is not in {path}; its columns are: {', '.join(head[0])}"
             )
         return _read_csv(path, header=header, encoding=encoding, label=target, first_row=head[0],
-                         feature_type=feature_type)
+                         feature_type=feature_type, guard=guard)
     if path.stat().st_size == 0:
         return None
     if fmt == formats.LIBSVM:
-        return formats.read_libsvm(path, feature_type)
+        return formats.read_libsvm(path, feature_type, guard)
     if fmt == formats.PARQUET:
-        return formats.read_parquet(path)
-    return formats.read_jsonlines(path)
+        return formats.read_parquet(path, guard)
+    table = formats.read_jsonlines(path, guard)
+    if guard is not None:
+        guard.charge(table.nbytes, str(path))
+    return table
 
 
 def _check_categorical(values: pd.Series, name: str, channel: str) -> None:
@@ -213,9 +252,10 @@ def _check_categorical(values: pd.Series, name: str, channel: str) -> None:
 
 def read_channel(
     channel_dir: Path, *, channel: str, target: str | None, content_type: str | None = None,
-    csv_weights: bool = False, feature_dtype: str = "float64",
+    csv_weights: bool = False, feature_dtype: str = "float64", guard: MemoryGuard | None = None,
 ) -> ChannelTable:
-    """Read every file of one channel. Raises DataError naming the file and row at fault.
+    """Read every file of one channel. Raises DataError naming the file and row at fault, and
+    DataTooLargeError once what is read passes `guard` (the job's memory for its data).
 
     With `csv_weights` the column after the label holds each row's weight (SageMaker's built-in
     XGBoost convention). CSV and libsvm features are read as `feature_dtype`."""
@@ -234,7 +274,8 @@ def read_channel(
     for path in files:
         before = _signature(path)
         fmt = spec.name if spec is not None else formats.detect_format(path)
-        table = _read_file(path, fmt, spec, header, target, pa.from_numpy_dtype(feature_dtype))
+        table = _read_file(path, fmt, spec, header, target, pa.from_numpy_dtype(feature_dtype),
+                           guard)
         _check_unchanged(path, before)
         if table is None or table.num_rows == 0:
             log.warning("%s holds no rows; skipped", path)

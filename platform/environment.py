@@ -124,6 +124,19 @@ def _number(environ: Mapping[str, str], name: str, default: float, minimum: floa
     return value
 
 
+TRAINING_MEMORY_SETTING = "SAGECRAFT_TRAINING_MEMORY_MB"
+# The data's share of the container's memory: the channels are held as Arrow tables, then as
+# pandas frames and the library's own matrix, so the fit needs about as much again.
+TRAINING_MEMORY_SHARE = 0.5
+
+
+def training_memory_bytes(environ: Mapping[str, str] = os.environ) -> int | None:
+    """The memory a training job's channels may take as read (SAGECRAFT_TRAINING_MEMORY_MB), or
+    None for the default share of the container's memory."""
+    megabytes = _number(environ, TRAINING_MEMORY_SETTING, 0, 0)
+    return int(megabytes * 1024 * 1024) if megabytes else None
+
+
 def max_model_file_bytes(environ: Mapping[str, str] = os.environ) -> int:
     """The size bound of any one file read from a model folder (SAGECRAFT_MAX_MODEL_FILE_MB)."""
     return int(_number(environ, MAX_MODEL_FILE_SETTING, DEFAULT_MAX_MODEL_FILE_MB, 0.001) * 1024 * 1024)

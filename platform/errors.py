@@ -65,6 +65,12 @@ class UnservableModelError(TrainingError):
     says the job succeeded), usually because of a hyperparameter the library accepted."""
 
 
+class DataTooLargeError(DataError):
+    """A channel would take more memory than the job may give its data (a libsvm index in the
+    millions, a gzip of millions of tiny rows): refused while it is read, before the kernel
+    would kill the job without an output/failure."""
+
+
 class OutputWriteError(TrainingError):
     """The model or an output file cannot be written (full disk, read-only folder)."""
 

@@ -13,9 +13,11 @@ algorithm declares (`AlgorithmInfo.feature_dtype`). Tables come back with the la
 from __future__ import annotations
 
 import gzip
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
 import pyarrow as pa
@@ -24,6 +26,7 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from .errors import DataError
+from .memory import MemoryGuard
 
 CSV, LIBSVM, PARQUET, JSONLINES = "csv", "libsvm", "parquet", "jsonlines"
 FORMATS = (CSV, LIBSVM, PARQUET, JSONLINES)
@@ -111,11 +114,46 @@ def detect_format(path: Path) -> str:
     return CSV
 
 
+class _Bounded(io.RawIOBase):
+    """A file's bytes (inflated when it is gzipped) that stop with DataTooLargeError past
+    `limit`: what a reader which holds its input whole may take, whatever the file weighs."""
+
+    def __init__(self, path: Path, guard: MemoryGuard) -> None:
+        self.path = path
+        self.guard = guard
+        self.limit = guard.remaining()
+        self.read_so_far = 0
+        self.source = gzip.open(path, "rb") if is_gzip(path) else path.open("rb")  # noqa: SIM115
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        count = self.source.readinto(buffer)
+        self.read_so_far += count
+        if self.read_so_far > self.limit:
+            self.guard.charge(self.read_so_far, f"{self.path} (inflated)")
+        return count
+
+    def close(self) -> None:
+        self.source.close()
+        super().close()
+
+
+def _bounded(path: Path, guard: MemoryGuard | None) -> IO[bytes]:
+    """`path` opened for a reader that holds it whole: bounded by `guard` when there is one."""
+    if guard is None:
+        return gzip.open(path, "rb") if is_gzip(path) else path.open("rb")
+    return io.BufferedReader(_Bounded(path, guard), buffer_size=1 << 20)
+
+
 def read_csv(path: Path, *, header: bool, first_row: list[str], encoding: str = "utf-8",
-             label: str | None = None, feature_type: pa.DataType = FLOAT64) -> pa.Table:
+             label: str | None = None, feature_type: pa.DataType = FLOAT64,
+             guard: MemoryGuard | None = None) -> pa.Table:
     """A CSV file, read a block at a time with feature columns parsed straight to `feature_type`
-    (float32 for the tree plugins): the peak is about the final table, never a wider copy. The
-    label column (`label`, else the first) keeps its type, so labels serve back as given.
+    (float32 for the tree plugins): the peak is about the final table, never a wider copy, and
+    each block is charged to `guard` as it arrives (a gzip of millions of tiny rows stops there).
+    The label column (`label`, else the first) keeps its type, so labels serve back as given.
     `first_row` is the file's first row (its header, when `header`)."""
     names = first_row if header else [f"f{i}" for i in range(len(first_row))]
     label_name = label if label is not None else names[0]
@@ -130,7 +168,10 @@ def read_csv(path: Path, *, header: bool, first_row: list[str], encoding: str = 
     try:
         with pacsv.open_csv(stream, read_options=read_options,
                             convert_options=convert_options) as reader:
-            batches.extend(reader)
+            for batch in reader:
+                if guard is not None:
+                    guard.charge(batch.nbytes, str(path))
+                batches.append(batch)
     except pa.ArrowInvalid as exc:
         conversion = _CONVERSION_ERROR.search(str(exc))
         if conversion is None:
@@ -162,17 +203,24 @@ _CONVERSION_ERROR = re.compile(r"In CSV column #(\d+): .*CSV conversion error to
                                re.DOTALL)
 
 
-def read_libsvm(path: Path, feature_type: pa.DataType = FLOAT64) -> pa.Table:
-    """`label idx:value ...` lines; absent features are missing values, as XGBoost reads them."""
+def read_libsvm(path: Path, feature_type: pa.DataType = FLOAT64,
+                guard: MemoryGuard | None = None) -> pa.Table:
+    """`label idx:value ...` lines; absent features are missing values, as XGBoost reads them.
+    The dense table is width x rows, the width set by the highest index: one line `1 3000000:1`
+    makes three million features, so the size is charged to `guard` before it is made."""
     from sklearn.datasets import load_svmlight_file
 
-    opener = gzip.open if is_gzip(path) else open
     try:
-        with opener(path, "rb") as handle:
+        with _bounded(path, guard) as handle:
             matrix, labels = load_svmlight_file(handle, zero_based=True,
                                                 dtype=feature_type.to_pandas_dtype())
     except (ValueError, EOFError, OSError) as exc:
         raise DataError(f"{path} is not valid libsvm text: {exc}") from None
+    if guard is not None:
+        rows, width = matrix.shape
+        guard.charge(rows * width * feature_type.byte_width,
+                     f"{path}: {rows:,} rows of {width:,} features (its highest index is "
+                     f"{width - 1:,})")
     # Written entries (explicit zeros included) keep their value; absent ones are missing.
     dense = np.full(matrix.shape, np.nan, dtype=feature_type.to_pandas_dtype())
     written = matrix.tocoo()
@@ -181,21 +229,30 @@ def read_libsvm(path: Path, feature_type: pa.DataType = FLOAT64) -> pa.Table:
     return pa.Table.from_arrays(arrays, names=libsvm_columns(matrix.shape[1]))
 
 
-def read_parquet(path: Path) -> pa.Table:
+def read_parquet(path: Path, guard: MemoryGuard | None = None) -> pa.Table:
+    """A Parquet file (or a gzipped one, inflated within `guard`), charged to `guard` by the rows
+    and columns its footer declares before any column is decoded."""
     try:
         if is_gzip(path):  # a gzipped file as a whole: Parquet's own compression is inside
-            with pa.input_stream(str(path), compression="gzip") as stream:
-                return pq.read_table(pa.BufferReader(stream.read()))
-        return pq.read_table(path)
+            with _bounded(path, guard) as handle:
+                source = pa.BufferReader(handle.read())
+        else:
+            source = pa.memory_map(str(path))
+        parquet = pq.ParquetFile(source)
+        if guard is not None:
+            metadata = parquet.metadata
+            guard.charge(metadata.num_rows * metadata.num_columns * 8,
+                         f"{path}: {metadata.num_rows:,} rows of {metadata.num_columns} columns")
+        return parquet.read()
     except (pa.ArrowInvalid, OSError) as exc:
         raise DataError(f"{path} is not a readable Parquet file: {exc}") from None
 
 
-def read_jsonlines(path: Path) -> pa.Table:
-    """One JSON object per line, keyed by column name."""
-    stream = pa.input_stream(str(path), compression="gzip" if is_gzip(path) else None)
+def read_jsonlines(path: Path, guard: MemoryGuard | None = None) -> pa.Table:
+    """One JSON object per line, keyed by column name; read whole, so inflated within `guard`."""
     try:
-        return pajson.read_json(stream)
+        with _bounded(path, guard) as handle:
+            return pajson.read_json(pa.PythonFile(handle, mode="r"))
     except pa.ArrowInvalid as exc:
         raise DataError(
             f"{path} is not JSON Lines of objects keyed by column name: {exc}"

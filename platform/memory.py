@@ -9,6 +9,9 @@ import gc
 import os
 from pathlib import Path
 
+from .environment import TRAINING_MEMORY_SETTING, TRAINING_MEMORY_SHARE, training_memory_bytes
+from .errors import DataTooLargeError
+
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _CGROUP_LIMITS = (
     Path("/sys/fs/cgroup/memory.max"),  # cgroup v2
@@ -61,6 +64,40 @@ def release_memory() -> None:
 
         pyarrow.default_memory_pool().release_unused()
     _malloc_trim()
+
+
+class MemoryGuard:
+    """What a training job's data may take as it is read: SAGECRAFT_TRAINING_MEMORY_MB, else
+    half the container's memory (cgroup limit). Readers `charge` what they hold (or are about to
+    make) and get DataTooLargeError, with the size, the limit and what to do, past it."""
+
+    def __init__(self, limit: int, source: str) -> None:
+        self.limit = limit
+        self.source = source
+        self.used = 0
+
+    @classmethod
+    def for_training(cls) -> MemoryGuard:
+        configured = training_memory_bytes()
+        if configured is not None:
+            return cls(configured, TRAINING_MEMORY_SETTING)
+        container = container_memory_bytes()
+        return cls(int(container * TRAINING_MEMORY_SHARE),
+                   f"half the container's {container / 2**30:.1f} GiB; {TRAINING_MEMORY_SETTING} "
+                   "sets it")
+
+    def remaining(self) -> int:
+        return max(self.limit - self.used, 0)
+
+    def charge(self, nbytes: int, what: str) -> None:
+        """Count `nbytes` more as held; DataTooLargeError naming `what` when the total passes."""
+        self.used += nbytes
+        if self.used > self.limit:
+            raise DataTooLargeError(
+                f"{what}: the training data would take {self.used / 2**20:,.0f} MiB, over the "
+                f"{self.limit / 2**20:,.0f} MiB this job's data may use ({self.source}). Train on "
+                "an instance with more memory or on fewer rows or features"
+            )
 
 
 def folder_bytes(folder: Path) -> int:

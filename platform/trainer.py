@@ -32,6 +32,7 @@ from .errors import (
 )
 from .labels import LabelEncoding, infer_task
 from .manifest import Feature, Manifest, runtime_libraries
+from .memory import MemoryGuard
 from .metrics import print_metrics
 from .model_types import TASKS, Dataset, FitContext
 from .plugins import Algorithm, installed_plugins
@@ -111,15 +112,16 @@ def _read_channels(
     paths: SageMakerPaths, job: TrainingJob, target: str | None, csv_weights: bool,
     feature_dtype: str,
 ) -> tuple[ChannelTable, ChannelTable | None]:
+    guard = MemoryGuard.for_training()  # both channels together
     train = read_channel(paths.channel_dir(TRAIN_CHANNEL), channel=TRAIN_CHANNEL, target=target,
                          content_type=job.content_type(TRAIN_CHANNEL), csv_weights=csv_weights,
-                         feature_dtype=feature_dtype)
+                         feature_dtype=feature_dtype, guard=guard)
     validation_dir = paths.channel_dir(VALIDATION_CHANNEL)
     if not validation_dir.exists() and VALIDATION_CHANNEL not in job.channels:
         return train, None
     validation = read_channel(validation_dir, channel=VALIDATION_CHANNEL, target=target,
                               content_type=job.content_type(VALIDATION_CHANNEL),
-                              csv_weights=csv_weights, feature_dtype=feature_dtype)
+                              csv_weights=csv_weights, feature_dtype=feature_dtype, guard=guard)
     train, validation = align_libsvm_widths(train, validation)
     if list(validation.features.columns) != list(train.features.columns):
         raise DataError(
