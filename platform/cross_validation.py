@@ -68,6 +68,9 @@ def cross_validate(algorithm: Algorithm, train: Dataset, validation: Dataset | N
             log.warning("stop requested: cross-validation ends after %d folds", fold)
             break
         model = algorithm.fit(_subset(train, fit_rows), validation, hyperparameters, quiet)
+        if context.stop_requested():  # the fit was cut short: its scores would mislead
+            log.warning("stop requested during fold %d: its model is incomplete and not scored", fold)
+            break
         with tempfile.TemporaryDirectory(prefix="sagecraft-fold-") as folder:
             algorithm.save_model(model, Path(folder))
             loaded = algorithm.load_model(Path(folder))

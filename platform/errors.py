@@ -65,6 +65,11 @@ class UnservableModelError(TrainingError):
     says the job succeeded), usually because of a hyperparameter the library accepted."""
 
 
+class TrainingStoppedError(TrainingError):
+    """SIGTERM came before there was a model to save (during cross-validation): the job ends
+    without one rather than passing off a model fitted for a round or two as its result."""
+
+
 class DataTooLargeError(DataError):
     """A channel would take more memory than the job may give its data (a libsvm index in the
     millions, a gzip of millions of tiny rows): refused while it is read, before the kernel

@@ -28,6 +28,7 @@ from .errors import (
     ModelLoadError,
     OutputWriteError,
     SagecraftError,
+    TrainingStoppedError,
     UnservableModelError,
 )
 from .labels import LabelEncoding, infer_task
@@ -36,7 +37,7 @@ from .memory import MemoryGuard
 from .metrics import print_metrics
 from .model_types import TASKS, Dataset, FitContext
 from .plugins import Algorithm, installed_plugins
-from .report import MetricHistory, start_loading_matplotlib, write_report
+from .report import MetricHistory, ReportStopped, start_loading_matplotlib, write_report
 
 log = logging.getLogger(__name__)
 
@@ -228,6 +229,11 @@ def train(paths: SageMakerPaths) -> None:
         log.info("%d-fold cross-validation of %s", folds, algorithm_name)
         cross_validate(algorithm, train_set, validation_set, hyperparameters, context, folds,
                        paths.output_data_dir)
+        if stop.is_set():
+            raise TrainingStoppedError(
+                "stopped by SIGTERM during cross-validation, before the final model was fitted: "
+                "no model was written"
+            )
     log.info("fitting %s (%s, %d rows)", algorithm_name, task, train_set.n_rows)
     model = algorithm.fit(train_set, validation_set, hyperparameters, context)
     if stop.is_set():
@@ -264,8 +270,10 @@ def train(paths: SageMakerPaths) -> None:
         report = write_report(paths.output_data_dir / "report", algorithm=algorithm,
                               model=loaded, task=task, classes=encoding.classes,
                               history=history, evaluation=evaluation,
-                              evaluation_name=evaluation_name)
+                              evaluation_name=evaluation_name, stop_requested=stop.is_set)
         log.info("training report: %s", report)
+    except ReportStopped:
+        log.warning("the training report was stopped by SIGTERM; the model is saved")
     except Exception:  # the report is an extra: the saved model must not be lost to its failure
         log.exception("the training report could not be written; the model is saved")
     plugins.manager.hook.training_finished(

@@ -4,7 +4,11 @@ PNG files, for both plugins and both tasks; and the progress lines of long XGBoo
 from __future__ import annotations
 
 import logging
+import os
 import re
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +20,7 @@ from sagecraft.model_types import Dataset
 from sagecraft.plugins import installed_plugins
 from sagecraft.report import permutation_importance
 from sagecraft_xgboost.checkpoints import Progress
-from sagemaker_tree import TrainingTree, regression_rows
+from sagemaker_tree import TrainingTree, environment, regression_rows
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -79,3 +83,81 @@ def test_progress_of_a_long_fit_says_the_time_left(caplog: pytest.LogCaptureFixt
     assert lines[-1].startswith("round 180 of 200 (90%)")
     assert len(lines) == 7
     assert all(re.match(r"round \d+ of 200 \(\d+%\), \d+ s so far, about \d+ s left", x) for x in lines)
+
+
+# --- bounded whatever the data, and stopped by SIGTERM -----------------------------------------
+
+
+def _start(tree: TrainingTree) -> subprocess.Popen:
+    return subprocess.Popen([*tree.command, "train"], env=environment(tree.base), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _wait_for_line(process: subprocess.Popen, phrase: str) -> list[str]:
+    assert process.stderr is not None
+    seen = []
+    for line in process.stderr:
+        seen.append(line)
+        if phrase in line:
+            return seen
+    raise AssertionError(f"'{phrase}' never appeared:\n{''.join(seen)}")
+
+
+@pytest.mark.slow
+def test_a_report_of_three_thousand_classes_stays_bounded(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    classes = 3000
+    labels = np.repeat(np.arange(classes), 2)
+    features = labels[:, None] + rng.normal(scale=0.1, size=(len(labels), 3))
+    tree = TrainingTree(tmp_path)
+    tree.add_file("train", "train.csv", "\n".join(
+        f"class{label}," + ",".join(f"{v:.3f}" for v in row)
+        for label, row in zip(labels, features, strict=True)) + "\n")
+    # XGBoost: a forest of 3,000 classes keeps 3,000 probabilities in every node (gigabytes).
+    tree.hyperparameters({"algorithm": "xgboost", "num_round": 1, "max_depth": 2})
+    process = subprocess.Popen([*tree.command, "train"], env=environment(tree.base),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(process.pid, 0)
+    stderr = process.stderr.read() if process.stderr else ""
+    assert os.waitstatus_to_exitcode(status) == 0, stderr
+    assert "Traceback" not in stderr, stderr
+    report = tmp_path / "output/data/report"
+    assert {"confusion-matrix.png", "feature-importance.png"} <= set(_figures(report))
+    # It took over 15 GB before the confusion matrix was bounded to its 30 largest classes.
+    assert usage.ru_maxrss / 1024 < 2048, usage.ru_maxrss
+
+
+@pytest.mark.slow
+def test_sigterm_while_the_report_is_written_stops_it_and_keeps_the_model(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    rows = rng.normal(size=(3000, 100))
+    tree = TrainingTree(tmp_path)
+    tree.add_file("train", "train.csv", "\n".join(
+        f"{int(r[0] > 0)}," + ",".join(f"{v:.3f}" for v in r) for r in rows) + "\n")
+    tree.hyperparameters({"algorithm": "random_forest", "ntree": 300, "task": "classification"})
+    process = _start(tree)
+    _wait_for_line(process, "writing the training report")
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr
+    assert "the training report was stopped by SIGTERM; the model is saved" in stderr
+    assert (tree.model_dir / "model.skops").exists() and (tree.model_dir / "manifest.json").exists()
+    assert not (tmp_path / "output/failure").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_during_cross_validation_writes_no_model(tmp_path: Path) -> None:
+    tree = TrainingTree(tmp_path)
+    tree.add_file("train", "train.csv", regression_rows(0, 2000))
+    tree.hyperparameters({"algorithm": "xgboost", "num_round": 100_000, "kfold": 3})
+    process = _start(tree)
+    _wait_for_line(process, "3-fold cross-validation")
+    time.sleep(1)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 1, stderr
+    assert tree.failure is not None and tree.failure.startswith(
+        "stopped by SIGTERM during cross-validation, before the final model was fitted"), tree.failure
+    assert "its model is incomplete and not scored" in stderr
+    assert not any(tree.model_dir.iterdir())
+    assert "[1]\tcv-fold" not in stderr  # the cut-short fold printed no score
