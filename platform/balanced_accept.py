@@ -15,6 +15,7 @@ stalled worker can never keep the endpoint from accepting.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import mmap
 import select
@@ -22,13 +23,40 @@ import socket
 
 import numpy as np
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 
 log = logging.getLogger(__name__)
 
 MAX_WAIT_S = 0.005
 RETRY_S = 0.001
+# Out of descriptors (EMFILE): wait this long before the next accept, and say so once a minute.
+ACCEPT_ERROR_RETRY_S = 0.1
+ACCEPT_ERROR_LOG_S = 60.0
 REFRESH_S = 0.05
 ABSENT = np.iinfo(np.int32).max  # a slot whose worker is not running: never the least busy
+
+
+class _HalfCloseTolerant(RequestHandler):
+    """aiohttp's protocol for one connection, except that a client which half-closes after
+    sending its whole request (shutdown(SHUT_WR)) still gets its answer: aiohttp's eof_received
+    returns None, which makes asyncio close the connection before the answer is written. The
+    connection closes once that answer is sent."""
+
+    __slots__ = ()
+
+    def eof_received(self) -> bool:
+        bodies = [payload for _, payload in self._messages]
+        if self._current_request is not None:
+            bodies.append(self._current_request.content)
+        if not all(body.is_eof() for body in bodies):  # a body still arriving never will
+            return False  # close now, as aiohttp does: the handler's read fails
+        self.close()  # once the request in progress is answered
+        return True
+
+
+def _half_close_tolerant(server: web.Server) -> RequestHandler:
+    # What web.Server() does, with the class above.
+    return _HalfCloseTolerant(server, loop=server._loop, **server._kwargs)
 
 
 class ConnectionCounts:
@@ -46,15 +74,20 @@ class ConnectionCounts:
 class BalancedSite(web.BaseSite):
     """An aiohttp site on a listening socket shared with other workers, accepting in turn."""
 
-    __slots__ = ("_connecting", "_counts", "_name", "_refresher", "_resume", "_slot", "_sock",
-                 "_waiting_since")
+    __slots__ = ("_accept_errors", "_accepting", "_connecting", "_counts", "_last_error_log",
+                 "_name", "_refresher", "_resume", "_slot", "_sock", "_waiting_since")
 
-    def __init__(self, runner: web.BaseRunner, sock: socket.socket, counts: ConnectionCounts,
-                 slot: int) -> None:
+    def __init__(self, runner: web.BaseRunner, sock: socket.socket,
+                 counts: ConnectionCounts | None = None, slot: int = 0) -> None:
+        """`counts` and `slot`: the workers' shared counts and this worker's place in them; none
+        for a server of one process (it then takes every connection, through the same code)."""
         super().__init__(runner)
         self._sock = sock
-        self._counts = counts
+        self._counts = counts or ConnectionCounts(1)
         self._slot = slot
+        self._accepting = False
+        self._accept_errors = 0
+        self._last_error_log = -ACCEPT_ERROR_LOG_S
         self._waiting_since: float | None = None
         self._resume: asyncio.TimerHandle | None = None
         self._refresher: asyncio.TimerHandle | None = None
@@ -71,15 +104,23 @@ class BalancedSite(web.BaseSite):
         self._sock.setblocking(False)
         loop = asyncio.get_running_loop()
         self._refresh(loop)
+        self._accepting = True
         loop.add_reader(self._sock.fileno(), self._on_readable)
 
-    async def stop(self) -> None:
-        loop = asyncio.get_running_loop()
-        loop.remove_reader(self._sock.fileno())
-        for timer in (self._resume, self._refresher):
-            if timer is not None:
-                timer.cancel()
+    def stop_accepting(self) -> None:
+        """Take no new connection (the other workers take them); the open ones carry on. The
+        first step of a drain on SIGTERM."""
+        self._accepting = False
+        asyncio.get_running_loop().remove_reader(self._sock.fileno())
+        if self._resume is not None:
+            self._resume.cancel()
+            self._resume = None
         self._counts.counts[self._slot] = ABSENT
+
+    async def stop(self) -> None:
+        self.stop_accepting()
+        if self._refresher is not None:
+            self._refresher.cancel()
         await super().stop()
 
     def _publish_count(self) -> int:
@@ -114,16 +155,22 @@ class BalancedSite(web.BaseSite):
         except (BlockingIOError, InterruptedError):  # another worker took it
             self._waiting_since = None
             return
-        except OSError as exc:  # out of descriptors, say: try again shortly
-            log.warning("cannot accept a connection: %s", exc)
-            self._pause(loop)
+        except OSError as exc:  # out of descriptors, say: try again shortly, and say so rarely
+            self._accept_errors += 1
+            if loop.time() - self._last_error_log >= ACCEPT_ERROR_LOG_S:
+                log.warning("cannot accept connections: %s (%d time(s) since the last report); "
+                            "retrying every %g s", exc.strerror or exc, self._accept_errors,
+                            ACCEPT_ERROR_RETRY_S)
+                self._last_error_log, self._accept_errors = loop.time(), 0
+            self._pause(loop, ACCEPT_ERROR_RETRY_S)
             return
         self._waiting_since = None
         self._counts.counts[self._slot] = mine + 1
         connection.setblocking(False)
         server = self._runner.server
         assert server is not None
-        task = loop.create_task(loop.connect_accepted_socket(server, connection))
+        task = loop.create_task(loop.connect_accepted_socket(
+            functools.partial(_half_close_tolerant, server), connection))
         self._connecting.add(task)
         task.add_done_callback(self._connected)
 
@@ -132,12 +179,14 @@ class BalancedSite(web.BaseSite):
         if not task.cancelled() and task.exception() is not None:
             log.debug("a connection failed as it was set up: %s", task.exception())
 
-    def _pause(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _pause(self, loop: asyncio.AbstractEventLoop, wait_s: float = RETRY_S) -> None:
         loop.remove_reader(self._sock.fileno())
-        self._resume = loop.call_later(RETRY_S, self._listen_again, loop)
+        self._resume = loop.call_later(wait_s, self._listen_again, loop)
 
     def _listen_again(self, loop: asyncio.AbstractEventLoop) -> None:
         self._resume = None
+        if not self._accepting:
+            return
         if not select.select([self._sock], [], [], 0)[0]:
             self._waiting_since = None  # the connection it waited for was taken
         loop.add_reader(self._sock.fileno(), self._on_readable)

@@ -23,6 +23,9 @@ DEFAULT_SHUTDOWN_TIMEOUT_S = 20.0
 DEFAULT_REQUEST_TIMEOUT_S = 60.0
 # Requests one worker process holds at once (reading, waiting or predicting); more get a 503.
 DEFAULT_MAX_CONCURRENT_REQUESTS = 128
+# Idle keep-alive connections (and connections that have not sent a whole request head) close
+# after this; aiohttp's own default is an hour, which lets held connections exhaust descriptors.
+DEFAULT_KEEPALIVE_TIMEOUT_S = 60.0
 # A single-model endpoint must be healthy within about 4 minutes of start.
 DEFAULT_MODEL_LOAD_TIMEOUT_S = 240.0
 # What one request may decode to, at least (a float64 cell is 8 bytes); SAGECRAFT_MAX_DECODED_MB.
@@ -190,6 +193,7 @@ class ServingSettings:
     max_rows: int | None = None
     max_decoded_bytes: int = int(MIN_DEFAULT_DECODED_MB * 1024 * 1024)
     model_load_timeout_s: float = DEFAULT_MODEL_LOAD_TIMEOUT_S
+    keepalive_timeout_s: float = DEFAULT_KEEPALIVE_TIMEOUT_S
     models_dir: Path = Path(DEFAULT_BASE_DIR) / "models"
 
     @classmethod
@@ -229,6 +233,8 @@ class ServingSettings:
                                   * 1024 * 1024),
             model_load_timeout_s=_number(environ, "SAGECRAFT_MODEL_LOAD_TIMEOUT",
                                          DEFAULT_MODEL_LOAD_TIMEOUT_S, 0.001),
+            keepalive_timeout_s=_number(environ, "SAGECRAFT_KEEPALIVE_TIMEOUT",
+                                        DEFAULT_KEEPALIVE_TIMEOUT_S, 0.001),
             models_dir=SageMakerPaths.from_environment(environ).models_dir,
         )
 

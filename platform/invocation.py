@@ -36,7 +36,7 @@ def _too_large(size: int, limit: int) -> PayloadTooLargeError:
     )
 
 
-def _declared_length(request: web.Request, limit: int) -> int | None:
+def declared_length(request: web.Request, limit: int) -> int | None:
     """The request's Content-Length (None when chunked); PayloadTooLargeError when over `limit`."""
     length = request.content_length
     if length is not None and length > limit:
@@ -46,13 +46,13 @@ def _declared_length(request: web.Request, limit: int) -> int | None:
 
 async def read_bytes(request: web.Request, limit: int) -> bytes:
     """The body in memory, for a request whose Content-Length is at most SPOOL_BYTES."""
-    _declared_length(request, limit)
+    declared_length(request, limit)
     return await request.read()
 
 
 async def read_body(request: web.Request, limit: int) -> IO[bytes]:
     """The body as a file: in memory up to SPOOL_BYTES, on disk beyond, never over `limit`."""
-    length = _declared_length(request, limit)
+    length = declared_length(request, limit)
     if length is not None and length <= SPOOL_BYTES:
         return io.BytesIO(await request.read())
     body: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 (returned)

@@ -65,11 +65,15 @@ async def _run_app(
         # Compressed bodies are inflated by invocation.py, in a worker thread and up to the
         # payload limit: aiohttp would inflate them on the event loop as they arrive.
         auto_decompress=False,
+        # aiohttp's default is an hour. The same clock closes a connection that has not sent a
+        # whole request line and headers by then (its count starts when the connection opens).
+        keepalive_timeout=settings.keepalive_timeout_s,
         access_log=logging.getLogger("aiohttp.access") if settings.log_requests else None,
     )
     await runner.setup()
-    site = (web.SockSite(runner, listener) if balance is None
-            else BalancedSite(runner, listener, *balance))
+    # Our own accept loop, also for one process: it shares connections among workers, backs off
+    # (and logs once a minute) when descriptors run out, and lets a half-closed request finish.
+    site = BalancedSite(runner, listener, *(balance or ()))
     await site.start()
     if balance is not None:
         log.info("worker %d accepting connections", os.getpid())
@@ -100,6 +104,7 @@ async def _run_app(
     try:
         await stop.wait()
         task.cancel()
+        await _drain(site, app, settings.shutdown_timeout_s)
         await runner.cleanup()
     finally:
         # Put back the handlers found: a closed loop's handler would swallow a later SIGTERM.
@@ -107,6 +112,19 @@ async def _run_app(
             loop.remove_signal_handler(signum)
             signal.signal(signum, handler)
     return exit_code
+
+
+async def _drain(site: BalancedSite, app: web.Application, timeout_s: float) -> None:
+    """Stop taking connections, then wait (up to `timeout_s`) for the invocations in progress,
+    those still receiving their body included, before aiohttp's cleanup: aiohttp's shutdown drops
+    every byte that arrives after it begins, so a body still arriving would never be answered."""
+    site.stop_accepting()
+    runtime = app[RUNTIME]
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    if runtime.in_flight:
+        log.info("draining %d request(s) in progress", runtime.in_flight)
+    while runtime.in_flight and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.02)
 
 
 def _registry(app: web.Application, plugins: PluginSet, settings: ServingSettings) -> ModelRegistry:

@@ -51,6 +51,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             f"the body exceeds the limit of {limit} bytes; raise SAGECRAFT_MAX_PAYLOAD_MB"
         )
         return _unread_body_closes(request, error_response(exc.status, exc.kind, str(exc)))
+    except ConnectionResetError as exc:  # aiohttp's ClientConnectionResetError too
+        # The client went away (its answer has nowhere to go): one line, not an ERROR.
+        log.info("%s %s: the client closed the connection before its answer (%s)",
+                 request.method, request.path, exc)
+        return error_response(400, "ClientDisconnected", "the connection was closed")
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -92,7 +92,8 @@ async def unload_model(request: web.Request) -> web.Response:
 
 
 def add_model_routes(
-    app: web.Application, invoke: Callable[[web.Request, str], Awaitable[web.Response]]
+    app: web.Application, invoke: Callable[[web.Request, str], Awaitable[web.Response]],
+    expect_handler: Callable[[web.Request], Awaitable[web.Response | None]] | None = None,
 ) -> None:
     async def invoke_model(request: web.Request) -> web.Response:
         await _registry(request)
@@ -100,6 +101,6 @@ def add_model_routes(
 
     app.router.add_post("/models", load_model)
     app.router.add_get("/models", list_models)
-    app.router.add_post("/models/{name:.+}/invoke", invoke_model)
+    app.router.add_post("/models/{name:.+}/invoke", invoke_model, expect_handler=expect_handler)
     app.router.add_get("/models/{name:.+}", describe_model)
     app.router.add_delete("/models/{name:.+}", unload_model)

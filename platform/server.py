@@ -12,7 +12,7 @@ from typing import IO, Any, TypeVar
 
 import numpy as np
 import pandas as pd
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 
 from .appkeys import EXECUTOR, RUNTIME, SETTINGS, SINGLE_MODEL, Runtime
 from .codecs import feature_table
@@ -24,10 +24,11 @@ from .errors import (
     OverloadedError,
     PredictionTimeoutError,
     RequestTimeoutError,
+    SagecraftError,
 )
-from .invocation import answer, encode_answer, read_body, read_bytes
+from .invocation import answer, declared_length, encode_answer, read_body, read_bytes
 from .memory import release_memory
-from .middleware import error_middleware
+from .middleware import error_middleware, error_response
 from .multi_model import add_model_routes
 from .openapi import add_openapi_route
 from .outputs import PREDICTED_LABEL
@@ -189,6 +190,31 @@ async def _send(request: web.Request, result: bytes | IO[bytes],
         return response
 
 
+async def expect_continue(request: web.Request) -> web.Response | None:
+    """`Expect: 100-continue`: the client waits for a word before it sends the body. Say continue
+    only for a body this endpoint would read: a 413 (too large by Content-Length), 415, 406 or 400
+    (headers it cannot serve) goes back instead, and the connection closes, so that the client
+    never sends a body only to have it refused (aiohttp's own handler says continue to any)."""
+    expect = request.headers.get("Expect", "")
+    if request.version != HttpVersion11:
+        return None
+    if expect.lower() != "100-continue":
+        raise web.HTTPExpectationFailed(text=f"Unknown Expect: {expect[:100]}")
+    settings, runtime = request.app[SETTINGS], request.app[RUNTIME]
+    try:
+        declared_length(request, settings.max_payload_bytes)
+        content_coding(request.headers.get("Content-Encoding"))
+        if runtime.formats is not None:
+            runtime.formats.of(request.headers)
+    except SagecraftError as exc:
+        response = error_response(exc.status, exc.kind, str(exc))
+        response.force_close()
+        return response
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0  # the answer's own size counts from here, as aiohttp does
+    return None
+
+
 async def invocations(request: web.Request) -> web.Response:
     if request.app[SETTINGS].multi_model:
         target = request.headers.get(TARGET_MODEL)
@@ -215,9 +241,9 @@ def create_app(settings: ServingSettings) -> web.Application:
     app[RUNTIME] = Runtime()
     app.cleanup_ctx.append(_executor)
     app.router.add_get("/ping", ping)
-    app.router.add_post("/invocations", invocations)
+    app.router.add_post("/invocations", invocations, expect_handler=expect_continue)
     app.router.add_get("/execution-parameters", execution_parameters)
     add_openapi_route(app, settings.multi_model)
     if settings.multi_model:
-        add_model_routes(app, invoke)
+        add_model_routes(app, invoke, expect_continue)
     return app
