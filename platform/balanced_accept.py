@@ -48,8 +48,12 @@ class _HalfCloseTolerant(RequestHandler):
         bodies = [payload for _, payload in self._messages]
         if self._current_request is not None:
             bodies.append(self._current_request.content)
-        if not all(body.is_eof() for body in bodies):  # a body still arriving never will
-            return False  # close now, as aiohttp does: the handler's read fails
+        # Nothing to answer (an idle connection closing: aiohttp's loop waits for a request, as
+        # its keep-alive check tells), or a body that can never arrive whole: close now, as
+        # aiohttp does (an idle one must leave the worker's count at once).
+        idle = not self._messages and self._waiter is not None and not self._waiter.done()
+        if idle or not all(body.is_eof() for body in bodies):
+            return False
         self.close()  # once the request in progress is answered
         return True
 

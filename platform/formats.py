@@ -158,8 +158,11 @@ def read_csv(path: Path, *, header: bool, first_row: list[str], encoding: str = 
     names = first_row if header else [f"f{i}" for i in range(len(first_row))]
     label_name = label if label is not None else names[0]
     stream = pa.input_stream(str(path), compression="gzip" if is_gzip(path) else None)
+    # Smaller blocks when the budget is small, so that the blocks read ahead stay within it.
+    block = CSV_BLOCK_BYTES if guard is None else max(1 << 20, min(CSV_BLOCK_BYTES,
+                                                                   guard.remaining() // 16))
     read_options = pacsv.ReadOptions(autogenerate_column_names=not header, encoding=encoding,
-                                     block_size=CSV_BLOCK_BYTES)
+                                     block_size=block)
     text = _text_columns(path, read_options)
     convert_options = pacsv.ConvertOptions(
         column_types={name: pa.string() if name in text else feature_type
@@ -249,10 +252,18 @@ def read_parquet(path: Path, guard: MemoryGuard | None = None) -> pa.Table:
 
 
 def read_jsonlines(path: Path, guard: MemoryGuard | None = None) -> pa.Table:
-    """One JSON object per line, keyed by column name; read whole, so inflated within `guard`."""
+    """One JSON object per line, keyed by column name. Arrow reads it whole: a gzipped file is
+    inflated first, within `guard`, and a plain one must fit in what `guard` has left. (Arrow's
+    reader over a Python stream that raises can hang in its thread pool: it gets bytes only.)"""
     try:
-        with _bounded(path, guard) as handle:
-            return pajson.read_json(pa.PythonFile(handle, mode="r"))
+        if is_gzip(path):
+            with _bounded(path, guard) as handle:
+                source: Any = pa.BufferReader(handle.read())
+        else:
+            if guard is not None and path.stat().st_size > guard.remaining():
+                guard.charge(path.stat().st_size, str(path))
+            source = str(path)
+        return pajson.read_json(source)
     except pa.ArrowInvalid as exc:
         raise DataError(
             f"{path} is not JSON Lines of objects keyed by column name: {exc}"
