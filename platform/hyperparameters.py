@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,13 +44,24 @@ class DecodedHyperparameters:
     tuning_objective_metric: str | None = None
 
 
+MAX_NAME_CHARS = 256  # SageMaker's own limit on a hyperparameter's name
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
 def decode(raw: Mapping[str, object]) -> DecodedHyperparameters:
-    """Decode hyperparameters.json; drop `sagemaker_*` keys, keep the tuning objective aside."""
+    """Decode hyperparameters.json; drop `sagemaker_*` keys, keep the tuning objective aside.
+    HyperparameterError for a name no SageMaker job could send (control characters, over 256
+    characters): such a name would be echoed into logs and messages."""
     if not isinstance(raw, Mapping):
         raise HyperparameterError("hyperparameters.json must hold a JSON object of name: value")
     values: dict[str, Any] = {}
     objective = None
     for name, value in raw.items():
+        if _CONTROL.search(name) or len(name) > MAX_NAME_CHARS:
+            raise HyperparameterError(
+                f"hyperparameter name {name[:60]!a} is not a name: names are at most "
+                f"{MAX_NAME_CHARS} printable characters"
+            )
         if name == TUNING_OBJECTIVE_KEY:
             objective = str(decode_value(value))
         elif not name.startswith(RESERVED_PREFIX):

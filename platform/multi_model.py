@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -48,6 +50,41 @@ def model_folder(url: object, models_dir: Path) -> Path:
     return folder
 
 
+MAX_NAME_CHARS = 1024  # SageMaker's TargetModel
+# The longest name, percent-encoded, that leaves room in aiohttp's 8190-byte request line for
+# `DELETE /models/` ... `/invoke HTTP/1.1`.
+MAX_ENCODED_NAME = 8000
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def check_model_name(name: object) -> str:
+    """The name, if every route can reach it (`/models/<name>/invoke`, `GET` and `DELETE
+    /models/<name>`, the name percent-encoded, slashes too): BadRequestError saying why not.
+    Any printable name is a key (never a path); a name with a control character, one that is not
+    valid Unicode, or one too long for a request line once encoded could be loaded but never
+    invoked or deleted."""
+    if not isinstance(name, str) or not name:
+        raise BadRequestError("model_name must be a non-empty string")
+    problem = None
+    if len(name) > MAX_NAME_CHARS:
+        problem = f"it has {len(name)} characters, over {MAX_NAME_CHARS}"
+    elif _CONTROL.search(name):
+        problem = "it holds a control character"
+    else:
+        try:
+            encoded = len(quote(name.encode("utf-8"), safe=""))
+        except UnicodeEncodeError:
+            encoded = None
+        if encoded is None:
+            problem = "it is not valid Unicode text"
+        elif encoded > MAX_ENCODED_NAME:
+            problem = (f"percent-encoded it takes {encoded} bytes, too long for a request line "
+                       f"(at most {MAX_ENCODED_NAME})")
+    if problem:
+        raise BadRequestError(f"model_name {name[:60]!a} cannot be used: {problem}")
+    return name
+
+
 async def load_model(request: web.Request) -> web.Response:
     try:
         document = await request.json()
@@ -55,9 +92,7 @@ async def load_model(request: web.Request) -> web.Response:
         raise BadRequestError("the body is not valid JSON") from None
     if not isinstance(document, dict):
         raise BadRequestError('send {"model_name": "...", "url": "..."}')
-    name = document.get("model_name")
-    if not isinstance(name, str) or not name:
-        raise BadRequestError("model_name must be a non-empty string")
+    name = check_model_name(document.get("model_name"))
     folder = model_folder(document.get("url"), request.app[SETTINGS].models_dir)
     registry = await _registry(request)
     await registry.load(name, folder, url=document["url"])
