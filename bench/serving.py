@@ -203,7 +203,11 @@ class Server:
             if workers_only and pid == self.process.pid:
                 continue
             source = "smaps_rollup" if field_name == "Pss" else "status"
-            for line in Path(f"/proc/{pid}/{source}").read_text().splitlines():
+            try:
+                text = Path(f"/proc/{pid}/{source}").read_text()
+            except FileNotFoundError:  # a short-lived child (a subprocess) that has ended
+                continue
+            for line in text.splitlines():
                 if line.startswith(field_name + ":"):
                     values.append(int(line.split()[1]) * 1024)
         return combine(values) if values else 0

@@ -6,13 +6,16 @@
 Three phases, each against a fresh server on this machine's cores with default settings:
 1. single-model soak: the XGBoost model of bench/serving.py, wrk with 16 keep-alive connections
    alternating 1-row CSV and 100-row JSON requests in 10-second windows; after every window the
-   server's proportional memory (PSS of all its processes) is sampled;
+   server's proportional memory (PSS of all its processes) is sampled; meanwhile a thread sends
+   hostile requests (a gzip bomb, a Parquet body declaring 10 million rows, values beyond float32,
+   a half-sent request head, a client leaving mid-body, ...), each of which must get its 4xx;
 2. multi-model soak: a forest and an XGBoost model invoked alternately while a third model is loaded
    and unloaded again and again in the background (SageMaker's MME traffic);
 3. overload: 400 concurrent clients sending 1,000-row requests, more than the workers may hold
    (SAGECRAFT_MAX_CONCURRENT_REQUESTS, 128 per worker): the excess must get fast 503s with
    Retry-After instead of waiting in a queue.
-Pass criteria (printed and written): no error answer and no socket error in phases 1-2, memory after
+Pass criteria (printed and written): no error answer and no socket error in phases 1-2 (so no
+good request lost to the hostile ones), every hostile request answered as expected, memory after
 the soak within 10% (and 30 MiB) of memory after the first window, every phase-3 answer a 200 or a
 503 with Retry-After, 503s answered faster than 200s.
 """
@@ -21,10 +24,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gzip
 import http.client
+import io
 import json
 import platform
 import shutil
+import socket
 import statistics
 import sys
 import threading
@@ -34,6 +40,8 @@ from pathlib import Path
 
 import aiohttp
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 from serving import (
     CORES,
     HERE,
@@ -76,6 +84,64 @@ def _soak(server_url: str, bodies: list[tuple[Path, str]], minutes: float, memor
         if side:
             side.join()
     return results, samples
+
+
+def _hostile_bodies(width: int) -> list[tuple[str, bytes, dict[str, str], int]]:
+    """(name, body, headers, expected status) of hostile requests for a model of `width` features:
+    each small as sent, large or wrong once decoded (see tests/test_body_expansion.py)."""
+    good_row = ",".join(["0.5"] * width)
+    parquet = io.BytesIO()
+    pq.write_table(pa.table({f"c{i}": np.zeros(10_000_000) for i in range(width)}), parquet,
+                   compression="zstd")
+    csv = {"Content-Type": "text/csv"}
+    return [
+        ("gzip bomb (1 GiB of zeros)", gzip.compress(b"0" * (1 << 30), 9),
+         {**csv, "Content-Encoding": "gzip"}, 413),
+        ("Parquet declaring 10 million rows", parquet.getvalue(),
+         {"Content-Type": "application/x-parquet"}, 413),
+        ("a value beyond float32", ",".join(["1e39"] + ["0.5"] * (width - 1)).encode(), csv, 400),
+        ("truncated gzip", gzip.compress(good_row.encode())[:-12],
+         {**csv, "Content-Encoding": "gzip"}, 400),
+        ("an unknown Content-Encoding", good_row.encode(), {**csv, "Content-Encoding": "br"}, 415),
+        # 6 MB that decode to 3 million rows: answered, slice by slice, each within the bound.
+        ("libsvm labels only", b"1\n" * 3_000_000, {"Content-Type": "text/libsvm"}, 200),
+    ]
+
+
+def _hostile(port: int, bodies: list[tuple[str, bytes, dict[str, str], int]],
+             tally: dict[str, int]) -> Callable[[threading.Event], None]:
+    """A side task sending the hostile bodies in turn, plus a half-sent request head and a
+    client that leaves mid-body each round, while wrk sends good traffic; `tally` counts the
+    hostile requests and those whose answer was not the expected one."""
+
+    def run(stop: threading.Event) -> None:
+        while not stop.is_set():
+            for name, body, headers, expected in bodies:
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                try:
+                    connection.request("POST", "/invocations", body=body, headers=headers)
+                    response = connection.getresponse()
+                    response.read()
+                    status = response.status
+                except OSError:
+                    status = -1
+                finally:
+                    connection.close()
+                tally["sent"] += 1
+                if status != expected:
+                    tally["unexpected"] += 1
+                    print(f"hostile {name}: {status}, expected {expected}", flush=True)
+            held = socket.create_connection(("127.0.0.1", port))
+            held.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\n")  # never finished
+            leaving = socket.create_connection(("127.0.0.1", port))
+            leaving.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Length: 99999"
+                            b"\r\nContent-Type: text/csv\r\n\r\n0.5,")
+            leaving.close()
+            tally["sent"] += 2
+            stop.wait(0.5)
+            held.close()
+
+    return run
 
 
 def _post_json(port: int, path: str, document: dict | None, method: str = "POST") -> int:
@@ -131,15 +197,26 @@ def main() -> int:
     lines: list[str] = []
     verdicts: list[tuple[str, bool]] = []
 
-    # 1. single-model soak
+    # 1. single-model soak, hostile requests mixed into the good traffic
     server = fix_port(sagecraft_server("sagecraft", xgb_base)).start()
+    tally = {"sent": 0, "unexpected": 0}
     try:
-        print(f"phase 1: single-model soak, {args.minutes:g} min", flush=True)
-        results, memory = _soak(server.url, mixed, args.minutes, lambda: server.memory("Pss"))
+        print(f"phase 1: single-model soak with hostile requests, {args.minutes:g} min", flush=True)
+        results, memory = _soak(server.url, mixed, args.minutes, lambda: server.memory("Pss"),
+                                _hostile(server.port, _hostile_bodies(x.shape[1]), tally))
     finally:
         server.stop()
-    lines += _soak_table("Single-model endpoint (XGBoost, default workers)", results, memory)
+    lines += _soak_table("Single-model endpoint (XGBoost, default workers; hostile requests "
+                         f"alongside: {tally['sent']:,})", results, memory)
+    lines.append("Hostile requests, in turn: a 1 GiB gzip bomb, a Parquet body declaring 10 "
+                 "million rows, a value beyond float32, a truncated gzip, an unknown "
+                 "Content-Encoding, 3 million libsvm lines of labels only (answered slice by "
+                 "slice), a request head never "
+                 f"finished, a client leaving mid-body. Answered otherwise than expected: "
+                 f"{tally['unexpected']}.\n")
     verdicts += _soak_verdicts("single-model", results, memory)
+    verdicts.append(("single-model: every hostile request refused as expected, no good request "
+                     "lost", tally["unexpected"] == 0 and tally["sent"] > 0))
 
     # 2. multi-model soak with loads and unloads alongside
     base = WORK / "soak-mme"

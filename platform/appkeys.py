@@ -27,6 +27,7 @@ class Runtime:
     registry: ModelRegistry | None = None
     started: asyncio.Event = field(default_factory=asyncio.Event)
     in_flight: int = 0  # invocations this worker holds now
+    releasing: bool = False  # a release of freed memory to the OS is under way
 
 
 SETTINGS = web.AppKey("settings", ServingSettings)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import gc
 import os
 from pathlib import Path
@@ -47,12 +48,22 @@ def container_memory_bytes() -> int:
     return 8 << 30
 
 
-def _malloc_trim() -> None:
+@functools.cache  # find_library runs ldconfig in a subprocess: once per process, not per request
+def _libc() -> ctypes.CDLL | None:
     name = ctypes.util.find_library("c")
     if not name:
-        return
-    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
-        ctypes.CDLL(name).malloc_trim(0)
+        return None
+    try:
+        return ctypes.CDLL(name)
+    except OSError:
+        return None
+
+
+def _malloc_trim() -> None:
+    libc = _libc()
+    with contextlib.suppress(AttributeError):  # not glibc: nothing to trim
+        if libc is not None:
+            libc.malloc_trim(0)
 
 
 def release_memory() -> None:

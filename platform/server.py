@@ -41,6 +41,8 @@ SEND_CHUNK = 1024 * 1024
 # 16 KiB can hold 4,000 rows of one feature, and the loop must stay free for /ping.
 INLINE_BYTES = 16 * 1024
 INLINE_ROWS = 64
+# After a body of this size, memory is handed back to the OS (see _release_soon).
+RELEASE_AFTER_BYTES = 1024 * 1024
 
 
 async def ping(request: web.Request) -> web.Response:
@@ -117,14 +119,16 @@ async def _invoke(request: web.Request, model_name: str, settings: ServingSettin
                 if coding != IDENTITY:
                     body = await _in_thread(request.app[EXECUTOR], inflate, body, coding,
                                             settings.max_payload_bytes)
+                size = body.seek(0, io.SEEK_END)
+                body.seek(0)
                 async with registry.use(model_name) as model:
                     try:
                         result = await _in_thread(request.app[EXECUTOR], answer, model, types,
                                                   form.content_type, body, form.accept,
                                                   settings.record_errors, form.output)
-                    finally:  # what a large body decoded to is garbage now: give it back
-                        asyncio.get_running_loop().run_in_executor(request.app[EXECUTOR],
-                                                                   release_memory)
+                    finally:
+                        if size >= RELEASE_AFTER_BYTES:  # what it decoded to is garbage now
+                            _release_soon(request.app)
     except TimeoutError:
         if reading:
             raise RequestTimeoutError(
@@ -136,6 +140,23 @@ async def _invoke(request: web.Request, model_name: str, settings: ServingSettin
             "(SAGECRAFT_REQUEST_TIMEOUT); send fewer rows per request"
         ) from None
     return await _send(request, result, form.accept)
+
+
+def _release_soon(app: web.Application) -> None:
+    """Give freed memory back to the OS in the pool, once at a time (a full collection holds the
+    GIL for about 5 ms: worth it after a body of megabytes, not after every request)."""
+    runtime = app[RUNTIME]
+    if runtime.releasing:
+        return
+    runtime.releasing = True
+
+    def release() -> None:
+        try:
+            release_memory()
+        finally:
+            runtime.releasing = False
+
+    asyncio.get_running_loop().run_in_executor(app[EXECUTOR], release)
 
 
 async def _answer_small(model_name: str, settings: ServingSettings, runtime: Runtime,

@@ -61,6 +61,18 @@ def categorical_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pa
     return models
 
 
+def _serve_refuses(base: Path, *phrases: str, **env: str) -> None:
+    """`sagecraft serve` of the model under `base` exits 1, its log naming every phrase."""
+    server = Server(base, SAGEMAKER_MODEL_SERVER_WORKERS="1", **env)
+    try:
+        assert server.process.wait(60) == 1, server.log()
+        log = server.log()
+        assert all(phrase in log for phrase in phrases), log
+        assert "Traceback" not in log, log
+    finally:
+        server.stop()
+
+
 # --- the fuzzer --------------------------------------------------------------------------------
 
 
@@ -159,14 +171,7 @@ def test_crafted_xgboost_files_stop_serve_with_the_tree_and_node(
         base = tmp_path / name.replace(" ", "-")
         shutil.copytree(iris_xgboost.model_dir, base / "model")
         _craft(base / "model", edit)
-        server = Server(base, SAGEMAKER_MODEL_SERVER_WORKERS="1")
-        try:
-            assert server.process.wait(60) == 1, (name, server.log())
-            log = server.log()
-            assert phrase in log and "xgboost-model.ubj" in log, (name, log)
-            assert "Traceback" not in log, log
-        finally:
-            server.stop()
+        _serve_refuses(base, phrase, "xgboost-model.ubj")
 
 
 def test_crafted_xgboost_files_fail_only_their_own_load_on_a_multi_model_endpoint(
@@ -233,12 +238,7 @@ def test_crafted_forests_are_refused_naming_the_tree_and_node(
 ) -> None:
     shutil.copytree(iris_forest.model_dir, tmp_path / "model")
     _craft_forest(tmp_path / "model", edit)
-    server = Server(tmp_path, SAGEMAKER_MODEL_SERVER_WORKERS="1")
-    try:
-        assert server.process.wait(60) == 1, server.log()
-        assert "model.skops, tree 0: " in server.log() and phrase in server.log(), server.log()
-    finally:
-        server.stop()
+    _serve_refuses(tmp_path, "model.skops, tree 0: ", phrase)
 
 
 # --- manifests that disagree with the model ----------------------------------------------------
@@ -254,12 +254,7 @@ def test_a_manifest_with_fewer_features_than_the_model_is_refused_at_load(
     manifest = json.loads(manifest_path.read_text())
     manifest["features"] = manifest["features"][:3]
     manifest_path.write_text(json.dumps(manifest))
-    server = Server(tmp_path, SAGEMAKER_MODEL_SERVER_WORKERS="1")
-    try:
-        assert server.process.wait(60) == 1, server.log()
-        assert "the model reads 4 features, its manifest.json lists 3" in server.log(), server.log()
-    finally:
-        server.stop()
+    _serve_refuses(tmp_path, "the model reads 4 features, its manifest.json lists 3")
 
 
 def test_an_xgboost_model_whose_categories_differ_from_its_manifest_is_refused(
@@ -271,12 +266,7 @@ def test_an_xgboost_model_whose_categories_differ_from_its_manifest_is_refused(
     colour = next(f for f in manifest["features"] if f["name"] == "colour")
     colour["categories"] = ["a", "b", "c", "d", "z"]
     manifest_path.write_text(json.dumps(manifest))
-    server = Server(tmp_path, SAGEMAKER_MODEL_SERVER_WORKERS="1")
-    try:
-        assert server.process.wait(60) == 1, server.log()
-        assert "categories of feature 'colour' are not those its manifest.json lists" in server.log()
-    finally:
-        server.stop()
+    _serve_refuses(tmp_path, "categories of feature 'colour' are not those its manifest.json lists")
 
 
 # --- special files -----------------------------------------------------------------------------
@@ -302,12 +292,7 @@ def test_special_files_in_a_model_folder_are_refused_without_blocking(
 ) -> None:
     shutil.copytree(iris_xgboost.model_dir, tmp_path / "model")
     make(tmp_path / "model" / file)
-    server = Server(tmp_path, SAGEMAKER_MODEL_SERVER_WORKERS="1")
-    try:
-        assert server.process.wait(60) == 1, server.log()
-        assert phrase in server.log(), server.log()
-    finally:
-        server.stop()
+    _serve_refuses(tmp_path, phrase)
 
 
 def test_fifos_never_jam_a_multi_model_endpoints_loads(
@@ -343,12 +328,8 @@ def test_a_model_file_over_the_size_limit_is_refused_before_it_is_read(
     shutil.copytree(iris_xgboost.model_dir, tmp_path / "model")
     with (tmp_path / "model" / "xgboost-model.ubj").open("r+b") as model_file:
         model_file.truncate(3 * 1024 * 1024)  # sparse: weighs nothing on disk
-    server = Server(tmp_path, SAGEMAKER_MODEL_SERVER_WORKERS="1", SAGECRAFT_MAX_MODEL_FILE_MB="2")
-    try:
-        assert server.process.wait(60) == 1, server.log()
-        assert "over the limit of 2,097,152 (SAGECRAFT_MAX_MODEL_FILE_MB)" in server.log()
-    finally:
-        server.stop()
+    _serve_refuses(tmp_path, "over the limit of 2,097,152 (SAGECRAFT_MAX_MODEL_FILE_MB)",
+                   SAGECRAFT_MAX_MODEL_FILE_MB="2")
 
 
 # --- a model that trains must serve ------------------------------------------------------------
