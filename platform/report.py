@@ -106,7 +106,10 @@ def permutation_importance(algorithm: Algorithm, model: object, data: Dataset, t
             break
         # A shallow copy: only the shuffled column is new (the others are shared, copy-on-write).
         shuffled = data.features.copy(deep=False)
-        shuffled[name] = rng.permutation(shuffled[name].to_numpy())
+        # Shuffled as the column it is: a categorical feature stays categorical (through numpy it
+        # became text, which XGBoost refuses).
+        column = shuffled[name]
+        shuffled[name] = column.take(rng.permutation(len(column))).set_axis(column.index)
         predicted = np.asarray(algorithm.predict(model, shuffled, LABEL))
         drops[str(name)] = baseline - _score(task, data.labels, predicted)
     return pd.Series(drops).sort_values(ascending=False)

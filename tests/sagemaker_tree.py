@@ -165,10 +165,12 @@ class Server:
             try:
                 if self.session.get(f"{self.url}/ping", timeout=2).status_code == 200:
                     return self
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # a loaded machine is slow
                 pass
             time.sleep(0.05)
-        raise TimeoutError(f"server not ready in {timeout} s: {self.log()}")
+        log = self.log()
+        self.stop()  # never left running after the suite
+        raise TimeoutError(f"server not ready in {timeout} s: {log}")
 
     def invoke(self, body: bytes | str, content_type: str | None = "text/csv",
                accept: str | None = None, headers: dict[str, str] | None = None,

@@ -161,3 +161,21 @@ def test_sigterm_during_cross_validation_writes_no_model(tmp_path: Path) -> None
     assert "its model is incomplete and not scored" in stderr
     assert not any(tree.model_dir.iterdir())
     assert "[1]\tcv-fold" not in stderr  # the cut-short fold printed no score
+
+
+def test_an_xgboost_report_with_a_categorical_feature_is_written(tmp_path: Path) -> None:
+    """Permutation importance shuffles a categorical column as a categorical one (through numpy it
+    became text, XGBoost refused it, and the report was missing)."""
+    rng = np.random.default_rng(0)
+    colours = rng.choice(list("abcde"), 400)
+    numbers = rng.normal(size=400)
+    tree = TrainingTree(tmp_path)
+    tree.add_file("train", "train.csv", "y,colour,x\n" + "\n".join(
+        f"{int((c in 'ab') ^ (x > 0))},{c},{x:.3f}" for c, x in zip(colours, numbers, strict=True)))
+    tree.channels(train="text/csv")
+    tree.hyperparameters({"algorithm": "xgboost", "target": "y", "num_round": 5,
+                          "task": "classification"})
+    result = tree.train()
+    assert result.returncode == 0, tree.explain()
+    assert "could not be written" not in result.stderr, result.stderr
+    assert "feature-importance.png" in _figures(tmp_path / "output/data/report")
