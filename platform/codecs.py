@@ -123,9 +123,18 @@ def _checked_finite(matrix: np.ndarray, features: Sequence[str], first_row: int 
 # --- decoders --------------------------------------------------------------------------------
 
 
+def _literal_newlines(text: str) -> str:
+    """A shell passes `--body "1,2\\n3,4"` with a literal backslash-n, which no number contains:
+    read as a row separator, but only outside quoted cells (a category may be `C:\\new`)."""
+    if "\\n" not in text:
+        return text
+    pieces = text.split('"')
+    # Even pieces lie outside quotes (a doubled quote inside a cell makes an empty odd piece).
+    return '"'.join(p.replace("\\n", "\n") if i % 2 == 0 else p for i, p in enumerate(pieces))
+
+
 def _csv_rows(text: str, first_row: int) -> list[list[str]]:
-    # A shell passes `--body "1,2\n3,4"` with a literal backslash-n; no number contains one.
-    text = text.replace("\\n", "\n").strip("\r\n")
+    text = _literal_newlines(text).strip("\r\n")
     try:
         rows = list(csv.reader(io.StringIO(text))) if text else []
     except csv.Error as exc:

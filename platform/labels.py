@@ -45,7 +45,9 @@ class LabelEncoding:
                     f"{example!r}; set task=classification or fix the labels"
                 )
             return cls(task, [])
-        classes = sorted({_plain(v) for v in labels.to_numpy()}, key=lambda v: (str(type(v)), v))
+        # Each distinct label once (pandas' hash table), not every row in Python.
+        classes = sorted({_plain(v) for v in pd.unique(labels.to_numpy())},
+                         key=lambda v: (str(type(v)), v))
         if len(classes) < 2:
             raise DataError(
                 f"classification needs at least two classes; the labels hold only {classes!r}"
@@ -56,15 +58,18 @@ class LabelEncoding:
         if self.task == REGRESSION:
             return labels.to_numpy(dtype=np.float64)
         index = {c: i for i, c in enumerate(self.classes)}
-        codes = np.empty(len(labels), dtype=np.int32)
-        for row, value in enumerate(labels.to_numpy()):
-            code = index.get(_plain(value))
-            if code is None:
-                raise DataError(
-                    f"the '{channel}' channel has label {value!r} (row {row + 1}), which the "
-                    f"'train' channel never has; known classes: {self.classes}"
-                )
-            codes[row] = code
+        values = labels.to_numpy()
+        # Distinct labels looked up once each, then spread to the rows by pandas' codes.
+        positions, distinct = pd.factorize(values, use_na_sentinel=False)
+        of_distinct = np.array([index.get(_plain(v), -1) for v in distinct], dtype=np.int32)
+        codes = of_distinct[positions]
+        unknown = np.flatnonzero(codes < 0)
+        if unknown.size:
+            row = int(unknown[0])
+            raise DataError(
+                f"the '{channel}' channel has label {values[row]!r} (row {row + 1}), which the "
+                f"'train' channel never has; known classes: {self.classes}"
+            )
         return codes
 
 
