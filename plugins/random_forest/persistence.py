@@ -85,10 +85,13 @@ def _rebuilt_forest(model: object, path: Path) -> Forest:
         tree = getattr(estimator, "tree_", None)
         if not isinstance(tree, Tree):
             raise ModelLoadError(f"{where} is not a fitted decision tree")
-        if (tree.n_features != n_features or tree.n_outputs != 1 or tree.value.ndim != 3
-                or tree.value.shape[1:] != (1, n_classes)):
-            raise ModelLoadError(f"{where}: its features, outputs or classes are not the forest's")
-        _check_tree(tree, n_features, where)
+        try:  # a Tree's arrays are views sized by its own counts, which the file also gives
+            if (tree.n_features != n_features or tree.n_outputs != 1 or tree.value.ndim != 3
+                    or tree.value.shape[1:] != (1, n_classes)):
+                raise ModelLoadError(f"{where}: its features, outputs or classes are not the forest's")
+            _check_tree(tree, n_features, where)
+        except (ValueError, TypeError, AttributeError, OverflowError) as exc:
+            raise ModelLoadError(f"{where} is not a well-formed tree: {exc}") from None
         clean = DecisionTreeClassifier() if classifier else DecisionTreeRegressor()
         clean.tree_, clean.n_features_in_, clean.n_outputs_ = tree, n_features, 1
         if classes is not None:

@@ -42,6 +42,10 @@ def check_against_manifest(document: dict[str, Any], manifest: Manifest, where: 
     list, and a category in one list only fails every request that holds it."""
     n_features = int(document["learner"]["learner_model_param"]["num_feature"])
     manifest.require_features(n_features, where)
+    named = list(document["learner"].get("feature_names") or [])
+    if named and named != manifest.feature_names:  # XGBoost matches a table's columns by name
+        raise ModelLoadError(f"{where}: the model's feature names are not those its manifest.json "
+                             "lists")
     booster = document["learner"]["gradient_booster"]
     if booster["name"] == "gblinear":
         return
@@ -246,6 +250,6 @@ def check_document(document: dict[str, Any], where: str) -> None:
             _check_categories(tree, nodes, widths, at)
     except ModelLoadError:
         raise
-    except (KeyError, TypeError, ValueError, IndexError, orjson.JSONDecodeError) as exc:
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, orjson.JSONDecodeError) as exc:
         raise ModelLoadError(f"{where} does not describe an XGBoost model XGBoost can predict with: "
                              f"{type(exc).__name__}: {exc}") from None
