@@ -28,6 +28,7 @@ class Runtime:
     started: asyncio.Event = field(default_factory=asyncio.Event)
     in_flight: int = 0  # invocations this worker holds now
     releasing: bool = False  # a release of freed memory to the OS is under way
+    released_at: float = -1e9  # when the last one started (the event loop's clock)
 
 
 SETTINGS = web.AppKey("settings", ServingSettings)
