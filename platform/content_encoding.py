@@ -14,13 +14,13 @@ import zlib
 from typing import IO
 
 from .errors import BadRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
+from .invocation import SPOOL_BYTES
 
 IDENTITY = "identity"
 # zlib's window bits: gzip framing, zlib framing (HTTP's "deflate"); raw deflate as sent by some
 # clients for "deflate" is tried when the zlib header is absent.
 _WINDOW_BITS = {"gzip": 31, "x-gzip": 31, "deflate": 15}
 SLICE_BYTES = 1024 * 1024
-SPOOL_BYTES = 32 * 1024 * 1024
 
 
 def content_coding(header: str | None) -> str:

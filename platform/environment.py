@@ -98,10 +98,20 @@ class SageMakerPaths:
         return self.base / "models"
 
 
+# SageMaker's config files are a few KB (hyperparameters.json: at most 100 keys of 2,500 chars).
+MAX_CONFIG_FILE_BYTES = 16 * 1024 * 1024
+
+
 def read_json_config(path: Path, *, required: bool) -> Any:
-    """Parse one of the JSON files under input/config; None when it is absent and optional."""
+    """Parse one of the JSON files under input/config; None when it is absent and optional.
+    Read as a regular file of bounded size: a FIFO there would block the job forever."""
+    from .files import read_regular  # (files.py reads this module's settings at import)
+
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_regular(path, MAX_CONFIG_FILE_BYTES, ConfigurationError,
+                            "a config file's fixed limit").decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError(f"{path} is not UTF-8 text (byte {exc.start})") from None
     except FileNotFoundError:
         if required:
             raise ConfigurationError(

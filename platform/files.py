@@ -1,9 +1,10 @@
-"""Reading files that come from outside (model folders, channels, configuration) as regular files
+"""Reading files that come from outside (model folders, manifests, input/config) as regular files
 of bounded size.
 
-A model folder or channel is whatever the user's archive or bucket held: a FIFO named
-`manifest.json` would block the thread that opens it forever, and a device such as `/dev/zero`
-would be read without end. `read_regular` opens without blocking, refuses anything but a regular
+A model folder is whatever the user's archive or bucket held: a FIFO named `manifest.json` would
+block the thread that opens it forever, and a device such as `/dev/zero` would be read without
+end. (Training channels are filtered to regular files as they are listed: data.channel_files.)
+`read_regular` opens without blocking, refuses anything but a regular
 file, and reads no more than its limit, whatever the file claims.
 """
 

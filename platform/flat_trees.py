@@ -90,10 +90,10 @@ class TreeNodes:
         feature = arrays[0].astype(np.int64)
         _refuse_first(where, ~leaf & ((feature < 0) | (feature >= n_features)),
                       f"splits on a feature outside the model's {n_features}")
-        threshold = np.asarray(arrays[1], np.float64) if arrays[1].dtype.kind in "fiu" else None
-        if threshold is None:
+        if arrays[1].dtype.kind not in "fiu":
             raise ModelLoadError(f"{where}: thresholds are not numbers")
-        _refuse_first(where, ~leaf & np.isnan(threshold), "has a threshold that is not a number")
+        _refuse_first(where, ~leaf & np.isnan(arrays[1].astype(np.float64)),
+                      "has a threshold that is not a number")
 
 
 _ANY_WIDTH = 2**62
@@ -210,8 +210,6 @@ class FlatTrees:
         _sum_rows(matrix, chosen, self.roots, self._links, self.threshold, self.missing_left,
                   values, out)
         return out
-
-
 
 
 @_compiled

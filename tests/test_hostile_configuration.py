@@ -5,6 +5,7 @@ Each is refused with a typed error naming the file or the name; never 'internal 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,15 @@ def test_every_model_name_accepted_can_be_invoked_described_and_deleted(
     assert server.session.get(path).json()["modelName"] == name
     assert server.session.delete(path).status_code == 200
     assert server.session.get(f"{server.url}/models").json() == {"models": []}
+
+
+@pytest.mark.parametrize("file", ["hyperparameters.json", "inputdataconfig.json",
+                                  "resourceconfig.json", "checkpointconfig.json"])
+def test_a_fifo_as_a_configuration_file_fails_at_once_naming_it(tmp_path: Path, file: str) -> None:
+    tree = iris_tree(tmp_path, {"algorithm": "random_forest", "target": "Species"})
+    path = tmp_path / "input" / "config" / file
+    path.unlink(missing_ok=True)
+    os.mkfifo(path)  # opened for reading, it would block the job until someone writes
+    assert tree.train(timeout=60).returncode == 1, tree.explain()
+    assert tree.failure is not None and f"{file} is a FIFO, not a regular file" in tree.failure
+    assert "Error type: ConfigurationError" in tree.failure
