@@ -19,8 +19,8 @@ from pathlib import Path
 def run_one(model_dir: Path, body: Path, seconds: float) -> None:
     """One process: load, say "ready", wait for "go" on stdin, parse+predict until the time is up;
     prints the rows it finished and the seconds it took."""
-    from sagecraft.codecs import decode_csv
     from sagecraft.loaded_model import LoadedModel
+    from sagecraft.serving.codecs import decode_csv
 
     model = LoadedModel.load(model_dir)
     data = body.read_bytes()
@@ -35,7 +35,7 @@ def run_one(model_dir: Path, body: Path, seconds: float) -> None:
 
 def rows_per_second(model_dir: Path, body: Path, processes: int, seconds: float) -> float:
     """Rows/s of `processes` processes at once; each gets the OpenMP threads a server worker gets
-    (CPU count / workers), as sagecraft.lifecycle sets them."""
+    (CPU count / workers), as sagecraft.serving.lifecycle sets them."""
     threads = max(1, (os.cpu_count() or 1) // processes)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     children = [subprocess.Popen([sys.executable, __file__, str(model_dir), str(body), "--one",

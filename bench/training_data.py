@@ -29,7 +29,7 @@ FEATURES = 20
 
 READERS = {
     "sagecraft read_channel": (
-        "from pathlib import Path; from sagecraft.data import read_channel; "
+        "from pathlib import Path; from sagecraft.training.data import read_channel; "
         "t = read_channel(Path({folder!r}), channel='train', target=None); print(len(t.features))"
     ),
     "pandas.read_csv (AWS's images)": (

@@ -64,7 +64,7 @@ def _list_plugins() -> int:
 def _hyperparameters(algorithm: str) -> int:
     from .hyperparameter_table import markdown_table
     from .plugins import installed_plugins
-    from .trainer import CORE_HYPERPARAMETERS
+    from .training.trainer import CORE_HYPERPARAMETERS
 
     if algorithm == "sagecraft":
         print(markdown_table(CORE_HYPERPARAMETERS))
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _configure_logging()
     if args.command == "train":
-        from .trainer import run_training
+        from .training.trainer import run_training
 
         return run_training(SageMakerPaths.from_environment())
     if args.command == "serve":
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         except (SagecraftError, OSError) as exc:
             logging.getLogger("sagecraft").error("cannot serve: %s", exc)
             return 1
-        from .lifecycle import run_server
+        from .serving.lifecycle import run_server
 
         return run_server(settings, SageMakerPaths.from_environment().model_dir, listener)
     if args.command == "hyperparameters":

@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 
 from . import categories
-from .content_types import ALIASES
 from .errors import (
     BadRequestError,
     DecodedTooLargeError,
@@ -21,6 +20,7 @@ from .errors import (
     TooManyRowsError,
     UnsupportedMediaTypeError,
 )
+from .media_types import ALIASES
 
 Decoder = Callable[[bytes, Sequence[str]], pd.DataFrame]
 # Rows of plain numbers: a float64 matrix, or lists of floats (no numpy call per request).

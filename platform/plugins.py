@@ -26,13 +26,14 @@ from typing import Any
 import pandas as pd
 import pluggy
 
-from . import codecs, hooks
+from . import hooks
 from .content_registry import ContentTypeRegistry
 from .environment import PluginSettings
 from .errors import PluginConflictError, PluginError, UnknownAlgorithmError
 from .hyperparameters import did_you_mean
 from .manifest import Manifest, sagecraft_version
 from .model_types import AlgorithmInfo, Dataset, FitContext
+from .serving import codecs
 
 ENTRY_POINT_GROUP = "sagecraft"
 CORE_PLUGIN = "sagecraft"

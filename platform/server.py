@@ -14,9 +14,6 @@ import numpy as np
 import pandas as pd
 from aiohttp import HttpVersion11, web
 
-from .appkeys import EXECUTOR, RUNTIME, SETTINGS, SINGLE_MODEL, Runtime
-from .codecs import feature_table
-from .content_encoding import IDENTITY, content_coding, inflate
 from .environment import ServingSettings
 from .errors import (
     BadRequestError,
@@ -26,13 +23,16 @@ from .errors import (
     RequestTimeoutError,
     SagecraftError,
 )
-from .invocation import answer, declared_length, encode_answer, read_body, read_bytes
 from .memory import release_memory
-from .middleware import error_middleware, error_response
-from .multi_model import add_model_routes
-from .openapi import add_openapi_route
-from .outputs import PREDICTED_LABEL
-from .request_format import TARGET_MODEL, RequestFormat, check_header_length
+from .serving.appkeys import EXECUTOR, RUNTIME, SETTINGS, SINGLE_MODEL, Runtime
+from .serving.codecs import feature_table
+from .serving.content_encoding import IDENTITY, content_coding, inflate
+from .serving.invocation import answer, declared_length, encode_answer, read_body, read_bytes
+from .serving.middleware import error_middleware, error_response
+from .serving.multi_model import add_model_routes
+from .serving.openapi import add_openapi_route
+from .serving.outputs import PREDICTED_LABEL
+from .serving.request_format import TARGET_MODEL, RequestFormat, check_header_length
 
 T = TypeVar("T")
 SEND_CHUNK = 1024 * 1024

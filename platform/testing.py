@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .environment import SageMakerPaths
 from .loaded_model import LoadedModel
-from .trainer import train as run_training_job
+from .training.trainer import train as run_training_job
 
 
 def write_training_job(

@@ -16,10 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 
-from sagecraft import codecs
-from sagecraft.codecs import decode_csv
 from sagecraft.errors import BadRequestError
 from sagecraft.model_types import LABEL, PROBABILITIES, RAW_MARGIN
+from sagecraft.serving import codecs
+from sagecraft.serving.codecs import decode_csv
 from sagecraft_random_forest.algorithm import ServingForest, predict
 from sagecraft_random_forest.flat_forest import FLAT_MAX_ROWS, FlatForest
 from sagecraft_xgboost import algorithm as xgboost_plugin

@@ -18,7 +18,7 @@ from sagemaker_tree import REPO, Server, TrainingTree, serve_models
 
 pytestmark = pytest.mark.hardening
 
-DOCUMENT = REPO / "platform" / "openapi.json"
+DOCUMENT = REPO / "platform" / "serving" / "openapi.json"
 schema = schemathesis.openapi.from_path(DOCUMENT)
 
 

@@ -33,7 +33,7 @@ def test_every_environment_variable_read_is_in_the_table() -> None:
     import re
 
     read = set()
-    for path in (REPO / "platform").glob("*.py"):
+    for path in (REPO / "platform").rglob("*.py"):
         read |= set(re.findall(r'"((?:SAGEMAKER|SAGECRAFT)_[A-Z_]+)"', path.read_text()))
     table = README.split("## Environment variables", 1)[1].split("\n## ", 1)[0]
     missing = {name for name in read if f"`{name}`" not in table}

@@ -18,7 +18,7 @@ import xgboost as xgb
 
 from sagecraft.model_types import Dataset
 from sagecraft.plugins import installed_plugins
-from sagecraft.report import permutation_importance
+from sagecraft.training.report import permutation_importance
 from sagecraft_xgboost.checkpoints import Progress
 from sagemaker_tree import TrainingTree, environment, regression_rows
 

@@ -7,7 +7,7 @@ import pytest
 from sagecraft.environment import ServingSettings
 from sagecraft.errors import BadRequestError, NotAcceptableError, UnsupportedMediaTypeError
 from sagecraft.plugins import installed_plugins
-from sagecraft.request_format import MAX_REMEMBERED, RequestFormat, RequestFormats
+from sagecraft.serving.request_format import MAX_REMEMBERED, RequestFormat, RequestFormats
 
 
 @pytest.fixture(scope="module")

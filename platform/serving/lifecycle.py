@@ -22,17 +22,17 @@ from pathlib import Path
 
 from aiohttp import web
 
+from ..environment import ServingSettings
+from ..errors import SagecraftError
+from ..flat_trees import compile_walk
+from ..loaded_model import LoadedModel
+from ..memory import container_memory_bytes
+from ..plugins import PluginSet, installed_plugins
+from ..server import create_app
 from .appkeys import EXECUTOR, RUNTIME, SINGLE_MODEL
 from .balanced_accept import ABSENT, BalancedSite, ConnectionCounts
-from .environment import ServingSettings
-from .errors import SagecraftError
-from .flat_trees import compile_walk
-from .loaded_model import LoadedModel
-from .memory import container_memory_bytes
-from .plugins import PluginSet, installed_plugins
 from .registry import ModelRegistry, load_within
 from .request_format import RequestFormats
-from .server import create_app
 
 log = logging.getLogger(__name__)
 

@@ -16,12 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from . import categories
-from . import hyperparameters as hp
-from .cross_validation import cross_validate
-from .data import ChannelTable, align_libsvm_widths, read_channel
-from .environment import SageMakerPaths, read_json_config
-from .errors import (
+from .. import categories
+from .. import hyperparameters as hp
+from ..environment import SageMakerPaths, read_json_config
+from ..errors import (
     ConfigurationError,
     DataError,
     HyperparameterError,
@@ -31,12 +29,14 @@ from .errors import (
     TrainingStoppedError,
     UnservableModelError,
 )
+from ..manifest import Feature, Manifest, runtime_libraries
+from ..memory import MemoryGuard
+from ..metrics import print_metrics
+from ..model_types import TASKS, Dataset, FitContext
+from ..plugins import Algorithm, installed_plugins
+from .cross_validation import cross_validate
+from .data import ChannelTable, align_libsvm_widths, read_channel
 from .labels import LabelEncoding, infer_task
-from .manifest import Feature, Manifest, runtime_libraries
-from .memory import MemoryGuard
-from .metrics import print_metrics
-from .model_types import TASKS, Dataset, FitContext
-from .plugins import Algorithm, installed_plugins
 from .report import MetricHistory, ReportStopped, start_loading_matplotlib, write_report
 
 log = logging.getLogger(__name__)

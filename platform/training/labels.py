@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import DataError
-from .model_types import CLASSIFICATION, REGRESSION
+from ..errors import DataError
+from ..model_types import CLASSIFICATION, REGRESSION
 
 
 def is_numeric(labels: pd.Series) -> bool:

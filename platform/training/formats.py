@@ -25,8 +25,8 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from .errors import DataError
-from .memory import MemoryGuard
+from ..errors import DataError
+from ..memory import MemoryGuard
 
 CSV, LIBSVM, PARQUET, JSONLINES = "csv", "libsvm", "parquet", "jsonlines"
 FORMATS = (CSV, LIBSVM, PARQUET, JSONLINES)

@@ -13,7 +13,7 @@ MULTI_MODEL_PREFIX = "/models"
 
 def api_description(multi_model: bool) -> dict[str, Any]:
     """The document for this server: the /models routes only on a multi-model endpoint."""
-    document = json.loads(resources.files("sagecraft").joinpath("openapi.json").read_text("utf-8"))
+    document = json.loads(resources.files("sagecraft.serving").joinpath("openapi.json").read_text("utf-8"))
     if not multi_model:
         document["paths"] = {path: item for path, item in document["paths"].items()
                              if not path.startswith(MULTI_MODEL_PREFIX)}

@@ -13,10 +13,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .environment import OUTPUT_KINDS as KINDS
-from .errors import BadRequestError, UnsupportedOutputError
-from .loaded_model import LoadedModel
-from .model_types import CONTRIBUTIONS, LABEL, LEAVES, PROBABILITIES, RAW_MARGIN
+from ..environment import OUTPUT_KINDS as KINDS
+from ..errors import BadRequestError, UnsupportedOutputError
+from ..loaded_model import LoadedModel
+from ..model_types import CONTRIBUTIONS, LABEL, LEAVES, PROBABILITIES, RAW_MARGIN
 
 PREDICTED_LABEL, _, PROBABILITY, *_ = KINDS
 # Output kinds answered by the plugin's predict as they are.

@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .content_registry import ContentTypeRegistry
-from .content_types import CSV, media_type, negotiate
-from .environment import ServingSettings
-from .errors import BadRequestError
+from ..content_registry import ContentTypeRegistry
+from ..environment import ServingSettings
+from ..errors import BadRequestError
+from ..media_types import CSV, media_type, negotiate
 from .outputs import requested_output
 
 CONTENT_TYPE = "Content-Type"

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from .content_registry import ContentTypeRegistry
-from .environment import ServingSettings
+from ..content_registry import ContentTypeRegistry
+from ..environment import ServingSettings
 from .registry import ModelRegistry
 from .request_format import RequestFormats
 

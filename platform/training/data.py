@@ -27,11 +27,11 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
+from ..errors import DataError
+from ..files import describe_kind
+from ..memory import MemoryGuard
 from . import formats
-from .errors import DataError
-from .files import describe_kind
 from .formats import is_gzip
-from .memory import MemoryGuard
 
 log = logging.getLogger(__name__)
 

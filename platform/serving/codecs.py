@@ -20,10 +20,10 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from .content_registry import ContentTypeRegistry
-from .content_types import CSV, JSON, JSONLINES, LIBSVM, NPY, PARQUET
-from .errors import BadRequestError, NotAcceptableError
-from .hooks import hookimpl
+from ..content_registry import ContentTypeRegistry
+from ..errors import BadRequestError, NotAcceptableError
+from ..hooks import hookimpl
+from ..media_types import CSV, JSON, JSONLINES, LIBSVM, NPY, PARQUET
 
 # Bodies above this size are parsed by pyarrow's multi-threaded reader; smaller ones by Python,
 # which starts faster.

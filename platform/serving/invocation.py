@@ -19,10 +19,10 @@ import orjson
 import pandas as pd
 from aiohttp import web
 
-from .content_registry import ContentTypeRegistry
-from .content_types import JSONLINES
-from .errors import BadRequestError, PayloadTooLargeError
-from .loaded_model import LoadedModel
+from ..content_registry import ContentTypeRegistry
+from ..errors import BadRequestError, PayloadTooLargeError
+from ..loaded_model import LoadedModel
+from ..media_types import JSONLINES
 from .outputs import PREDICTED_LABEL, predict_output
 
 SLICE_BYTES = 2 * 1024 * 1024  # measured: peak memory grows ~80 MiB whatever the payload size

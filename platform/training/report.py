@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .metrics import DEFAULT_METRIC, evaluate
-from .model_types import CLASSIFICATION, LABEL, Dataset
-from .plugins import Algorithm
+from ..metrics import DEFAULT_METRIC, evaluate
+from ..model_types import CLASSIFICATION, LABEL, Dataset
+from ..plugins import Algorithm
 
 log = logging.getLogger(__name__)
 

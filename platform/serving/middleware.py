@@ -8,8 +8,8 @@ import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from ..errors import PayloadTooLargeError, SagecraftError
 from .appkeys import SETTINGS
-from .errors import PayloadTooLargeError, SagecraftError
 
 log = logging.getLogger(__name__)
 

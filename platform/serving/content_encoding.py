@@ -13,7 +13,7 @@ import tempfile
 import zlib
 from typing import IO
 
-from .errors import BadRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
+from ..errors import BadRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
 from .invocation import SPOOL_BYTES
 
 IDENTITY = "identity"

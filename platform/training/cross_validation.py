@@ -19,10 +19,10 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import KFold, StratifiedKFold
 
-from .errors import HyperparameterError, UnsupportedOutputError
-from .metrics import evaluate
-from .model_types import CLASSIFICATION, LABEL, PROBABILITIES, REGRESSION, Dataset, FitContext
-from .plugins import Algorithm
+from ..errors import HyperparameterError, UnsupportedOutputError
+from ..metrics import evaluate
+from ..model_types import CLASSIFICATION, LABEL, PROBABILITIES, REGRESSION, Dataset, FitContext
+from ..plugins import Algorithm
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from ..errors import BadRequestError, ModelNotFoundError, NotReadyError
 from .appkeys import RUNTIME, SETTINGS, Runtime
-from .errors import BadRequestError, ModelNotFoundError, NotReadyError
 from .registry import ModelRegistry
 
 PAGE_SIZE = 100

@@ -16,16 +16,16 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .batching import PredictionBatcher
-from .errors import (
+from ..errors import (
     InsufficientMemoryError,
     ModelAlreadyLoadedError,
     ModelLoadTimeoutError,
     ModelNotFoundError,
     SagecraftError,
 )
-from .loaded_model import LoadedModel
-from .memory import folder_bytes, release_memory, rss_bytes
+from ..loaded_model import LoadedModel
+from ..memory import folder_bytes, release_memory, rss_bytes
+from .batching import PredictionBatcher
 
 log = logging.getLogger(__name__)
 
