@@ -38,10 +38,16 @@ def rows_per_second(model_dir: Path, body: Path, processes: int, seconds: float)
     (CPU count / workers), as sagecraft.serving.lifecycle sets them."""
     threads = max(1, (os.cpu_count() or 1) // processes)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    children = [subprocess.Popen([sys.executable, __file__, str(model_dir), str(body), "--one",
-                                  "--seconds", str(seconds)], env=env, stdin=subprocess.PIPE,
-                                 stdout=subprocess.PIPE, text=True)
-                for _ in range(processes)]
+    children = [
+        subprocess.Popen(
+            [sys.executable, __file__, str(model_dir), str(body), "--one", "--seconds", str(seconds)],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(processes)
+    ]
     try:
         for child in children:  # every model loaded before any starts
             if child.stdout.readline().strip() != "ready":

@@ -38,11 +38,17 @@ def main() -> int:
     base = ensure_model("xgboost")
     block = write_bodies(x)[("csv", 10_000)].read_bytes() + b"\n"
     port = free_port()
-    env = dict(os.environ, SAGEMAKER_BASE_DIR=str(base), SAGEMAKER_BIND_TO_PORT=str(port),
-               SAGECRAFT_BIND_HOST="127.0.0.1", SAGEMAKER_MODEL_SERVER_WORKERS="1",
-               SAGECRAFT_MAX_PAYLOAD_MB=str(args.mib + 100))
-    server = subprocess.Popen(["sagecraft", "serve"], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+    env = dict(
+        os.environ,
+        SAGEMAKER_BASE_DIR=str(base),
+        SAGEMAKER_BIND_TO_PORT=str(port),
+        SAGECRAFT_BIND_HOST="127.0.0.1",
+        SAGEMAKER_MODEL_SERVER_WORKERS="1",
+        SAGECRAFT_MAX_PAYLOAD_MB=str(args.mib + 100),
+    )
+    server = subprocess.Popen(
+        ["sagecraft", "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         for _ in range(600):
             try:
@@ -60,16 +66,22 @@ def main() -> int:
         repeats = args.mib * 1024 * 1024 // len(block)
         started = time.perf_counter()
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=900)
-        connection.request("POST", "/invocations", (block for _ in range(repeats)),
-                           {"Content-Type": "text/csv", "Content-Length": str(repeats * len(block))})
+        connection.request(
+            "POST",
+            "/invocations",
+            (block for _ in range(repeats)),
+            {"Content-Type": "text/csv", "Content-Length": str(repeats * len(block))},
+        )
         response = connection.getresponse()
         lines = 0
         while chunk := response.read(1 << 20):
             lines += chunk.count(b"\n")
         elapsed = time.perf_counter() - started
-        print(f"status {response.status}: {repeats * len(block) >> 20} MiB, {repeats * 10_000} rows in, "
-              f"{lines} lines out, {elapsed:.0f} s ({lines / elapsed:.0f} rows/s); server RSS "
-              f"{before} MiB before, peak {_status_field(server.pid, 'VmHWM')} MiB")
+        print(
+            f"status {response.status}: {repeats * len(block) >> 20} MiB, {repeats * 10_000} rows in, "
+            f"{lines} lines out, {elapsed:.0f} s ({lines / elapsed:.0f} rows/s); server RSS "
+            f"{before} MiB before, peak {_status_field(server.pid, 'VmHWM')} MiB"
+        )
         return 0 if response.status == 200 and lines == repeats * 10_000 else 1
     finally:
         server.send_signal(signal.SIGTERM)

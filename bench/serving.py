@@ -51,18 +51,20 @@ ROWS = (1, 100, 10_000)
 def ensure_tools() -> Path:
     """wrk from Debian's packages; gunicorn and Flask in a venv that sees our libraries."""
     if shutil.which("wrk") is None:
-        subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=True, stdout=subprocess.DEVNULL)
     venv = WORK / "peers-venv"
     if not (venv / "bin" / "gunicorn").exists():
         subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
-        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "flask>=3", "gunicorn>=22"],
-                       check=True)
+        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "flask>=3", "gunicorn>=22"], check=True)
     return venv
 
 
-MLSERVER_PACKAGES = ["mlserver==1.7.*", "mlserver-sklearn==1.7.*", "mlserver-xgboost==1.7.*",
-                     "uvloop==0.21.0"]
+MLSERVER_PACKAGES = [
+    "mlserver==1.7.*",
+    "mlserver-sklearn==1.7.*",
+    "mlserver-xgboost==1.7.*",
+    "uvloop==0.21.0",
+]
 
 
 def ensure_mlserver() -> Path | None:
@@ -70,8 +72,9 @@ def ensure_mlserver() -> Path | None:
     venv = WORK / "mlserver-venv"
     if not (venv / "bin" / "mlserver").exists():
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        done = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", *MLSERVER_PACKAGES],
-                              check=False, timeout=1200)
+        done = subprocess.run(
+            [str(venv / "bin" / "pip"), "install", "-q", *MLSERVER_PACKAGES], check=False, timeout=1200
+        )
         if done.returncode != 0:
             print("MLServer could not be installed; it is left out of this run", flush=True)
             return None
@@ -81,10 +84,21 @@ def ensure_mlserver() -> Path | None:
 def mlserver_folder(venv: Path, train_csv: Path, http_port: int, tuned: bool) -> Path:
     folder = WORK / ("mlserver-tuned" if tuned else "mlserver-default")
     if not (folder / "xgboost" / "model.json").exists():
-        subprocess.run([str(venv / "bin" / "python"), str(HERE / "peers" / "mlserver_models.py"),
-                        str(train_csv), str(folder)], check=True)
-    settings = {"http_port": http_port, "grpc_port": free_port(), "metrics_port": free_port(),
-                "host": "127.0.0.1"}
+        subprocess.run(
+            [
+                str(venv / "bin" / "python"),
+                str(HERE / "peers" / "mlserver_models.py"),
+                str(train_csv),
+                str(folder),
+            ],
+            check=True,
+        )
+    settings = {
+        "http_port": http_port,
+        "grpc_port": free_port(),
+        "metrics_port": free_port(),
+        "host": "127.0.0.1",
+    }
     if tuned:
         settings["debug"] = False
     (folder / "settings.json").write_text(json.dumps(settings))
@@ -92,8 +106,18 @@ def mlserver_folder(venv: Path, train_csv: Path, http_port: int, tuned: bool) ->
 
 
 def v2_body(block: np.ndarray) -> str:
-    return json.dumps({"inputs": [{"name": "input-0", "shape": list(block.shape),
-                                   "datatype": "FP64", "data": np.round(block, 4).ravel().tolist()}]})
+    return json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input-0",
+                    "shape": list(block.shape),
+                    "datatype": "FP64",
+                    "data": np.round(block, 4).ravel().tolist(),
+                }
+            ]
+        }
+    )
 
 
 def free_port() -> int:
@@ -109,17 +133,26 @@ def train(name: str, hyperparameters: dict[str, str], data: str) -> Path:
     (base / "input" / "data" / "train").mkdir(parents=True)
     (base / "input" / "data" / "train" / "train.csv").write_text(data)
     (base / "input" / "config" / "hyperparameters.json").write_text(json.dumps(hyperparameters))
-    subprocess.run(["sagecraft", "train"], env=dict(os.environ, SAGEMAKER_BASE_DIR=str(base)),
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        ["sagecraft", "train"],
+        env=dict(os.environ, SAGEMAKER_BASE_DIR=str(base)),
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return base
 
 
 # The benchmark's models: 100 trees each on 20 features (bench/soak.py and large_payload.py too).
 BENCH_MODELS = {
-    "xgboost": {"algorithm": "xgboost", "num_round": "100", "max_depth": "6",
-                "objective": "binary:logistic"},
-    "forest": {"algorithm": "random_forest", "task": "classification", "ntree": "100",
-               "max_depth": "12", "n_jobs": "-1"},
+    "xgboost": {"algorithm": "xgboost", "num_round": "100", "max_depth": "6", "objective": "binary:logistic"},
+    "forest": {
+        "algorithm": "random_forest",
+        "task": "classification",
+        "ntree": "100",
+        "max_depth": "12",
+        "n_jobs": "-1",
+    },
 }
 
 
@@ -134,7 +167,7 @@ def ensure_model(name: str) -> Path:
 def training_data(rows: int = 20_000) -> tuple[str, np.ndarray]:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(rows, FEATURES))
-    y = (x[:, 0] + x[:, 1] * x[:, 2] - x[:, 3] ** 2 + rng.normal(scale=0.5, size=rows) > 0)
+    y = x[:, 0] + x[:, 1] * x[:, 2] - x[:, 3] ** 2 + rng.normal(scale=0.5, size=rows) > 0
     lines = (f"{int(label)}," + ",".join(f"{v:.4f}" for v in row) for label, row in zip(y, x, strict=True))
     return "\n".join(lines) + "\n", x
 
@@ -174,8 +207,9 @@ class Server:
     def start(self) -> Server:
         env = dict(os.environ, **self.env)
         command = [part.replace("{port}", str(self.port)) for part in self.command]
-        self.process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL, start_new_session=True)
+        self.process = subprocess.Popen(
+            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
@@ -190,8 +224,9 @@ class Server:
 
     def pids(self) -> list[int]:
         assert self.process is not None
-        found = subprocess.run(["pgrep", "-g", str(os.getpgid(self.process.pid))],
-                               capture_output=True, text=True, check=False).stdout.split()
+        found = subprocess.run(
+            ["pgrep", "-g", str(os.getpgid(self.process.pid))], capture_output=True, text=True, check=False
+        ).stdout.split()
         return [int(p) for p in found]
 
     def memory(self, field_name: str, combine: object = sum, workers_only: bool = False) -> int:
@@ -222,9 +257,16 @@ class Server:
 
 
 def sagecraft_server(name: str, base: Path, **env: str) -> Server:
-    return Server(name, ["sagecraft", "serve"],
-                  {"SAGEMAKER_BASE_DIR": str(base), "SAGEMAKER_BIND_TO_PORT": "{port}",
-                   "SAGECRAFT_BIND_HOST": "127.0.0.1", **env})
+    return Server(
+        name,
+        ["sagecraft", "serve"],
+        {
+            "SAGEMAKER_BASE_DIR": str(base),
+            "SAGEMAKER_BIND_TO_PORT": "{port}",
+            "SAGECRAFT_BIND_HOST": "127.0.0.1",
+            **env,
+        },
+    )
 
 
 def fix_port(server: Server) -> Server:
@@ -254,15 +296,33 @@ def _latency(text: str, percentile: str) -> float:
 def wrk(url: str, body: Path, content_type: str, duration: float, connections: int) -> Result:
     env = dict(os.environ, BODY_FILE=str(body), CONTENT_TYPE=content_type)
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", "--timeout", "30s",
-         "-s", str(HERE / "post.lua"), url],
-        env=env, capture_output=True, text=True, check=True, timeout=duration + 60).stdout
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{max(1, round(duration))}s",
+            "--latency",
+            "--timeout",
+            "30s",
+            "-s",
+            str(HERE / "post.lua"),
+            url,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=duration + 60,
+    ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     socket_errors = re.search(r"Socket errors:.*?timeout (\d+)", out)
-    return Result(rps, _latency(out, "50"), _latency(out, "99"),
-                  (int(errors.group(1)) if errors else 0)
-                  + (int(socket_errors.group(1)) if socket_errors else 0))
+    return Result(
+        rps,
+        _latency(out, "50"),
+        _latency(out, "99"),
+        (int(errors.group(1)) if errors else 0) + (int(socket_errors.group(1)) if socket_errors else 0),
+    )
 
 
 def ping_latencies(port: int, stop: threading.Event) -> list[float]:
@@ -295,8 +355,7 @@ def main() -> int:
     venv = ensure_tools()
     data, x = training_data()
     print("training the models with sagecraft train ...", flush=True)
-    models = {name: train(name, hyperparameters, data)
-              for name, hyperparameters in BENCH_MODELS.items()}
+    models = {name: train(name, hyperparameters, data) for name, hyperparameters in BENCH_MODELS.items()}
     bodies = write_bodies(x)
     train_csv = WORK / "train.csv"
     train_csv.write_text(data)
@@ -304,16 +363,34 @@ def main() -> int:
     results: dict[tuple[str, str, str, int], list[Result]] = {}
     servers: list[Server] = []
     try:
-        bare = fix_port(Server("bare aiohttp", [sys.executable, str(HERE / "peers" / "bare_aiohttp.py"),
-                                                "{port}", str(CORES)])).start()
+        bare = fix_port(
+            Server(
+                "bare aiohttp",
+                [sys.executable, str(HERE / "peers" / "bare_aiohttp.py"), "{port}", str(CORES)],
+            )
+        ).start()
         servers.append(bare)
         stacks: dict[str, list[Server]] = {}
         for algorithm, base in models.items():
             ours = fix_port(sagecraft_server(f"sagecraft {algorithm}", base)).start()
-            flask = fix_port(Server(f"flask {algorithm}", [
-                str(venv / "bin" / "gunicorn"), "-w", str(CORES), "-b", "127.0.0.1:{port}",
-                "--chdir", str(HERE / "peers"), "--log-level", "warning", "flask_pandas:app"],
-                {"MODEL_DIR": str(base / "model"), "OMP_NUM_THREADS": "1"})).start()
+            flask = fix_port(
+                Server(
+                    f"flask {algorithm}",
+                    [
+                        str(venv / "bin" / "gunicorn"),
+                        "-w",
+                        str(CORES),
+                        "-b",
+                        "127.0.0.1:{port}",
+                        "--chdir",
+                        str(HERE / "peers"),
+                        "--log-level",
+                        "warning",
+                        "flask_pandas:app",
+                    ],
+                    {"MODEL_DIR": str(base / "model"), "OMP_NUM_THREADS": "1"},
+                )
+            ).start()
             servers += [ours, flask]
             stacks[algorithm] = [ours, flask]
         mlservers: dict[str, Server] = {}
@@ -323,9 +400,13 @@ def main() -> int:
                 folder = mlserver_folder(mlserver_venv, train_csv, port, tuned)
                 label = "mlserver" if tuned else "mlserver (defaults)"
                 env = {"OMP_NUM_THREADS": "1"} if tuned else {}
-                mlservers[label] = Server(label, [str(mlserver_venv / "bin" / "mlserver"), "start",
-                                                  str(folder)], env, port=port,
-                                          health="/v2/health/ready").start()
+                mlservers[label] = Server(
+                    label,
+                    [str(mlserver_venv / "bin" / "mlserver"), "start", str(folder)],
+                    env,
+                    port=port,
+                    health="/v2/health/ready",
+                ).start()
                 servers.append(mlservers[label])
         cases = [(a, fmt, rows) for a in models for fmt in ("csv", "json") for rows in ROWS]
         for round_index in range(args.rounds):
@@ -346,9 +427,12 @@ def main() -> int:
                         url = f"http://127.0.0.1:{server.port}/v2/models/{algorithm}/infer"
                     result = wrk(url, body, content_type, args.duration, args.connections)
                     results.setdefault((label, algorithm, fmt, rows), []).append(result)
-                    print(f"round {round_index + 1} {label:13} {algorithm:8} {fmt:4} {rows:>6} rows: "
-                          f"{result.rps:9.0f} req/s  p50 {result.p50_ms:7.2f} ms  "
-                          f"p99 {result.p99_ms:7.2f} ms  errors {result.errors}", flush=True)
+                    print(
+                        f"round {round_index + 1} {label:13} {algorithm:8} {fmt:4} {rows:>6} rows: "
+                        f"{result.rps:9.0f} req/s  p50 {result.p50_ms:7.2f} ms  "
+                        f"p99 {result.p99_ms:7.2f} ms  errors {result.errors}",
+                        flush=True,
+                    )
         extras = measure_extras(models, bodies, stacks, args)
     finally:
         for server in servers:
@@ -359,14 +443,15 @@ def main() -> int:
     return 0
 
 
-def measure_extras(models: dict[str, Path], bodies: dict, stacks: dict, args: argparse.Namespace
-                   ) -> dict[str, object]:
-    extras: dict[str, object] = {"v2 bytes": {rows: bodies[("v2", rows)].stat().st_size
-                                              for rows in ROWS}}
+def measure_extras(
+    models: dict[str, Path], bodies: dict, stacks: dict, args: argparse.Namespace
+) -> dict[str, object]:
+    extras: dict[str, object] = {"v2 bytes": {rows: bodies[("v2", rows)].stat().st_size for rows in ROWS}}
     for algorithm, base in models.items():
         # Parse+predict without HTTP, as many processes as workers: what the same cores do.
         extras[f"inprocess {algorithm}"] = in_process.rows_per_second(
-            base / "model", bodies[("csv", 10_000)], CORES, args.duration)
+            base / "model", bodies[("csv", 10_000)], CORES, args.duration
+        )
     forest = stacks["forest"][0]
     low = wrk(forest.url, bodies[("csv", 1)], "text/csv", args.duration, 1)
     extras["forest single-row low load"] = low
@@ -379,12 +464,16 @@ def measure_extras(models: dict[str, Path], bodies: dict, stacks: dict, args: ar
     wrk(ours.url, bodies[("csv", 10_000)], "text/csv", args.duration, args.connections)
     stop.set()
     pinger.join()
-    extras["ping during 10k load"] = (statistics.median(samples), float(np.percentile(samples, 99)),
-                                      len(samples))
+    extras["ping during 10k load"] = (
+        statistics.median(samples),
+        float(np.percentile(samples, 99)),
+        len(samples),
+    )
     # Memory: the same forest served by 1 and by 2 worker processes (proportional set size).
     for workers in (1, 2):
-        server = fix_port(sagecraft_server("pss", models["forest"],
-                                           SAGEMAKER_MODEL_SERVER_WORKERS=str(workers))).start()
+        server = fix_port(
+            sagecraft_server("pss", models["forest"], SAGEMAKER_MODEL_SERVER_WORKERS=str(workers))
+        ).start()
         wrk(server.url, bodies[("csv", 1)], "text/csv", 1, 4)
         extras[f"pss {workers}"] = server.memory("Pss")
         server.stop()
@@ -397,17 +486,22 @@ def measure_extras(models: dict[str, Path], bodies: dict, stacks: dict, args: ar
     mme = fix_port(sagecraft_server("mme", mme_base, SAGEMAKER_MULTI_MODEL="true")).start()
     for name in models:
         connection = http.client.HTTPConnection("127.0.0.1", mme.port, timeout=60)
-        connection.request("POST", "/models", json.dumps(
-            {"model_name": name, "url": str(mme_base / "models" / name / "model")}),
-            {"Content-Type": "application/json"})
+        connection.request(
+            "POST",
+            "/models",
+            json.dumps({"model_name": name, "url": str(mme_base / "models" / name / "model")}),
+            {"Content-Type": "application/json"},
+        )
         assert connection.getresponse().status == 200
         mme.path = f"/models/{name}/invoke"
-        extras[f"mme {name}"] = wrk(mme.url, bodies[("csv", 1)], "text/csv", args.duration,
-                                    args.connections)
+        extras[f"mme {name}"] = wrk(mme.url, bodies[("csv", 1)], "text/csv", args.duration, args.connections)
     mme.stop()
     # Batch transform: one MultiRecord mini-batch of 300,000 rows (about 50 MB).
-    batch = fix_port(sagecraft_server("batch", models["xgboost"], SAGEMAKER_BATCH="true",
-                                      SAGEMAKER_MAX_PAYLOAD_IN_MB="100")).start()
+    batch = fix_port(
+        sagecraft_server(
+            "batch", models["xgboost"], SAGEMAKER_BATCH="true", SAGEMAKER_MAX_PAYLOAD_IN_MB="100"
+        )
+    ).start()
     block = bodies[("csv", 10_000)].read_bytes() + b"\n"
     payload = block * 30
     before = batch.memory("VmRSS", max, workers_only=True)
@@ -417,8 +511,12 @@ def measure_extras(models: dict[str, Path], bodies: dict, stacks: dict, args: ar
     answer = connection.getresponse().read()
     elapsed = time.perf_counter() - started
     assert answer.count(b"\n") == 300_000, answer[:300]
-    extras["batch"] = (len(payload) >> 20, 300_000 / elapsed, before >> 20,
-                       batch.memory("VmHWM", max, workers_only=True) >> 20)
+    extras["batch"] = (
+        len(payload) >> 20,
+        300_000 / elapsed,
+        before >> 20,
+        batch.memory("VmHWM", max, workers_only=True) >> 20,
+    )
     batch.stop()
     return extras
 
@@ -428,11 +526,28 @@ def _median(values: list[Result], attribute: str) -> float:
 
 
 def report(results: dict, extras: dict, args: argparse.Namespace) -> list[str]:
-    versions = {name: metadata.version(name) for name in
-                ("sagecraft", "aiohttp", "xgboost-cpu", "scikit-learn", "pandas", "pyarrow",
-                 "flask", "gunicorn") if _installed(name)}
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
-                .splitlines() if line.startswith("model name")), platform.machine())
+    versions = {
+        name: metadata.version(name)
+        for name in (
+            "sagecraft",
+            "aiohttp",
+            "xgboost-cpu",
+            "scikit-learn",
+            "pandas",
+            "pyarrow",
+            "flask",
+            "gunicorn",
+        )
+        if _installed(name)
+    }
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.machine(),
+    )
     lines = [
         "# Serving benchmark results",
         "",
@@ -459,19 +574,26 @@ def report(results: dict, extras: dict, args: argparse.Namespace) -> list[str]:
                 ml = results.get(("mlserver", algorithm, fmt, rows))
                 rps, f_rps = _median(ours, "rps"), _median(flask, "rps")
                 errors = sum(r.errors for r in ours + flask + (bare or []) + (ml or []))
-                bare_cells = (f"{_median(bare, 'rps'):.0f} | {rps / _median(bare, 'rps'):.2f}"
-                              if bare else "- | -")
-                ml_cells = (f"{_median(ml, 'rps'):.0f} ({extras['v2 bytes'][rows]}) | "
-                            f"{rps / _median(ml, 'rps'):.1f}x" if ml else "- | -")
+                bare_cells = (
+                    f"{_median(bare, 'rps'):.0f} | {rps / _median(bare, 'rps'):.2f}" if bare else "- | -"
+                )
+                ml_cells = (
+                    f"{_median(ml, 'rps'):.0f} ({extras['v2 bytes'][rows]}) | {rps / _median(ml, 'rps'):.1f}x"
+                    if ml
+                    else "- | -"
+                )
                 lines.append(
                     f"| {algorithm} | {fmt} | {rows} | {rps:.0f} | {_median(ours, 'p50_ms'):.2f} | "
                     f"{_median(ours, 'p99_ms'):.2f} | {rps * rows:.0f} | {f_rps:.0f} | "
-                    f"{rps / f_rps:.1f}x | {bare_cells} | {ml_cells} | {errors} |")
+                    f"{rps / f_rps:.1f}x | {bare_cells} | {ml_cells} | {errors} |"
+                )
     defaults = {a: results.get(("mlserver (defaults)", a, "json", 1)) for a in ("xgboost", "forest")}
     if all(defaults.values()):
-        lines += ["", "MLServer as installed (no OMP_NUM_THREADS, debug logging on), single-row V2 "
-                  "JSON: " + ", ".join(f"{a} {_median(r, 'rps'):.0f} req/s"
-                                       for a, r in defaults.items()) + "."]
+        lines += [
+            "",
+            "MLServer as installed (no OMP_NUM_THREADS, debug logging on), single-row V2 "
+            "JSON: " + ", ".join(f"{a} {_median(r, 'rps'):.0f} req/s" for a, r in defaults.items()) + ".",
+        ]
     low: Result = extras["forest single-row low load"]
     ping = extras["ping during 10k load"]
     batch = extras["batch"]
@@ -483,9 +605,11 @@ def report(results: dict, extras: dict, args: argparse.Namespace) -> list[str]:
     for algorithm in ("xgboost", "forest"):
         rows_http = _median(results[("sagecraft", algorithm, "csv", 10_000)], "rps") * 10_000
         inproc = extras[f"inprocess {algorithm}"]
-        lines.append(f"| {algorithm}: 10,000-row CSV over HTTP ({CORES} workers) vs parse+predict "
-                     f"without HTTP ({CORES} processes, a worker's threads each) | "
-                     f"{rows_http:.0f} vs {inproc:.0f} rows/s ({rows_http / inproc:.0%}) |")
+        lines.append(
+            f"| {algorithm}: 10,000-row CSV over HTTP ({CORES} workers) vs parse+predict "
+            f"without HTTP ({CORES} processes, a worker's threads each) | "
+            f"{rows_http:.0f} vs {inproc:.0f} rows/s ({rows_http / inproc:.0%}) |"
+        )
     lines += [
         f"| forest single row at low load (1 connection) | p50 {low.p50_ms:.2f} ms, p99 "
         f"{low.p99_ms:.2f} ms, {low.rps:.0f} req/s |",
@@ -513,30 +637,53 @@ def targets(results: dict, extras: dict) -> list[str]:
     rows = []
     for algorithm in ("xgboost", "forest"):
         ours, bare = single("sagecraft", algorithm), single("bare aiohttp", algorithm)
-        rows.append((f"{algorithm} single row >= 50% of the bare-aiohttp floor",
-                     ours / bare, 0.5, "{:.3f}"))
-        rows.append((f"{algorithm} single row >= 5x gunicorn+Flask+pandas",
-                     ours / single("flask+pandas", algorithm), 5, "{:.1f}x"))
+        rows.append((f"{algorithm} single row >= 50% of the bare-aiohttp floor", ours / bare, 0.5, "{:.3f}"))
+        rows.append(
+            (
+                f"{algorithm} single row >= 5x gunicorn+Flask+pandas",
+                ours / single("flask+pandas", algorithm),
+                5,
+                "{:.1f}x",
+            )
+        )
         ml = single("mlserver", algorithm, "json")
         if ml:
-            rows.append((f"{algorithm} single row >= 10x MLServer (JSON)",
-                         single("sagecraft", algorithm, "json") / ml, 10, "{:.1f}x"))
+            rows.append(
+                (
+                    f"{algorithm} single row >= 10x MLServer (JSON)",
+                    single("sagecraft", algorithm, "json") / ml,
+                    10,
+                    "{:.1f}x",
+                )
+            )
         http = _median(results[("sagecraft", algorithm, "csv", 10_000)], "rps") * 10_000
-        rows.append((f"{algorithm} 10,000 rows: rows/s >= 80% of parse+predict without HTTP",
-                     http / extras[f"inprocess {algorithm}"], 0.8, "{:.0%}"))
+        rows.append(
+            (
+                f"{algorithm} 10,000 rows: rows/s >= 80% of parse+predict without HTTP",
+                http / extras[f"inprocess {algorithm}"],
+                0.8,
+                "{:.0%}",
+            )
+        )
     low = extras["forest single-row low load"]
     lines = ["| target | measured | met |", "|---|---|---|"]
     for name, value, goal, shape in rows:
         lines.append(f"| {name} | {shape.format(value)} | {'yes' if value >= goal else 'no'} |")
-    lines.append(f"| forest single-row p50 <= 1 ms at low load | {low.p50_ms:.2f} ms | "
-                 f"{'yes' if low.p50_ms <= 1 else 'no'} |")
+    lines.append(
+        f"| forest single-row p50 <= 1 ms at low load | {low.p50_ms:.2f} ms | "
+        f"{'yes' if low.p50_ms <= 1 else 'no'} |"
+    )
     ping_p99 = extras["ping during 10k load"][1]
-    lines.append(f"| /ping p99 < 50 ms during 10,000-row load | {ping_p99:.1f} ms | "
-                 f"{'yes' if ping_p99 < 50 else 'no'} |")
+    lines.append(
+        f"| /ping p99 < 50 ms during 10,000-row load | {ping_p99:.1f} ms | "
+        f"{'yes' if ping_p99 < 50 else 'no'} |"
+    )
     ratio = extras["pss 2"] / extras["pss 1"]
-    lines.append(f"| RSS of 2 workers <= 1.3x one worker's | {ratio:.2f}x here "
-                 f"({extras['model MiB']} MiB model files); 1.04x for a 115 MiB forest in "
-                 f"tests/test_workers.py | {'yes' if ratio <= 1.3 else 'no'} |")
+    lines.append(
+        f"| RSS of 2 workers <= 1.3x one worker's | {ratio:.2f}x here "
+        f"({extras['model MiB']} MiB model files); 1.04x for a 115 MiB forest in "
+        f"tests/test_workers.py | {'yes' if ratio <= 1.3 else 'no'} |"
+    )
     return lines
 
 

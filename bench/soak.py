@@ -63,8 +63,13 @@ MEMORY_GROWTH_BOUND = 0.10
 MEMORY_GROWTH_SLACK = 30 << 20
 
 
-def _soak(server_url: str, bodies: list[tuple[Path, str]], minutes: float, memory: Callable[[], int],
-          side_task: Callable[[threading.Event], None] | None = None) -> tuple[list[Result], list[int]]:
+def _soak(
+    server_url: str,
+    bodies: list[tuple[Path, str]],
+    minutes: float,
+    memory: Callable[[], int],
+    side_task: Callable[[threading.Event], None] | None = None,
+) -> tuple[list[Result], list[int]]:
     """wrk windows, alternating bodies, until `minutes` pass; memory sampled after each window."""
     results, samples = [], []
     stop = threading.Event()
@@ -91,25 +96,34 @@ def _hostile_bodies(width: int) -> list[tuple[str, bytes, dict[str, str], int]]:
     each small as sent, large or wrong once decoded (see tests/test_body_expansion.py)."""
     good_row = ",".join(["0.5"] * width)
     parquet = io.BytesIO()
-    pq.write_table(pa.table({f"c{i}": np.zeros(10_000_000) for i in range(width)}), parquet,
-                   compression="zstd")
+    pq.write_table(
+        pa.table({f"c{i}": np.zeros(10_000_000) for i in range(width)}), parquet, compression="zstd"
+    )
     csv = {"Content-Type": "text/csv"}
     return [
-        ("gzip bomb (1 GiB of zeros)", gzip.compress(b"0" * (1 << 30), 9),
-         {**csv, "Content-Encoding": "gzip"}, 413),
-        ("Parquet declaring 10 million rows", parquet.getvalue(),
-         {"Content-Type": "application/x-parquet"}, 413),
+        (
+            "gzip bomb (1 GiB of zeros)",
+            gzip.compress(b"0" * (1 << 30), 9),
+            {**csv, "Content-Encoding": "gzip"},
+            413,
+        ),
+        (
+            "Parquet declaring 10 million rows",
+            parquet.getvalue(),
+            {"Content-Type": "application/x-parquet"},
+            413,
+        ),
         ("a value beyond float32", ",".join(["1e39"] + ["0.5"] * (width - 1)).encode(), csv, 400),
-        ("truncated gzip", gzip.compress(good_row.encode())[:-12],
-         {**csv, "Content-Encoding": "gzip"}, 400),
+        ("truncated gzip", gzip.compress(good_row.encode())[:-12], {**csv, "Content-Encoding": "gzip"}, 400),
         ("an unknown Content-Encoding", good_row.encode(), {**csv, "Content-Encoding": "br"}, 415),
         # 6 MB that decode to 3 million rows: answered, slice by slice, each within the bound.
         ("libsvm labels only", b"1\n" * 3_000_000, {"Content-Type": "text/libsvm"}, 200),
     ]
 
 
-def _hostile(port: int, bodies: list[tuple[str, bytes, dict[str, str], int]],
-             tally: dict[str, int]) -> Callable[[threading.Event], None]:
+def _hostile(
+    port: int, bodies: list[tuple[str, bytes, dict[str, str], int]], tally: dict[str, int]
+) -> Callable[[threading.Event], None]:
     """A side task sending the hostile bodies in turn, plus a half-sent request head and a
     client that leaves mid-body each round, while wrk sends good traffic; `tally` counts the
     hostile requests and those whose answer was not the expected one."""
@@ -134,8 +148,10 @@ def _hostile(port: int, bodies: list[tuple[str, bytes, dict[str, str], int]],
             held = socket.create_connection(("127.0.0.1", port))
             held.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\n")  # never finished
             leaving = socket.create_connection(("127.0.0.1", port))
-            leaving.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Length: 99999"
-                            b"\r\nContent-Type: text/csv\r\n\r\n0.5,")
+            leaving.sendall(
+                b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Length: 99999"
+                b"\r\nContent-Type: text/csv\r\n\r\n0.5,"
+            )
             leaving.close()
             tally["sent"] += 2
             stop.wait(0.5)
@@ -146,8 +162,12 @@ def _hostile(port: int, bodies: list[tuple[str, bytes, dict[str, str], int]],
 
 def _post_json(port: int, path: str, document: dict | None, method: str = "POST") -> int:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    connection.request(method, path, body=json.dumps(document) if document else None,
-                       headers={"Content-Type": "application/json"})
+    connection.request(
+        method,
+        path,
+        body=json.dumps(document) if document else None,
+        headers={"Content-Type": "application/json"},
+    )
     response = connection.getresponse()
     response.read()
     return response.status
@@ -158,14 +178,15 @@ async def _overload(url: str, body: bytes, clients: int, seconds: float) -> dict
     latencies: dict[str, list[float]] = {}
     deadline = time.monotonic() + seconds
     connector = aiohttp.TCPConnector(limit=clients)
-    async with aiohttp.ClientSession(connector=connector,
-                                     timeout=aiohttp.ClientTimeout(total=120)) as session:
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=aiohttp.ClientTimeout(total=120)
+    ) as session:
+
         async def client() -> None:
             while time.monotonic() < deadline:
                 started = time.perf_counter()
                 try:
-                    async with session.post(url, data=body,
-                                            headers={"Content-Type": "text/csv"}) as response:
+                    async with session.post(url, data=body, headers={"Content-Type": "text/csv"}) as response:
                         await response.read()
                         kind = str(response.status)
                         if response.status == 503 and response.headers.get("Retry-After") != "1":
@@ -175,6 +196,7 @@ async def _overload(url: str, body: bytes, clients: int, seconds: float) -> dict
                 latencies.setdefault(kind, []).append((time.perf_counter() - started) * 1000)
                 if kind.startswith("503"):
                     await asyncio.sleep(0.05)  # a polite client; SageMaker's router retries later
+
         await asyncio.gather(*(client() for _ in range(clients)))
     return latencies
 
@@ -202,21 +224,35 @@ def main() -> int:
     tally = {"sent": 0, "unexpected": 0}
     try:
         print(f"phase 1: single-model soak with hostile requests, {args.minutes:g} min", flush=True)
-        results, memory = _soak(server.url, mixed, args.minutes, lambda: server.memory("Pss"),
-                                _hostile(server.port, _hostile_bodies(x.shape[1]), tally))
+        results, memory = _soak(
+            server.url,
+            mixed,
+            args.minutes,
+            lambda: server.memory("Pss"),
+            _hostile(server.port, _hostile_bodies(x.shape[1]), tally),
+        )
     finally:
         server.stop()
-    lines += _soak_table("Single-model endpoint (XGBoost, default workers; hostile requests "
-                         f"alongside: {tally['sent']:,})", results, memory)
-    lines.append("Hostile requests, in turn: a 1 GiB gzip bomb, a Parquet body declaring 10 "
-                 "million rows, a value beyond float32, a truncated gzip, an unknown "
-                 "Content-Encoding, 3 million libsvm lines of labels only (answered slice by "
-                 "slice), a request head never "
-                 f"finished, a client leaving mid-body. Answered otherwise than expected: "
-                 f"{tally['unexpected']}.\n")
+    lines += _soak_table(
+        f"Single-model endpoint (XGBoost, default workers; hostile requests alongside: {tally['sent']:,})",
+        results,
+        memory,
+    )
+    lines.append(
+        "Hostile requests, in turn: a 1 GiB gzip bomb, a Parquet body declaring 10 "
+        "million rows, a value beyond float32, a truncated gzip, an unknown "
+        "Content-Encoding, 3 million libsvm lines of labels only (answered slice by "
+        "slice), a request head never "
+        f"finished, a client leaving mid-body. Answered otherwise than expected: "
+        f"{tally['unexpected']}.\n"
+    )
     verdicts += _soak_verdicts("single-model", results, memory)
-    verdicts.append(("single-model: every hostile request refused as expected, no good request "
-                     "lost", tally["unexpected"] == 0 and tally["sent"] > 0))
+    verdicts.append(
+        (
+            "single-model: every hostile request refused as expected, no good request lost",
+            tally["unexpected"] == 0 and tally["sent"] > 0,
+        )
+    )
 
     # 2. multi-model soak with loads and unloads alongside
     base = WORK / "soak-mme"
@@ -238,8 +274,9 @@ def main() -> int:
 
     try:
         for name in ("xgb", "forest"):
-            status = _post_json(server.port, "/models",
-                                {"model_name": name, "url": str(base / "models" / name / "model")})
+            status = _post_json(
+                server.port, "/models", {"model_name": name, "url": str(base / "models" / name / "model")}
+            )
             assert status == 200, f"loading {name}: {status}"
         print(f"phase 2: multi-model soak, {args.minutes:g} min", flush=True)
         server.path = "/models/xgb/invoke"
@@ -250,8 +287,12 @@ def main() -> int:
         results, memory = results + more, memory + more_memory
     finally:
         server.stop()
-    lines += _soak_table("Multi-model endpoint (XGBoost then forest, a third model loaded and "
-                         f"unloaded {cycles['loads']} times alongside)", results, memory)
+    lines += _soak_table(
+        "Multi-model endpoint (XGBoost then forest, a third model loaded and "
+        f"unloaded {cycles['loads']} times alongside)",
+        results,
+        memory,
+    )
     lines.append(f"Load/unload cycles: {cycles['loads']}, failed calls: {cycles['failures']}.\n")
     verdicts += _soak_verdicts("multi-model", results, memory)
     verdicts.append(("multi-model: every load and unload succeeded", cycles["failures"] == 0))
@@ -266,11 +307,14 @@ def main() -> int:
         server.stop()
     lines += _overload_table(latencies)
     outcomes = set(latencies)
-    verdicts.append(("overload: every answer a 200 or a 503 with Retry-After",
-                     outcomes <= {"200", "503"}))
-    verdicts.append(("overload: 503s answered faster than 200s (median)",
-                     "503" in latencies and statistics.median(latencies["503"])
-                     < statistics.median(latencies.get("200", [float("inf")]))))
+    verdicts.append(("overload: every answer a 200 or a 503 with Retry-After", outcomes <= {"200", "503"}))
+    verdicts.append(
+        (
+            "overload: 503s answered faster than 200s (median)",
+            "503" in latencies
+            and statistics.median(latencies["503"]) < statistics.median(latencies.get("200", [float("inf")])),
+        )
+    )
 
     header = [
         "# Load, soak and overload",
@@ -314,8 +358,11 @@ def _soak_verdicts(phase: str, results: list[Result], memory: list[int]) -> list
     bound = max(memory[0] * MEMORY_GROWTH_BOUND, MEMORY_GROWTH_SLACK)
     return [
         (f"{phase}: no error answers or socket errors", sum(r.errors for r in results) == 0),
-        (f"{phase}: memory growth {growth / 2**20:+.1f} MiB within "
-         f"{MEMORY_GROWTH_BOUND:.0%} / {MEMORY_GROWTH_SLACK >> 20} MiB", growth <= bound),
+        (
+            f"{phase}: memory growth {growth / 2**20:+.1f} MiB within "
+            f"{MEMORY_GROWTH_BOUND:.0%} / {MEMORY_GROWTH_SLACK >> 20} MiB",
+            growth <= bound,
+        ),
     ]
 
 
@@ -328,8 +375,9 @@ def _overload_table(latencies: dict[str, list[float]]) -> list[str]:
     ]
     for kind in sorted(latencies):
         values = latencies[kind]
-        rows.append(f"| {kind} | {len(values):,} | {_percentile(values, 50):.1f} | "
-                    f"{_percentile(values, 99):.1f} |")
+        rows.append(
+            f"| {kind} | {len(values):,} | {_percentile(values, 50):.1f} | {_percentile(values, 99):.1f} |"
+        )
     return [*rows, ""]
 
 

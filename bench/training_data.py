@@ -47,8 +47,11 @@ def write_channel(folder: Path, mib: int) -> Path:
         return path
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
-    with pacsv.CSVWriter(path, pa.schema([(f"c{i}", pa.float64()) for i in range(FEATURES + 1)]),
-                         write_options=pacsv.WriteOptions(include_header=False)) as writer:
+    with pacsv.CSVWriter(
+        path,
+        pa.schema([(f"c{i}", pa.float64()) for i in range(FEATURES + 1)]),
+        write_options=pacsv.WriteOptions(include_header=False),
+    ) as writer:
         while path.stat().st_size < mib * 2**20:
             block = np.round(rng.normal(size=(200_000, FEATURES + 1)), 5)
             block[:, 0] = block[:, 1] > 0
@@ -60,8 +63,7 @@ def measure(code: str) -> tuple[float, int, str]:
     """Seconds, the child's own peak RSS in bytes, and what it printed."""
     report = "; import resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
     started = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", code + report], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run([sys.executable, "-c", code + report], capture_output=True, text=True, check=True)
     seconds = time.perf_counter() - started
     count, peak_kib = out.stdout.split()[-2:]
     return seconds, int(peak_kib) * 1024, count
@@ -78,22 +80,26 @@ def main() -> int:
     rows = []
     for name, template in READERS.items():
         seconds, peak, count = measure(template.format(folder=str(folder)))
-        rows.append(f"| {name} | {int(count):,} | {seconds:.1f} | {size / 2**20 / seconds:.0f} | "
-                    f"{peak / 2**20:,.0f} | {peak / size:.2f}x |")
+        rows.append(
+            f"| {name} | {int(count):,} | {seconds:.1f} | {size / 2**20 / seconds:.0f} | "
+            f"{peak / 2**20:,.0f} | {peak / size:.2f}x |"
+        )
         print(rows[-1], flush=True)
-    text = "\n".join([
-        "# Reading a large training channel",
-        "",
-        f"`python3 bench/training_data.py --mib {args.mib}` on {platform.node()}: "
-        f"{len(os.sched_getaffinity(0))} cores, Python {platform.python_version()}, "
-        f"{time.strftime('%Y-%m-%d')}. One header-less CSV file of {size / 2**20:,.0f} MiB, label "
-        f"first, {FEATURES} features; each reader in a fresh process; peak = the process's peak RSS.",
-        "",
-        "| reader | rows | seconds | MiB/s | peak RSS MiB | peak / file size |",
-        "|---|---|---|---|---|---|",
-        *rows,
-        "",
-    ])
+    text = "\n".join(
+        [
+            "# Reading a large training channel",
+            "",
+            f"`python3 bench/training_data.py --mib {args.mib}` on {platform.node()}: "
+            f"{len(os.sched_getaffinity(0))} cores, Python {platform.python_version()}, "
+            f"{time.strftime('%Y-%m-%d')}. One header-less CSV file of {size / 2**20:,.0f} MiB, label "
+            f"first, {FEATURES} features; each reader in a fresh process; peak = the process's peak RSS.",
+            "",
+            "| reader | rows | seconds | MiB/s | peak RSS MiB | peak / file size |",
+            "|---|---|---|---|---|---|",
+            *rows,
+            "",
+        ]
+    )
     args.output.write_text(text)
     print(text)
     return 0

@@ -24,8 +24,14 @@ JOBS = {
     # The R blog's job: header row, the label named by `target`, randomForest's mtry.
     "random_forest": {"algorithm": "random_forest", "target": "Species", "mtry": "2"},
     # The same data with XGBoost and SageMaker's built-in parameter names.
-    "xgboost": {"algorithm": "xgboost", "target": "Species", "num_round": "50", "eta": "0.3",
-                "max_depth": "3", "eval_metric": "mlogloss,merror"},
+    "xgboost": {
+        "algorithm": "xgboost",
+        "target": "Species",
+        "num_round": "50",
+        "eta": "0.3",
+        "max_depth": "3",
+        "eval_metric": "mlogloss,merror",
+    },
 }
 REQUEST = "5.1,3.5,1.4,0.2\n6.0,2.9,4.5,1.5\n6.9,3.1,5.4,2.1"
 
@@ -41,8 +47,9 @@ def tree(name: str) -> Path:
 
 
 def post(url: str, body: str, accept: str) -> str:
-    request = urllib.request.Request(url, body.encode(), method="POST",
-                                     headers={"Content-Type": "text/csv", "Accept": accept})
+    request = urllib.request.Request(
+        url, body.encode(), method="POST", headers={"Content-Type": "text/csv", "Accept": accept}
+    )
     with urllib.request.urlopen(request, timeout=30) as response:
         return response.read().decode()
 
@@ -51,8 +58,12 @@ def serve_and_predict(base: Path) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    env = dict(os.environ, SAGEMAKER_BASE_DIR=str(base), SAGEMAKER_BIND_TO_PORT=str(port),
-               SAGECRAFT_BIND_HOST="127.0.0.1")
+    env = dict(
+        os.environ,
+        SAGEMAKER_BASE_DIR=str(base),
+        SAGEMAKER_BIND_TO_PORT=str(port),
+        SAGECRAFT_BIND_HOST="127.0.0.1",
+    )
     server = subprocess.Popen(["sagecraft", "serve"], env=env)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -27,8 +27,12 @@ class FeatureNames(list):
     largest magnitude a feature value may have (the model's library computes in float32: 1e39 is
     finite as sent but infinite there), or None for any finite float64."""
 
-    def __init__(self, names: Sequence[str], categories: Mapping[str, Sequence[str]] | None = None,
-                 largest: float | None = None):
+    def __init__(
+        self,
+        names: Sequence[str],
+        categories: Mapping[str, Sequence[str]] | None = None,
+        largest: float | None = None,
+    ):
         super().__init__(names)
         self.categories: dict[str, list[str]] = {k: list(v) for k, v in (categories or {}).items()}
         self.largest = largest

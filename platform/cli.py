@@ -38,8 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("train", help="run a training job from $SAGEMAKER_BASE_DIR (/opt/ml)")
     commands.add_parser("serve", help="serve $SAGEMAKER_BASE_DIR/model on port 8080")
     commands.add_parser("plugins", help="list the installed algorithm plugins")
-    table = commands.add_parser("hyperparameters",
-                                help="print an algorithm's hyperparameters as a Markdown table")
+    table = commands.add_parser(
+        "hyperparameters", help="print an algorithm's hyperparameters as a Markdown table"
+    )
     table.add_argument("algorithm", help="an installed algorithm, or 'sagecraft' for the core's")
     return parser
 
@@ -81,8 +82,7 @@ def _hyperparameters(algorithm: str) -> int:
 def _exec(argv: list[str]) -> int:
     program = shutil.which(argv[0])
     if program is None:
-        print(f"sagecraft: unknown command '{argv[0]}'; use one of: {', '.join(COMMANDS)}",
-              file=sys.stderr)
+        print(f"sagecraft: unknown command '{argv[0]}'; use one of: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
     os.execv(program, argv)
     return 0  # not reached

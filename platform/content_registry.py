@@ -53,9 +53,12 @@ def _check_range(table: pd.DataFrame, features: Sequence[str], first_row: int) -
         if beyond.any():
             row = int(np.flatnonzero(beyond)[0])
             value = values[row]
-            why = ("infinite values are not allowed" if np.isinf(value) else
-                   f"{value:g} is beyond the largest value this model's algorithm holds "
-                   f"(float32, about ±{largest:.4g})")
+            why = (
+                "infinite values are not allowed"
+                if np.isinf(value)
+                else f"{value:g} is beyond the largest value this model's algorithm holds "
+                f"(float32, about ±{largest:.4g})"
+            )
             raise BadRequestError(f"row {row + first_row}, column {index + 1} ({name}): {why}")
 
 
@@ -85,9 +88,7 @@ class ContentTypeRegistry:
     def _claim(self, kind: str, media_type: str) -> None:
         previous = self._owner.get((kind, media_type))
         if previous is not None and previous != "sagecraft":
-            raise PluginError(
-                f"plugins '{previous}' and '{self._plugin}' both add a {kind} for {media_type}"
-            )
+            raise PluginError(f"plugins '{previous}' and '{self._plugin}' both add a {kind} for {media_type}")
         if previous == "sagecraft":
             log.info("plugin '%s' replaces the built-in %s for %s", self._plugin, kind, media_type)
         self._owner[(kind, media_type)] = self._plugin
@@ -95,8 +96,14 @@ class ContentTypeRegistry:
         if media_type not in self.providers[self._plugin]:
             self.providers[self._plugin].append(media_type)
 
-    def add_decoder(self, media_type: str, decoder: Decoder, *, line_oriented: bool = False,
-                    numbers: NumberReader | None = None) -> None:
+    def add_decoder(
+        self,
+        media_type: str,
+        decoder: Decoder,
+        *,
+        line_oriented: bool = False,
+        numbers: NumberReader | None = None,
+    ) -> None:
         """Read request bodies of `media_type`: decoder(body, feature_names) -> DataFrame.
 
         `line_oriented=True` says one record per line, so a large body may be decoded in slices of
@@ -136,8 +143,9 @@ class ContentTypeRegistry:
         else:
             self.line_oriented_out.discard(media_type)
 
-    def decode(self, content_type: str, body: bytes, features: Sequence[str],
-               first_row: int = 1) -> pd.DataFrame:
+    def decode(
+        self, content_type: str, body: bytes, features: Sequence[str], first_row: int = 1
+    ) -> pd.DataFrame:
         """Rows of `body`; `first_row` numbers them when the body is one slice of a larger one."""
         self.check_decodable(content_type)
         if first_row != 1:
@@ -151,8 +159,7 @@ class ContentTypeRegistry:
         _check_range(table, features, first_row)
         return table
 
-    def read_numbers(self, content_type: str, body: bytes,
-                     features: Sequence[str]) -> NumberRows | None:
+    def read_numbers(self, content_type: str, body: bytes, features: Sequence[str]) -> NumberRows | None:
         """A small body of plain numbers as rows of floats, by the type's fast reader; None
         when the type has none, the model has categorical features or the reader declines, and
         `decode` must answer instead."""

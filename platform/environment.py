@@ -108,8 +108,9 @@ def read_json_config(path: Path, *, required: bool) -> Any:
     from .files import read_regular  # (files.py reads this module's settings at import)
 
     try:
-        text = read_regular(path, MAX_CONFIG_FILE_BYTES, ConfigurationError,
-                            "a config file's fixed limit").decode("utf-8")
+        text = read_regular(
+            path, MAX_CONFIG_FILE_BYTES, ConfigurationError, "a config file's fixed limit"
+        ).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigurationError(f"{path} is not UTF-8 text (byte {exc.start})") from None
     except FileNotFoundError:
@@ -160,8 +161,7 @@ def _flag(environ: Mapping[str, str], name: str) -> bool:
 
 
 # What a prediction can return (see outputs.py); the first is the default.
-OUTPUT_KINDS = ("predicted_label", "probabilities", "probability", "raw_margin", "contributions",
-                "leaves")
+OUTPUT_KINDS = ("predicted_label", "probabilities", "probability", "raw_margin", "contributions", "leaves")
 
 
 def _default_output(environ: Mapping[str, str]) -> str | None:
@@ -216,35 +216,40 @@ class ServingSettings:
             host=environ.get("SAGECRAFT_BIND_HOST") or "0.0.0.0",
             port=port,
             max_payload_bytes=int(max_mb * 1024 * 1024),
-            shutdown_timeout_s=_number(
-                environ, "SAGECRAFT_SHUTDOWN_TIMEOUT", DEFAULT_SHUTDOWN_TIMEOUT_S, 0
-            ),
+            shutdown_timeout_s=_number(environ, "SAGECRAFT_SHUTDOWN_TIMEOUT", DEFAULT_SHUTDOWN_TIMEOUT_S, 0),
             default_accept=environ.get("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT") or None,
             multi_model=_flag(environ, "SAGEMAKER_MULTI_MODEL"),
             log_requests=_flag(environ, "SAGECRAFT_ACCESS_LOG"),
             workers=int(_number(environ, "SAGEMAKER_MODEL_SERVER_WORKERS", os.cpu_count() or 1, 1)),
-            memory_budget_bytes=(int(budget * 1024 * 1024) if (budget := _number(
-                environ, "SAGECRAFT_MEMORY_BUDGET_MB", 0, 0)) else None),
+            memory_budget_bytes=(
+                int(budget * 1024 * 1024)
+                if (budget := _number(environ, "SAGECRAFT_MEMORY_BUDGET_MB", 0, 0))
+                else None
+            ),
             evict_idle_models=_flag(environ, "SAGECRAFT_EVICT_IDLE_MODELS"),
             record_errors=_flag(environ, "SAGECRAFT_RECORD_ERRORS"),
             batching=environ.get("SAGECRAFT_REQUEST_BATCHING", "true").strip().lower()
             not in {"0", "false", "no", "off"},
             default_output=_default_output(environ),
             batch_strategy=(environ.get("SAGEMAKER_BATCH_STRATEGY") or "").upper() or None,
-            request_timeout_s=_number(environ, "SAGECRAFT_REQUEST_TIMEOUT", DEFAULT_REQUEST_TIMEOUT_S,
-                                      0.001),
-            max_concurrent_requests=int(_number(environ, "SAGECRAFT_MAX_CONCURRENT_REQUESTS",
-                                                DEFAULT_MAX_CONCURRENT_REQUESTS, 1)),
+            request_timeout_s=_number(environ, "SAGECRAFT_REQUEST_TIMEOUT", DEFAULT_REQUEST_TIMEOUT_S, 0.001),
+            max_concurrent_requests=int(
+                _number(environ, "SAGECRAFT_MAX_CONCURRENT_REQUESTS", DEFAULT_MAX_CONCURRENT_REQUESTS, 1)
+            ),
             max_rows=int(rows) if (rows := _number(environ, "SAGECRAFT_MAX_ROWS", 0, 0)) else None,
             # By default four times the payload limit: a body of numbers decodes to about as
             # many bytes of float64 as it weighs in text.
-            max_decoded_bytes=int(_number(environ, "SAGECRAFT_MAX_DECODED_MB",
-                                          max(MIN_DEFAULT_DECODED_MB, 4 * max_mb), 0.001)
-                                  * 1024 * 1024),
-            model_load_timeout_s=_number(environ, "SAGECRAFT_MODEL_LOAD_TIMEOUT",
-                                         DEFAULT_MODEL_LOAD_TIMEOUT_S, 0.001),
-            keepalive_timeout_s=_number(environ, "SAGECRAFT_KEEPALIVE_TIMEOUT",
-                                        DEFAULT_KEEPALIVE_TIMEOUT_S, 0.001),
+            max_decoded_bytes=int(
+                _number(environ, "SAGECRAFT_MAX_DECODED_MB", max(MIN_DEFAULT_DECODED_MB, 4 * max_mb), 0.001)
+                * 1024
+                * 1024
+            ),
+            model_load_timeout_s=_number(
+                environ, "SAGECRAFT_MODEL_LOAD_TIMEOUT", DEFAULT_MODEL_LOAD_TIMEOUT_S, 0.001
+            ),
+            keepalive_timeout_s=_number(
+                environ, "SAGECRAFT_KEEPALIVE_TIMEOUT", DEFAULT_KEEPALIVE_TIMEOUT_S, 0.001
+            ),
             models_dir=SageMakerPaths.from_environment(environ).models_dir,
         )
 

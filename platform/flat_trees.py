@@ -42,8 +42,10 @@ def _compiled(function: Callable) -> Callable:
         try:
             return numba.njit(cache=True, nogil=True)(function)
         except RuntimeError:
-            log.warning("numba finds no writable folder for its cache (set NUMBA_CACHE_DIR): "
-                        "the tree walk is compiled at each start")
+            log.warning(
+                "numba finds no writable folder for its cache (set NUMBA_CACHE_DIR): "
+                "the tree walk is compiled at each start"
+            )
             _uncached.append(True)
     return numba.njit(nogil=True)(function)
 
@@ -69,8 +71,9 @@ class TreeNodes:
         before any of it predicts: the walk here, XGBoost's and scikit-learn's index these arrays
         without bounds checks, so a crafted file could otherwise read any memory or loop forever.
         """
-        arrays = [np.asarray(a) for a in
-                  (self.feature, self.threshold, self.left, self.right, self.missing_left)]
+        arrays = [
+            np.asarray(a) for a in (self.feature, self.threshold, self.left, self.right, self.missing_left)
+        ]
         n_nodes = len(arrays[2])
         if n_nodes == 0 or any(a.ndim != 1 or len(a) != n_nodes for a in arrays):
             raise ModelLoadError(f"{where}: its node arrays are empty or of different lengths")
@@ -81,19 +84,29 @@ class TreeNodes:
         leaf = left == -1
         split = np.flatnonzero(~leaf)
         _refuse_first(where, leaf & (right != -1), "is a leaf on one side only")
-        _refuse_first(where, ~leaf & ((left < 1) | (left >= n_nodes) | (right < 1) | (right >= n_nodes)),
-                      "has a child outside the tree")
-        _refuse_first(where, ~leaf & ((left == np.arange(n_nodes)) | (right == np.arange(n_nodes))
-                                      | (left == right)), "is its own child or has one child twice")
+        _refuse_first(
+            where,
+            ~leaf & ((left < 1) | (left >= n_nodes) | (right < 1) | (right >= n_nodes)),
+            "has a child outside the tree",
+        )
+        _refuse_first(
+            where,
+            ~leaf & ((left == np.arange(n_nodes)) | (right == np.arange(n_nodes)) | (left == right)),
+            "is its own child or has one child twice",
+        )
         parents = np.bincount(np.concatenate([left[split], right[split]]), minlength=n_nodes)
         _refuse_first(where, parents > 1, "is the child of two nodes (a cycle or a shared subtree)")
         feature = arrays[0].astype(np.int64)
-        _refuse_first(where, ~leaf & ((feature < 0) | (feature >= n_features)),
-                      f"splits on a feature outside the model's {n_features}")
+        _refuse_first(
+            where,
+            ~leaf & ((feature < 0) | (feature >= n_features)),
+            f"splits on a feature outside the model's {n_features}",
+        )
         if arrays[1].dtype.kind not in "fiu":
             raise ModelLoadError(f"{where}: thresholds are not numbers")
-        _refuse_first(where, ~leaf & np.isnan(arrays[1].astype(np.float64)),
-                      "has a threshold that is not a number")
+        _refuse_first(
+            where, ~leaf & np.isnan(arrays[1].astype(np.float64)), "has a threshold that is not a number"
+        )
 
 
 _ANY_WIDTH = 2**62
@@ -137,8 +150,9 @@ class FlatTrees:
         ModelLoadError naming the tree and node). Pass the model's feature count: without it
         (plugins written before it was asked for) any split feature is accepted, and the walk
         still refuses rows too narrow for the trees."""
-        parts: dict[str, list[np.ndarray]] = {k: [] for k in
-                                              ("feature", "threshold", "left", "right", "missing")}
+        parts: dict[str, list[np.ndarray]] = {
+            k: [] for k in ("feature", "threshold", "left", "right", "missing")
+        }
         roots, offset = [], 0
         for index, tree in enumerate(trees):
             tree.check(_ANY_WIDTH if n_features is None else n_features, f"tree {index}")
@@ -153,10 +167,15 @@ class FlatTrees:
             parts["missing"].append(np.asarray(tree.missing_left, bool))
             offset += len(left)
         joined = {k: np.concatenate(v) for k, v in parts.items()}
-        flat = cls(np.array(roots, dtype=np.intp), joined["feature"].astype(np.intp),
-                   joined["threshold"], joined["left"].astype(np.intp),
-                   joined["right"].astype(np.intp), joined["missing"],
-                   int(joined["feature"].max(initial=-1)) + 1)
+        flat = cls(
+            np.array(roots, dtype=np.intp),
+            joined["feature"].astype(np.intp),
+            joined["threshold"],
+            joined["left"].astype(np.intp),
+            joined["right"].astype(np.intp),
+            joined["missing"],
+            int(joined["feature"].max(initial=-1)) + 1,
+        )
         compile_walk()  # now, with the model: not at the first request, in each worker
         return flat
 
@@ -165,8 +184,7 @@ class FlatTrees:
         the float64 thresholds), wide enough for every split: a narrower row would send the walk
         into the next row's cells, or past the matrix."""
         if matrix.ndim != 2 or matrix.shape[1] < self.min_width:
-            raise ValueError(f"rows of {matrix.shape[1:]} features for trees that split on "
-                             f"{self.min_width}")
+            raise ValueError(f"rows of {matrix.shape[1:]} features for trees that split on {self.min_width}")
         if matrix.dtype in (np.float32, np.float64):
             return np.ascontiguousarray(matrix)
         return np.ascontiguousarray(matrix, np.float64)
@@ -180,8 +198,7 @@ class FlatTrees:
     def _links(self) -> np.ndarray:
         """(n_nodes, 3) int64: each node's feature, left and right child side by side, so that a
         step of the walk finds them in one cache line."""
-        return np.ascontiguousarray(np.stack([self.feature, self.left, self.right], axis=1),
-                                    dtype=np.int64)
+        return np.ascontiguousarray(np.stack([self.feature, self.left, self.right], axis=1), dtype=np.int64)
 
     @functools.cached_property
     def _every_tree(self) -> np.ndarray:
@@ -196,8 +213,9 @@ class FlatTrees:
         _walk_rows(matrix, self.roots, self._links, self.threshold, self.missing_left, out)
         return out
 
-    def sums(self, matrix: np.ndarray, values: np.ndarray, start: np.ndarray,
-             trees: np.ndarray | None = None) -> np.ndarray:
+    def sums(
+        self, matrix: np.ndarray, values: np.ndarray, start: np.ndarray, trees: np.ndarray | None = None
+    ) -> np.ndarray:
         """(n_rows, n_outputs): for each row, `start` plus the `values` row of the leaf it reaches
         in each tree (every tree, or those listed in `trees`), added tree after tree in the dtype
         of `values` (n_nodes, n_outputs): a library's own loop, in its order and precision,
@@ -207,14 +225,19 @@ class FlatTrees:
         out = np.empty((len(matrix), values.shape[1]), values.dtype)
         out[:] = start
         chosen = self._every_tree if trees is None else np.asarray(trees, np.intp)
-        _sum_rows(matrix, chosen, self.roots, self._links, self.threshold, self.missing_left,
-                  values, out)
+        _sum_rows(matrix, chosen, self.roots, self._links, self.threshold, self.missing_left, values, out)
         return out
 
 
 @_compiled
-def _leaf(matrix: np.ndarray, row: int, node: int, links: np.ndarray, threshold: np.ndarray,
-          missing_left: np.ndarray) -> int:
+def _leaf(
+    matrix: np.ndarray,
+    row: int,
+    node: int,
+    links: np.ndarray,
+    threshold: np.ndarray,
+    missing_left: np.ndarray,
+) -> int:
     """The leaf `row` reaches from `node` (a tree's root)."""
     while True:
         left = links[node, 1]
@@ -226,8 +249,14 @@ def _leaf(matrix: np.ndarray, row: int, node: int, links: np.ndarray, threshold:
 
 
 @_compiled
-def _walk_rows(matrix: np.ndarray, roots: np.ndarray, links: np.ndarray, threshold: np.ndarray,
-               missing_left: np.ndarray, out: np.ndarray) -> None:
+def _walk_rows(
+    matrix: np.ndarray,
+    roots: np.ndarray,
+    links: np.ndarray,
+    threshold: np.ndarray,
+    missing_left: np.ndarray,
+    out: np.ndarray,
+) -> None:
     """out[row, tree]: the leaf each row reaches in each tree. Tree by tree, so that a tree's
     nodes stay in the cache for all the rows."""
     for tree in range(len(roots)):
@@ -236,9 +265,16 @@ def _walk_rows(matrix: np.ndarray, roots: np.ndarray, links: np.ndarray, thresho
 
 
 @_compiled
-def _sum_rows(matrix: np.ndarray, trees: np.ndarray, roots: np.ndarray, links: np.ndarray,
-              threshold: np.ndarray, missing_left: np.ndarray, values: np.ndarray,
-              out: np.ndarray) -> None:
+def _sum_rows(
+    matrix: np.ndarray,
+    trees: np.ndarray,
+    roots: np.ndarray,
+    links: np.ndarray,
+    threshold: np.ndarray,
+    missing_left: np.ndarray,
+    values: np.ndarray,
+    out: np.ndarray,
+) -> None:
     """out[row] += values[leaf] for each tree of `trees` in turn (out holds the start values)."""
     for tree in trees:
         for row in range(matrix.shape[0]):
@@ -252,8 +288,15 @@ def compile_walk() -> None:
     """Compiles the walks for float32 and float64 features and values, or reads them from numba's
     cache (0.25-0.5 s, once per process). Called when trees are flattened, and when a multi-model
     endpoint starts; the image calls it at build time to fill the cache."""
-    tree = FlatTrees(np.zeros(1, np.intp), np.zeros(1, np.intp), np.zeros(1), np.zeros(1, np.intp),
-                     np.zeros(1, np.intp), np.zeros(1, bool), 1)
+    tree = FlatTrees(
+        np.zeros(1, np.intp),
+        np.zeros(1, np.intp),
+        np.zeros(1),
+        np.zeros(1, np.intp),
+        np.zeros(1, np.intp),
+        np.zeros(1, bool),
+        1,
+    )
     for cell_type in (np.float32, np.float64):  # XGBoost: float32 both; the forest: 32 and 64
         row = np.zeros((1, 1), cell_type)
         tree.leaves(row)

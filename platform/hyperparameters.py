@@ -125,8 +125,7 @@ class Hyperparameter:
         high_ok = self.maximum is None or value <= self.maximum
         if not (low_ok and high_ok):
             raise HyperparameterError(
-                f"hyperparameter {label} = {value!r} is out of range; "
-                f"it must be {self.range_text()}"
+                f"hyperparameter {label} = {value!r} is out of range; it must be {self.range_text()}"
             )
 
     def range_text(self) -> str:
@@ -228,14 +227,11 @@ def validate(
                 continue
             known = ", ".join(sorted({*(d.name for d in declared), *also_known}))
             hint = did_you_mean(name, [*by_name, *also_known])
-            raise HyperparameterError(
-                f"unknown hyperparameter '{name}' for {owner}{hint}. Known: {known}"
-            )
+            raise HyperparameterError(f"unknown hyperparameter '{name}' for {owner}{hint}. Known: {known}")
         canonical = declaration.name
         if canonical in spelled:
             raise HyperparameterError(
-                f"hyperparameters '{spelled[canonical]}' and '{name}' both set '{canonical}'; "
-                "give only one"
+                f"hyperparameters '{spelled[canonical]}' and '{name}' both set '{canonical}'; give only one"
             )
         spelled[canonical] = name
         if value is None:

@@ -41,15 +41,23 @@ class LoadedModel:
         classes = np.array(manifest.classes, dtype=object)
         if classes.size and all(isinstance(c, (int, float)) for c in manifest.classes):
             classes = np.array(manifest.classes)
-        log.info("loaded %s model from %s (%s, %d features)", manifest.algorithm, model_dir,
-                 manifest.task, len(manifest.features))
+        log.info(
+            "loaded %s model from %s (%s, %d features)",
+            manifest.algorithm,
+            model_dir,
+            manifest.task,
+            len(manifest.features),
+        )
         return cls(manifest, algorithm, model, classes)
 
     @functools.cached_property
     def feature_names(self) -> FeatureNames:
         """The feature names decoders receive, with the categories of categorical features."""
-        largest = (float(np.finfo(self.algorithm.info.feature_dtype).max)
-                   if np.dtype(self.algorithm.info.feature_dtype).kind == "f" else None)
+        largest = (
+            float(np.finfo(self.algorithm.info.feature_dtype).max)
+            if np.dtype(self.algorithm.info.feature_dtype).kind == "f"
+            else None
+        )
         return FeatureNames(self.manifest.feature_names, self.manifest.categories, largest)
 
     def predict(self, features: pd.DataFrame, output: str = LABEL) -> np.ndarray:

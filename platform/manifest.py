@@ -64,8 +64,9 @@ class Manifest:
         server decodes every request to the manifest's columns, and a model that reads more
         would read past each row."""
         if count != len(self.features):
-            raise ModelLoadError(f"{where}: the model reads {count} features, its manifest.json "
-                                 f"lists {len(self.features)}")
+            raise ModelLoadError(
+                f"{where}: the model reads {count} features, its manifest.json lists {len(self.features)}"
+            )
 
     def to_json(self) -> dict[str, Any]:
         """The manifest as manifest.json holds it."""
@@ -80,8 +81,9 @@ class Manifest:
     def read(cls, model_dir: Path) -> Manifest:
         path = model_dir / MANIFEST_FILE
         try:
-            data = json.loads(read_regular(path, MAX_MANIFEST_BYTES, ModelLoadError,
-                                           "a manifest's fixed limit"))
+            data = json.loads(
+                read_regular(path, MAX_MANIFEST_BYTES, ModelLoadError, "a manifest's fixed limit")
+            )
         except FileNotFoundError:
             raise ModelLoadError(
                 f"{path} is missing: {model_dir} was not written by `sagecraft train`"

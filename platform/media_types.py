@@ -74,6 +74,4 @@ def negotiate(accept: str | None, supported: Iterable[str], default: str) -> str
             for candidate in supported:
                 if candidate.startswith(family):
                     return candidate
-    raise NotAcceptableError(
-        f"cannot answer with Accept: {accept[:200]}; supported: {', '.join(supported)}"
-    )
+    raise NotAcceptableError(f"cannot answer with Accept: {accept[:200]}; supported: {', '.join(supported)}")

@@ -93,9 +93,10 @@ class MemoryGuard:
         if configured is not None:
             return cls(configured, TRAINING_MEMORY_SETTING)
         container = container_memory_bytes()
-        return cls(int(container * TRAINING_MEMORY_SHARE),
-                   f"half the container's {container / 2**30:.1f} GiB; {TRAINING_MEMORY_SETTING} "
-                   "sets it")
+        return cls(
+            int(container * TRAINING_MEMORY_SHARE),
+            f"half the container's {container / 2**30:.1f} GiB; {TRAINING_MEMORY_SETTING} sets it",
+        )
 
     def remaining(self) -> int:
         return max(self.limit - self.used, 0)

@@ -100,7 +100,10 @@ def check_metric_names(task: str, names: list[str]) -> None:
 
 
 def evaluate(
-    task: str, names: list[str], labels: np.ndarray, predictions: np.ndarray,
+    task: str,
+    names: list[str],
+    labels: np.ndarray,
+    predictions: np.ndarray,
     probabilities: np.ndarray | None = None,
 ) -> dict[str, float]:
     """The named metrics of one data set, in the order given."""

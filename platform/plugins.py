@@ -68,9 +68,7 @@ class PluginRecord:
 class Algorithm:
     """One installed algorithm: its declaration, and hook callers bound to its plugin alone."""
 
-    def __init__(
-        self, manager: pluggy.PluginManager, source: PluginSource, others: list[object]
-    ) -> None:
+    def __init__(self, manager: pluggy.PluginManager, source: PluginSource, others: list[object]) -> None:
         self.name = source.name
         self.source = source
 
@@ -214,8 +212,7 @@ class _Builder:
         if is_algorithm and missing:
             self.manager.unregister(plugin)
             self.problems[name] = PluginError(
-                f"plugin '{name}' from {source.describe()} implements fit but not "
-                f"{', '.join(missing)}"
+                f"plugin '{name}' from {source.describe()} implements fit but not {', '.join(missing)}"
             )
             return
         self.plugins[name] = plugin
@@ -289,8 +286,7 @@ def build_plugin_set(
 ) -> PluginSet:
     """Register sagecraft's own codecs, then every entry point; bind algorithms and content types."""
     builder = _Builder(settings or PluginSettings(only=None, trace_hooks=False))
-    builder.register(codecs, PluginSource(CORE_PLUGIN, "sagecraft.codecs", "sagecraft",
-                                          sagecraft_version()))
+    builder.register(codecs, PluginSource(CORE_PLUGIN, "sagecraft.codecs", "sagecraft", sagecraft_version()))
     builder.load_entry_points(entry_points)
     content_types = builder.content_types()
     algorithms = builder.algorithms()
@@ -312,5 +308,4 @@ def installed_plugins() -> PluginSet:
     SAGECRAFT_PLUGINS=a,b loads only the named entry points; SAGECRAFT_TRACE_HOOKS=true logs
     every hook call.
     """
-    return build_plugin_set(metadata.entry_points(group=ENTRY_POINT_GROUP),
-                            PluginSettings.from_environment())
+    return build_plugin_set(metadata.entry_points(group=ENTRY_POINT_GROUP), PluginSettings.from_environment())

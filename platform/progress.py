@@ -17,10 +17,15 @@ class FitProgress:
     `quiet_s`, each tenth is logged as `<unit> 60 of 200 (30%), 6 s so far, about 14 s left`;
     short fits stay quiet."""
 
-    def __init__(self, total: int, unit: str, logger: logging.Logger, quiet_s: float = QUIET_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.total, self.unit, self.logger, self.quiet_s, self.clock = (
-            total, unit, logger, quiet_s, clock)
+    def __init__(
+        self,
+        total: int,
+        unit: str,
+        logger: logging.Logger,
+        quiet_s: float = QUIET_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.total, self.unit, self.logger, self.quiet_s, self.clock = (total, unit, logger, quiet_s, clock)
         self.started = clock()
         self.next_tenth = 1
 
@@ -31,5 +36,12 @@ class FitProgress:
         elapsed = self.clock() - self.started
         if elapsed >= self.quiet_s and done < self.total:
             left = elapsed / done * (self.total - done)
-            self.logger.info("%s %d of %d (%d%%), %.0f s so far, about %.0f s left", self.unit,
-                             done, self.total, done * 100 // self.total, elapsed, left)
+            self.logger.info(
+                "%s %d of %d (%d%%), %.0f s so far, about %.0f s left",
+                self.unit,
+                done,
+                self.total,
+                done * 100 // self.total,
+                elapsed,
+                left,
+            )

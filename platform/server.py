@@ -61,11 +61,13 @@ async def ping(request: web.Request) -> web.Response:
 async def execution_parameters(request: web.Request) -> web.Response:
     """What a batch transform job asks before it sends mini-batches."""
     settings = request.app[SETTINGS]
-    return web.json_response({
-        "MaxConcurrentTransforms": settings.workers,
-        "BatchStrategy": settings.batch_strategy or "MULTI_RECORD",
-        "MaxPayloadInMB": max(1, settings.max_payload_bytes // (1024 * 1024)),
-    })
+    return web.json_response(
+        {
+            "MaxConcurrentTransforms": settings.workers,
+            "BatchStrategy": settings.batch_strategy or "MULTI_RECORD",
+            "MaxPayloadInMB": max(1, settings.max_payload_bytes // (1024 * 1024)),
+        }
+    )
 
 
 async def invoke(request: web.Request, model_name: str) -> web.StreamResponse:
@@ -90,16 +92,18 @@ async def invoke(request: web.Request, model_name: str) -> web.StreamResponse:
         runtime.in_flight -= 1
 
 
-async def _invoke(request: web.Request, model_name: str, settings: ServingSettings,
-                  runtime: Runtime, deadline: float) -> web.StreamResponse:
+async def _invoke(
+    request: web.Request, model_name: str, settings: ServingSettings, runtime: Runtime, deadline: float
+) -> web.StreamResponse:
     types, formats, registry = runtime.content_types, runtime.formats, runtime.registry
     assert types is not None and formats is not None and registry is not None
     check_header_length(TARGET_MODEL, request.headers.get(TARGET_MODEL))
     form = formats.of(request.headers)
     coding = content_coding(request.headers.get("Content-Encoding"))
     # A compressed body is small or large by what it inflates to, which only inflating tells.
-    small = (request.content_length is not None and request.content_length <= INLINE_BYTES
-             and coding == IDENTITY)
+    small = (
+        request.content_length is not None and request.content_length <= INLINE_BYTES and coding == IDENTITY
+    )
     # One timer for the request; what it interrupts decides the answer. None where nothing can
     # wait: the body has arrived, the model is loaded, and a small request's work runs on the
     # event loop, where a timer could not interrupt it anyway (measured: a timer costs about a
@@ -113,29 +117,36 @@ async def _invoke(request: web.Request, model_name: str, settings: ServingSettin
             if small:
                 data = await read_bytes(request, settings.max_payload_bytes)
                 reading = False
-                result = await _answer_small(model_name, settings, runtime, form, data,
-                                             request.app[EXECUTOR])
+                result = await _answer_small(model_name, settings, runtime, form, data, request.app[EXECUTOR])
             else:
                 body = await read_body(request, settings.max_payload_bytes)
                 reading = False
                 if coding != IDENTITY:
-                    body = await _in_thread(request.app[EXECUTOR], inflate, body, coding,
-                                            settings.max_payload_bytes)
+                    body = await _in_thread(
+                        request.app[EXECUTOR], inflate, body, coding, settings.max_payload_bytes
+                    )
                 size = body.seek(0, io.SEEK_END)
                 body.seek(0)
                 async with registry.use(model_name) as model:
                     try:
-                        result = await _in_thread(request.app[EXECUTOR], answer, model, types,
-                                                  form.content_type, body, form.accept,
-                                                  settings.record_errors, form.output)
+                        result = await _in_thread(
+                            request.app[EXECUTOR],
+                            answer,
+                            model,
+                            types,
+                            form.content_type,
+                            body,
+                            form.accept,
+                            settings.record_errors,
+                            form.output,
+                        )
                     finally:
                         if size >= RELEASE_AFTER_BYTES:  # what it decoded to is garbage now
                             _release_soon(request.app)
     except TimeoutError:
         if reading:
             raise RequestTimeoutError(
-                f"the body did not arrive within {settings.request_timeout_s:g} s "
-                "(SAGECRAFT_REQUEST_TIMEOUT)"
+                f"the body did not arrive within {settings.request_timeout_s:g} s (SAGECRAFT_REQUEST_TIMEOUT)"
             ) from None
         raise PredictionTimeoutError(
             f"the prediction did not finish within {settings.request_timeout_s:g} s "
@@ -163,8 +174,14 @@ def _release_soon(app: web.Application) -> None:
     asyncio.get_running_loop().run_in_executor(app[EXECUTOR], release)
 
 
-async def _answer_small(model_name: str, settings: ServingSettings, runtime: Runtime,
-                        form: RequestFormat, data: bytes, executor: Executor) -> bytes | IO[bytes]:
+async def _answer_small(
+    model_name: str,
+    settings: ServingSettings,
+    runtime: Runtime,
+    form: RequestFormat,
+    data: bytes,
+    executor: Executor,
+) -> bytes | IO[bytes]:
     """The answer to a small body, decoded on the event loop and, for a few rows, predicted there
     too: a thread hop costs more than a few rows' work. Labels are predicted with other requests'
     rows (see batching.py). Many rows in few bytes, and per-record errors, go to the pool."""
@@ -172,8 +189,17 @@ async def _answer_small(model_name: str, settings: ServingSettings, runtime: Run
     assert types is not None and registry is not None
     async with registry.use(model_name) as model:
         if settings.record_errors:
-            return await _in_thread(executor, answer, model, types, form.content_type,
-                                    io.BytesIO(data), form.accept, True, form.output)
+            return await _in_thread(
+                executor,
+                answer,
+                model,
+                types,
+                form.content_type,
+                io.BytesIO(data),
+                form.accept,
+                True,
+                form.output,
+            )
         if settings.batching and form.output == PREDICTED_LABEL:
             # Plain numbers skip the DataFrame: the batcher builds one for the whole batch.
             rows = types.read_numbers(form.content_type, data, model.feature_names)
@@ -181,14 +207,16 @@ async def _answer_small(model_name: str, settings: ServingSettings, runtime: Run
                 rows = types.decode(form.content_type, data, model.feature_names)
             if len(rows) <= INLINE_ROWS:
                 return types.encode(form.accept, await registry.batcher(model_name).predict(rows))
-            features = rows if isinstance(rows, pd.DataFrame) else feature_table(
-                np.asarray(rows, dtype=np.float64), model.feature_names)
+            features = (
+                rows
+                if isinstance(rows, pd.DataFrame)
+                else feature_table(np.asarray(rows, dtype=np.float64), model.feature_names)
+            )
         else:
             features = types.decode(form.content_type, data, model.feature_names)
         if len(features) <= INLINE_ROWS:
             return encode_answer(model, types, features, form.accept, form.output)
-        return await _in_thread(executor, encode_answer, model, types, features, form.accept,
-                                form.output)
+        return await _in_thread(executor, encode_answer, model, types, features, form.accept, form.output)
 
 
 async def _in_thread(executor: Executor, function: Callable[..., T], *args: Any) -> T:
@@ -196,8 +224,7 @@ async def _in_thread(executor: Executor, function: Callable[..., T], *args: Any)
     return await asyncio.get_running_loop().run_in_executor(executor, function, *args)
 
 
-async def _send(request: web.Request, result: bytes | IO[bytes],
-                content_type: str) -> web.StreamResponse:
+async def _send(request: web.Request, result: bytes | IO[bytes], content_type: str) -> web.StreamResponse:
     """Small answers in one piece; large ones streamed from their spool file."""
     if isinstance(result, bytes):
         return web.Response(body=result, headers={"Content-Type": content_type})
@@ -260,8 +287,7 @@ async def _executor(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: ServingSettings) -> web.Application:
     """The application; the caller fills its Runtime once the plugins are loaded."""
-    app = web.Application(client_max_size=settings.max_payload_bytes,
-                          middlewares=[error_middleware])
+    app = web.Application(client_max_size=settings.max_payload_bytes, middlewares=[error_middleware])
     app[SETTINGS] = settings
     app[RUNTIME] = Runtime()
     app.cleanup_ctx.append(_executor)

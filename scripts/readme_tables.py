@@ -1,7 +1,7 @@
 """Regenerate the hyperparameter tables in README.md from the plugins' declarations.
 
-    python3 scripts/readme_tables.py          # rewrite README.md
-    python3 scripts/readme_tables.py --check  # exit 1 if README.md is out of date
+python3 scripts/readme_tables.py          # rewrite README.md
+python3 scripts/readme_tables.py --check  # exit 1 if README.md is out of date
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ SECTION = re.compile(r"(<!-- hyperparameters:(\S+) -->\n)(.*?)(<!-- /hyperparame
 
 
 def table(algorithm: str) -> str:
-    return subprocess.run(["sagecraft", "hyperparameters", algorithm], capture_output=True,
-                          text=True, check=True).stdout
+    return subprocess.run(
+        ["sagecraft", "hyperparameters", algorithm], capture_output=True, text=True, check=True
+    ).stdout
 
 
 def regenerated(text: str) -> str:

@@ -16,16 +16,19 @@ from sagemaker_tree import Server, TrainingTree, iris_tree, regression_rows
 
 @pytest.fixture(scope="session")
 def iris_forest(tmp_path_factory: pytest.TempPathFactory) -> TrainingTree:
-    tree = iris_tree(tmp_path_factory.mktemp("iris-forest"),
-                     {"algorithm": "random_forest", "target": "Species", "mtry": 2})
+    tree = iris_tree(
+        tmp_path_factory.mktemp("iris-forest"), {"algorithm": "random_forest", "target": "Species", "mtry": 2}
+    )
     assert tree.train().returncode == 0, tree.explain()
     return tree
 
 
 @pytest.fixture(scope="session")
 def iris_xgboost(tmp_path_factory: pytest.TempPathFactory) -> TrainingTree:
-    tree = iris_tree(tmp_path_factory.mktemp("iris-xgboost"),
-                     {"algorithm": "xgboost", "target": "Species", "num_round": 20, "max_depth": 3})
+    tree = iris_tree(
+        tmp_path_factory.mktemp("iris-xgboost"),
+        {"algorithm": "xgboost", "target": "Species", "num_round": 20, "max_depth": 3},
+    )
     assert tree.train().returncode == 0, tree.explain()
     return tree
 
@@ -76,5 +79,3 @@ def regression_server(regression_xgboost: TrainingTree) -> Iterator[Server]:
 def iris_server(request: pytest.FixtureRequest) -> Server:
     """Each iris model in turn: both algorithms must behave the same at the HTTP boundary."""
     return request.getfixturevalue(f"{request.param}_server")
-
-

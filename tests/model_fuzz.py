@@ -34,7 +34,7 @@ from sagecraft.hooks import CONTRIBUTIONS, LABEL, LEAVES, PROBABILITIES, RAW_MAR
 from sagecraft.loaded_model import LoadedModel
 from sagecraft_xgboost.model_file import read_document
 
-INTERESTING_INTEGERS = [-2**63, -2**31, -2, -1, 0, 1, 2, 3, 7, 255, 2**31 - 1, 2**31, 2**62]
+INTERESTING_INTEGERS = [-(2**63), -(2**31), -2, -1, 0, 1, 2, 3, 7, 255, 2**31 - 1, 2**31, 2**62]
 INTERESTING_FLOATS = [float("nan"), float("inf"), -float("inf"), 1e39, -1e39, 1e308, 0.0, -0.0]
 
 
@@ -42,16 +42,17 @@ def _byte_mutation(data: bytes, rng: random.Random) -> tuple[bytes, str]:
     kind = rng.choice(["flip", "truncate", "delete", "insert", "repeat"])
     at = rng.randrange(len(data))
     if kind == "flip":
-        return data[:at] + bytes([rng.randrange(256)]) + data[at + 1:], f"byte {at} set"
+        return data[:at] + bytes([rng.randrange(256)]) + data[at + 1 :], f"byte {at} set"
     if kind == "truncate":
         return data[:at], f"truncated at {at}"
     if kind == "delete":
-        return data[:at] + data[at + rng.randint(1, 16):], f"bytes deleted at {at}"
+        return data[:at] + data[at + rng.randint(1, 16) :], f"bytes deleted at {at}"
     if kind == "insert":
-        return data[:at] + bytes(rng.randrange(256) for _ in range(rng.randint(1, 9))) + data[at:], \
-            f"bytes inserted at {at}"
+        return data[:at] + bytes(rng.randrange(256) for _ in range(rng.randint(1, 9))) + data[
+            at:
+        ], f"bytes inserted at {at}"
     size = rng.randint(1, 64)
-    return data[:at] + data[at:at + size] * rng.randint(2, 5) + data[at + size:], f"bytes repeated at {at}"
+    return data[:at] + data[at : at + size] * rng.randint(2, 5) + data[at + size :], f"bytes repeated at {at}"
 
 
 def _leaves(node: Any, path: tuple = ()) -> list[tuple]:
@@ -83,8 +84,9 @@ def _interesting(value: Any, rng: random.Random) -> Any:
     if isinstance(value, (int, np.integer)):
         return rng.choice([*INTERESTING_INTEGERS, int(value) + rng.choice([-1, 1, 100])])
     if isinstance(value, str):
-        return rng.choice([str(rng.choice(INTERESTING_INTEGERS)), "[1e39]", "nan", "", "x" * 100,
-                           "[0.5,0.5,0.5]", "-1"])
+        return rng.choice(
+            [str(rng.choice(INTERESTING_INTEGERS)), "[1e39]", "nan", "", "x" * 100, "[0.5,0.5,0.5]", "-1"]
+        )
     return None
 
 
@@ -103,8 +105,11 @@ def _structural_mutation(document: Any, rng: random.Random) -> str:
         return f"{'/'.join(map(str, path))} = {parent[key]!r}"
     choice = rng.random()
     if isinstance(value, np.ndarray) and len(value) and choice < 0.4:
-        parent[key] = value[: rng.randrange(len(value))] if rng.random() < 0.5 else np.concatenate(
-            [value, value[:rng.randint(1, len(value))]])
+        parent[key] = (
+            value[: rng.randrange(len(value))]
+            if rng.random() < 0.5
+            else np.concatenate([value, value[: rng.randint(1, len(value))]])
+        )
         return f"{'/'.join(map(str, path))} resized to {len(parent[key])}"
     if isinstance(parent, dict) and choice < 0.5:
         del parent[key]
@@ -186,7 +191,8 @@ def _probe_rows(model: LoadedModel, rng: np.random.Generator, count: int) -> pd.
     for feature in model.manifest.features:
         if feature.categories is not None:
             columns[feature.name] = pd.Categorical(
-                rng.choice(feature.categories, count), categories=feature.categories)
+                rng.choice(feature.categories, count), categories=feature.categories
+            )
         else:
             values = rng.normal(size=count) * 3
             values[0] = np.nan
@@ -199,8 +205,7 @@ OUTPUTS = (LABEL, PROBABILITIES, RAW_MARGIN, CONTRIBUTIONS, LEAVES)
 
 def run(model_dir: Path, count: int, seed: int, progress: Path) -> dict[str, Any]:
     manifest_algorithm = json.loads((model_dir / "manifest.json").read_text())["algorithm"]
-    mutator_type: Callable[[bytes], Any] = (XGBoostMutator if manifest_algorithm == "xgboost"
-                                            else SkopsMutator)
+    mutator_type: Callable[[bytes], Any] = XGBoostMutator if manifest_algorithm == "xgboost" else SkopsMutator
     original = (model_dir / mutator_type.file).read_bytes()
     mutate = mutator_type(original)
     rng = random.Random(seed)
@@ -227,7 +232,8 @@ def run(model_dir: Path, count: int, seed: int, progress: Path) -> dict[str, Any
                 continue
             # A few rows take the flat walk, many the library's own predict.
             for features, output in itertools.product(
-                    (_probe_rows(model, rows, 6), _probe_rows(model, rows, 600)), OUTPUTS):
+                (_probe_rows(model, rows, 6), _probe_rows(model, rows, 600)), OUTPUTS
+            ):
                 try:
                     answer = model.predict(features, output)
                 except UnsupportedOutputError:

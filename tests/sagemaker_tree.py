@@ -63,10 +63,13 @@ class TrainingTree:
         self.write_config("hyperparameters.json", {k: encode(v) for k, v in values.items()})
 
     def channels(self, **content_types: str | None) -> None:
-        self.write_config("inputdataconfig.json", {
-            name: {"TrainingInputMode": "File", **({"ContentType": ct} if ct else {})}
-            for name, ct in content_types.items()
-        })
+        self.write_config(
+            "inputdataconfig.json",
+            {
+                name: {"TrainingInputMode": "File", **({"ContentType": ct} if ct else {})}
+                for name, ct in content_types.items()
+            },
+        )
 
     def add_file(self, channel: str, name: str, text: str, *, gzipped: bool = False) -> Path:
         path = self.base / "input" / "data" / channel / name
@@ -76,8 +79,12 @@ class TrainingTree:
 
     def train(self, timeout: float = 180, **env: str) -> subprocess.CompletedProcess:
         self.result = subprocess.run(
-            [*self.command, "train"], env=environment(self.base, self.pythonpath, **env),
-            capture_output=True, text=True, timeout=timeout, check=False,
+            [*self.command, "train"],
+            env=environment(self.base, self.pythonpath, **env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
         return self.result
 
@@ -142,8 +149,9 @@ def regression_rows(seed: int, rows: int) -> str:
 class Server:
     """A real `sagecraft serve` process on 127.0.0.1 and a free port."""
 
-    def __init__(self, base: Path, pythonpath: Path | None = None,
-                 command: list[str] | None = None, **env: str) -> None:
+    def __init__(
+        self, base: Path, pythonpath: Path | None = None, command: list[str] | None = None, **env: str
+    ) -> None:
         self.base = base
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -151,9 +159,15 @@ class Server:
         self._log = self.log_path.open("w")
         self.process = subprocess.Popen(
             [*(command or SAGECRAFT), "serve"],
-            env=environment(base, pythonpath, SAGEMAKER_BIND_TO_PORT=str(self.port),
-                            SAGECRAFT_BIND_HOST="127.0.0.1", **env),
-            stdout=self._log, stderr=subprocess.STDOUT,
+            env=environment(
+                base,
+                pythonpath,
+                SAGEMAKER_BIND_TO_PORT=str(self.port),
+                SAGECRAFT_BIND_HOST="127.0.0.1",
+                **env,
+            ),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
         self.session = requests.Session()
 
@@ -172,17 +186,21 @@ class Server:
         self.stop()  # never left running after the suite
         raise TimeoutError(f"server not ready in {timeout} s: {log}")
 
-    def invoke(self, body: bytes | str, content_type: str | None = "text/csv",
-               accept: str | None = None, headers: dict[str, str] | None = None,
-               **kwargs: object) -> requests.Response:
+    def invoke(
+        self,
+        body: bytes | str,
+        content_type: str | None = "text/csv",
+        accept: str | None = None,
+        headers: dict[str, str] | None = None,
+        **kwargs: object,
+    ) -> requests.Response:
         headers = dict(headers or {})
         if content_type is not None:
             headers["Content-Type"] = content_type
         if accept is not None:
             headers["Accept"] = accept
         data = body.encode() if isinstance(body, str) else body
-        return self.session.post(f"{self.url}/invocations", data=data, headers=headers,
-                                 timeout=120, **kwargs)
+        return self.session.post(f"{self.url}/invocations", data=data, headers=headers, timeout=120, **kwargs)
 
     def rss_bytes(self) -> int:
         """The server process's resident memory, from /proc."""
@@ -228,8 +246,9 @@ class Server:
         return self.process.returncode
 
 
-def install_test_plugin(site: Path, distribution: str, entry_points: dict[str, str],
-                        modules: dict[str, str]) -> Path:
+def install_test_plugin(
+    site: Path, distribution: str, entry_points: dict[str, str], modules: dict[str, str]
+) -> Path:
     """Install a throw-away distribution into `site` (a folder put on PYTHONPATH): real metadata
     and entry points, found by importlib.metadata exactly as a pip-installed plugin is."""
     site.mkdir(parents=True, exist_ok=True)
@@ -284,5 +303,6 @@ SLOW_PLUGIN = """
 def install_slow_plugin(site: Path) -> Path:
     """The `slow` algorithm: a constant model whose load and large predicts take as long as its
     hyperparameters say (for timeouts and requests that wait on a load)."""
-    return install_test_plugin(site, "sagecraft-slow", {"slow": "sagecraft_slow"},
-                               {"sagecraft_slow": SLOW_PLUGIN})
+    return install_test_plugin(
+        site, "sagecraft-slow", {"slow": "sagecraft_slow"}, {"sagecraft_slow": SLOW_PLUGIN}
+    )

@@ -18,8 +18,7 @@ BLOCK_ROWS = 10_000
 @pytest.fixture(scope="module")
 def block() -> tuple[bytes, np.ndarray]:
     """10,000 distinct CSV rows (newline-terminated) and their feature matrix."""
-    rows = np.round(np.random.default_rng(7).uniform([4, 2, 1, 0], [8, 4.5, 7, 2.5],
-                                                     size=(BLOCK_ROWS, 4)), 2)
+    rows = np.round(np.random.default_rng(7).uniform([4, 2, 1, 0], [8, 4.5, 7, 2.5], size=(BLOCK_ROWS, 4)), 2)
     text = "".join(",".join(f"{v:.2f}" for v in row) + "\n" for row in rows)
     return text.encode(), rows
 
@@ -32,21 +31,25 @@ def expected(iris_xgboost: TrainingTree, block: tuple[bytes, np.ndarray]) -> lis
 
 @pytest.fixture(scope="module")
 def batch_server(iris_xgboost: TrainingTree) -> Iterator[Server]:
-    server = Server(iris_xgboost.base, SAGEMAKER_BATCH="true", SAGEMAKER_MAX_PAYLOAD_IN_MB="100",
-                    SAGEMAKER_MODEL_SERVER_WORKERS="3").wait_ready()
+    server = Server(
+        iris_xgboost.base,
+        SAGEMAKER_BATCH="true",
+        SAGEMAKER_MAX_PAYLOAD_IN_MB="100",
+        SAGEMAKER_MODEL_SERVER_WORKERS="3",
+    ).wait_ready()
     yield server
     server.stop()
 
 
 def test_execution_parameters(batch_server: Server) -> None:
     answer = batch_server.session.get(f"{batch_server.url}/execution-parameters").json()
-    assert answer == {"MaxConcurrentTransforms": 3, "BatchStrategy": "MULTI_RECORD",
-                      "MaxPayloadInMB": 100}
+    assert answer == {"MaxConcurrentTransforms": 3, "BatchStrategy": "MULTI_RECORD", "MaxPayloadInMB": 100}
 
 
 def test_execution_parameters_follow_the_job_settings(iris_forest: TrainingTree) -> None:
-    server = Server(iris_forest.base, SAGEMAKER_BATCH_STRATEGY="SingleRecord",
-                    SAGEMAKER_MAX_PAYLOAD_IN_MB="20").wait_ready()
+    server = Server(
+        iris_forest.base, SAGEMAKER_BATCH_STRATEGY="SingleRecord", SAGEMAKER_MAX_PAYLOAD_IN_MB="20"
+    ).wait_ready()
     try:
         answer = server.session.get(f"{server.url}/execution-parameters").json()
         assert answer["BatchStrategy"] == "SINGLERECORD"
@@ -68,14 +71,14 @@ def test_50_mb_csv_mini_batch_gives_one_line_per_record_in_order(
     lines = response.content.split(b"\n")
     assert lines[-1] == b"" and len(lines) - 1 == BLOCK_ROWS * repeats
     assert [line.decode() for line in lines[:BLOCK_ROWS]] == expected
-    assert lines[-1 - BLOCK_ROWS:-1] == lines[:BLOCK_ROWS]
+    assert lines[-1 - BLOCK_ROWS : -1] == lines[:BLOCK_ROWS]
     peak = batch_server.peak_rss_bytes()
     print(f"50 MB batch: server RSS {before >> 20} MiB before, peak {peak >> 20} MiB")
 
 
-def test_jsonlines_batch_keeps_every_record_in_place(batch_server: Server,
-                                                     block: tuple[bytes, np.ndarray],
-                                                     expected: list[str]) -> None:
+def test_jsonlines_batch_keeps_every_record_in_place(
+    batch_server: Server, block: tuple[bytes, np.ndarray], expected: list[str]
+) -> None:
     body = "\n".join(f"[{','.join(map(str, row))}]" for row in block[1][:500])
     response = batch_server.invoke(body, "application/jsonlines")
     assert response.status_code == 200
@@ -84,8 +87,9 @@ def test_jsonlines_batch_keeps_every_record_in_place(batch_server: Server,
 
 
 @pytest.mark.slow
-def test_bad_record_in_a_large_batch_is_named_with_its_row(batch_server: Server,
-                                                           block: tuple[bytes, np.ndarray]) -> None:
+def test_bad_record_in_a_large_batch_is_named_with_its_row(
+    batch_server: Server, block: tuple[bytes, np.ndarray]
+) -> None:
     rows = block[0].split(b"\n")[:-1] * 120  # 1.2 million rows, several slices
     bad = 1_000_003
     rows[bad - 1] = b"5.0,oops,1.5,0.2"
@@ -94,9 +98,9 @@ def test_bad_record_in_a_large_batch_is_named_with_its_row(batch_server: Server,
     assert f"row {bad}, column 2 (sepal_width): 'oops' is not a number" in response.json()["message"]
 
 
-def test_record_error_markers_keep_the_batch_aligned(iris_xgboost: TrainingTree,
-                                                     block: tuple[bytes, np.ndarray],
-                                                     expected: list[str]) -> None:
+def test_record_error_markers_keep_the_batch_aligned(
+    iris_xgboost: TrainingTree, block: tuple[bytes, np.ndarray], expected: list[str]
+) -> None:
     server = Server(iris_xgboost.base, SAGECRAFT_RECORD_ERRORS="true").wait_ready()
     try:
         rows = block[0].split(b"\n")[:6]

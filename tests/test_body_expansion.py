@@ -32,8 +32,10 @@ PING_DEADLINE_S = 2.0  # SageMaker's: /ping answers within 2 s
 
 
 def _memory_bytes(server: Server) -> int:
-    return sum(server.rss_bytes() if pid == server.process.pid else _rss(pid)
-               for pid in [server.process.pid, *server.worker_pids()])
+    return sum(
+        server.rss_bytes() if pid == server.process.pid else _rss(pid)
+        for pid in [server.process.pid, *server.worker_pids()]
+    )
 
 
 def _rss(pid: int) -> int:
@@ -115,11 +117,12 @@ def test_a_parquet_body_declaring_ten_million_rows_is_refused_from_its_footer(se
 
 
 def test_a_parquet_body_of_twenty_thousand_columns_decodes_only_the_models_four(
-    iris_forest: TrainingTree
+    iris_forest: TrainingTree,
 ) -> None:
     # The footer alone takes 6 MB for 20,000 columns: this endpoint allows 32 MB bodies.
-    server = Server(iris_forest.base, SAGEMAKER_MODEL_SERVER_WORKERS="1",
-                    SAGECRAFT_MAX_PAYLOAD_MB="32").wait_ready()
+    server = Server(
+        iris_forest.base, SAGEMAKER_MODEL_SERVER_WORKERS="1", SAGECRAFT_MAX_PAYLOAD_MB="32"
+    ).wait_ready()
     try:
         _twenty_thousand_columns(server)
     finally:
@@ -128,15 +131,20 @@ def test_a_parquet_body_of_twenty_thousand_columns_decodes_only_the_models_four(
 
 def _twenty_thousand_columns(server: Server) -> None:
     columns = {f"extra_{i}": np.zeros(100) for i in range(20_000)}
-    columns.update({name: np.full(100, value) for name, value in zip(FEATURES, [5.0, 3.4, 1.5, 0.2],
-                                                                      strict=True)})
+    columns.update(
+        {name: np.full(100, value) for name, value in zip(FEATURES, [5.0, 3.4, 1.5, 0.2], strict=True)}
+    )
     named = _parquet(columns)
     unnamed = _parquet({f"c{i}": np.zeros(100) for i in range(20_000)})
     before = _memory_bytes(server)
     response = server.invoke(named, "application/x-parquet")
     assert response.status_code == 200 and response.text == "setosa\n" * 100, response.text[:200]
-    _error(server.invoke(unnamed, "application/x-parquet"), 400, "BadRequestError",
-           "the Parquet file has 20000 columns, the model expects 4")
+    _error(
+        server.invoke(unnamed, "application/x-parquet"),
+        400,
+        "BadRequestError",
+        "the Parquet file has 20000 columns, the model expects 4",
+    )
     # What the bodies used is given back (it was 1.7 GB per worker before).
     assert _memory_bytes(server) - before < 200 * 2**20
     _still_serving(server)
@@ -146,12 +154,17 @@ def _twenty_thousand_columns(server: Server) -> None:
 
 
 def test_libsvm_lines_of_labels_only_are_bounded_by_the_matrix_they_make(iris_forest: TrainingTree) -> None:
-    server = Server(iris_forest.base, SAGEMAKER_MODEL_SERVER_WORKERS="1",
-                    SAGECRAFT_MAX_DECODED_MB="1").wait_ready()
+    server = Server(
+        iris_forest.base, SAGEMAKER_MODEL_SERVER_WORKERS="1", SAGECRAFT_MAX_DECODED_MB="1"
+    ).wait_ready()
     try:
         # 2 bytes a line, 32 bytes of float64 a row: 200,000 lines weigh 400 KB, decode to 6.4 MB.
-        _error(server.invoke(b"1\n" * 200_000, "text/libsvm"), 413, "DecodedTooLargeError",
-               "decodes to 200,000 rows of 4 features")
+        _error(
+            server.invoke(b"1\n" * 200_000, "text/libsvm"),
+            413,
+            "DecodedTooLargeError",
+            "decodes to 200,000 rows of 4 features",
+        )
         assert server.invoke(b"1 0:5.0 1:3.4 2:1.5 3:0.2\n" * 100, "text/libsvm").text == "setosa\n" * 100
         _still_serving(server)
     finally:
@@ -161,9 +174,7 @@ def test_libsvm_lines_of_labels_only_are_bounded_by_the_matrix_they_make(iris_fo
 # --- Content-Encoding ---------------------------------------------------------------------------
 
 
-def test_a_small_gzip_body_that_inflates_to_megabytes_is_answered_off_the_event_loop(
-    server: Server
-) -> None:
+def test_a_small_gzip_body_that_inflates_to_megabytes_is_answered_off_the_event_loop(server: Server) -> None:
     rows = 360_000
     body = gzip.compress((SETOSA + "\n").encode() * rows, 9)
     assert len(body) < 16 * 1024  # it would have taken the inline path by its size
@@ -173,9 +184,7 @@ def test_a_small_gzip_body_that_inflates_to_megabytes_is_answered_off_the_event_
     assert response.text == "setosa\n" * rows
 
 
-def test_a_gzip_bomb_is_refused_by_its_inflated_size_without_holding_the_event_loop(
-    server: Server
-) -> None:
+def test_a_gzip_bomb_is_refused_by_its_inflated_size_without_holding_the_event_loop(server: Server) -> None:
     bomb = gzip.compress(b"0" * (1 << 30), 9)  # 1 GiB of zeros in about 1 MB
     before = _memory_bytes(server)
     with _Pinger(server):
@@ -185,17 +194,21 @@ def test_a_gzip_bomb_is_refused_by_its_inflated_size_without_holding_the_event_l
     _still_serving(server)
 
 
-@pytest.mark.parametrize(("coding", "body", "status", "phrase"), [
-    ("deflate", zlib.compress(SETOSA.encode()), 200, "setosa\n"),
-    ("deflate", zlib.compress(SETOSA.encode())[2:-4], 200, "setosa\n"),  # raw deflate
-    ("GZIP", gzip.compress(SETOSA.encode()), 200, "setosa\n"),
-    ("gzip", gzip.compress(SETOSA.encode())[:-12], 400, "ends before its compressed data does"),
-    ("gzip", b"not gzip at all", 400, "is not valid gzip data"),
-    ("br", b"\x0b\x02\x80" + SETOSA.encode(), 415, "Content-Encoding 'br' is not supported"),
-    ("gzip, gzip", gzip.compress(gzip.compress(SETOSA.encode())), 415, "is not supported"),
-])
-def test_content_encodings_are_inflated_or_refused_by_name(server: Server, coding: str, body: bytes,
-                                                           status: int, phrase: str) -> None:
+@pytest.mark.parametrize(
+    ("coding", "body", "status", "phrase"),
+    [
+        ("deflate", zlib.compress(SETOSA.encode()), 200, "setosa\n"),
+        ("deflate", zlib.compress(SETOSA.encode())[2:-4], 200, "setosa\n"),  # raw deflate
+        ("GZIP", gzip.compress(SETOSA.encode()), 200, "setosa\n"),
+        ("gzip", gzip.compress(SETOSA.encode())[:-12], 400, "ends before its compressed data does"),
+        ("gzip", b"not gzip at all", 400, "is not valid gzip data"),
+        ("br", b"\x0b\x02\x80" + SETOSA.encode(), 415, "Content-Encoding 'br' is not supported"),
+        ("gzip, gzip", gzip.compress(gzip.compress(SETOSA.encode())), 415, "is not supported"),
+    ],
+)
+def test_content_encodings_are_inflated_or_refused_by_name(
+    server: Server, coding: str, body: bytes, status: int, phrase: str
+) -> None:
     response = server.invoke(body, "text/csv", headers={"Content-Encoding": coding})
     assert response.status_code == status, response.text
     assert phrase in response.text
@@ -211,8 +224,9 @@ def test_many_rows_in_small_bodies_from_many_clients_leave_ping_answering(server
 
     def send(_: int) -> tuple[int, str]:
         with requests.Session() as session:
-            response = session.post(f"{server.url}/invocations", data=body,
-                                    headers={"Content-Type": "text/csv"}, timeout=120)
+            response = session.post(
+                f"{server.url}/invocations", data=body, headers={"Content-Type": "text/csv"}, timeout=120
+            )
             return response.status_code, response.text
 
     with _Pinger(server), concurrent.futures.ThreadPoolExecutor(48) as pool:
@@ -242,8 +256,7 @@ BODIES = {
     "application/jsonlines": json.dumps(BEYOND),
     "application/x-npy": _npy([BEYOND]),
     "text/libsvm": "0:5.0 1:1e39 2:1.5 3:0.2",
-    "application/x-parquet": _parquet({name: [value] for name, value in zip(FEATURES, BEYOND,
-                                                                            strict=True)}),
+    "application/x-parquet": _parquet({name: [value] for name, value in zip(FEATURES, BEYOND, strict=True)}),
 }
 
 
@@ -253,8 +266,9 @@ def test_values_beyond_float32_get_a_400_naming_row_and_column(
     iris_server: Server, kind: str, output: str
 ) -> None:
     content_type = kind.split(" ")[0]
-    response = iris_server.invoke(BODIES[kind], content_type,
-                                  headers={"X-Amzn-SageMaker-Custom-Attributes": f"output={output}"})
+    response = iris_server.invoke(
+        BODIES[kind], content_type, headers={"X-Amzn-SageMaker-Custom-Attributes": f"output={output}"}
+    )
     row = 71 if "row 71" in kind else 1
     _error(response, 400, "BadRequestError", f"row {row}, column 2 (sepal_width)")
     assert "beyond the largest value" in response.json()["message"]

@@ -26,8 +26,7 @@ def _rows(seed: int, count: int) -> list[tuple[str, str, float]]:
         colour = COLOURS[rng.integers(3)]
         x = rng.normal()
         label = "yes" if colour == "red" or x > 1.5 else "no"
-        rows.append((label, "" if rng.random() < 0.05 else colour,
-                     "" if rng.random() < 0.05 else f"{x:.3f}"))
+        rows.append((label, "" if rng.random() < 0.05 else colour, "" if rng.random() < 0.05 else f"{x:.3f}"))
     return rows
 
 
@@ -38,8 +37,9 @@ def _tree(base: Path, algorithm: str) -> TrainingTree:
     validation = ["label,colour,x", *(",".join(r) for r in _rows(1, 100))]
     tree.add_file("validation", "validation.csv", "\n".join(validation) + "\n")
     tree.channels(train="text/csv", validation="text/csv")
-    tree.hyperparameters({"algorithm": algorithm, "target": "label",
-                          **({"num_round": 30} if algorithm == "xgboost" else {})})
+    tree.hyperparameters(
+        {"algorithm": algorithm, "target": "label", **({"num_round": 30} if algorithm == "xgboost" else {})}
+    )
     return tree
 
 
@@ -61,14 +61,18 @@ def test_the_manifest_keeps_the_training_categories(categorical) -> None:
     assert "validation-" in tree.result.stdout  # the validation channel was encoded the same way
 
 
-@pytest.mark.parametrize(("content_type", "body", "expected"), [
-    ("text/csv", "red,0\nblue,0\ngreen,2.5", ["yes", "no", "yes"]),
-    ("application/json", '{"instances": [["red", 0], ["blue", 0]]}', ["yes", "no"]),
-    ("application/json", '[{"colour": "red", "x": 0}, {"colour": "green", "x": 0}]', ["yes", "no"]),
-    ("application/jsonlines", '["red", 0]\n{"colour": "blue", "x": 0}', ["yes", "no"]),
-])
-def test_serving_applies_the_same_encoding_in_every_format(categorical, content_type: str,
-                                                           body: str, expected: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("content_type", "body", "expected"),
+    [
+        ("text/csv", "red,0\nblue,0\ngreen,2.5", ["yes", "no", "yes"]),
+        ("application/json", '{"instances": [["red", 0], ["blue", 0]]}', ["yes", "no"]),
+        ("application/json", '[{"colour": "red", "x": 0}, {"colour": "green", "x": 0}]', ["yes", "no"]),
+        ("application/jsonlines", '["red", 0]\n{"colour": "blue", "x": 0}', ["yes", "no"]),
+    ],
+)
+def test_serving_applies_the_same_encoding_in_every_format(
+    categorical, content_type: str, body: str, expected: list[str]
+) -> None:
     _, server = categorical
     response = server.invoke(body, content_type, accept="application/json")
     assert response.status_code == 200, response.text
@@ -89,10 +93,11 @@ def test_an_unseen_category_is_a_missing_value(categorical) -> None:
     assert unseen.status_code == 200, unseen.text
     first, missing = unseen.json()["predictions"]
     assert first == missing  # "purple" is answered exactly as an empty (missing) colour
-    probabilities = server.session.post(f"{server.url}/invocations", data="purple,0.1\n,0.1",
-                                        headers={"Content-Type": "text/csv",
-                                                 "X-Amzn-SageMaker-Custom-Attributes":
-                                                 "output=probabilities"}).text.splitlines()
+    probabilities = server.session.post(
+        f"{server.url}/invocations",
+        data="purple,0.1\n,0.1",
+        headers={"Content-Type": "text/csv", "X-Amzn-SageMaker-Custom-Attributes": "output=probabilities"},
+    ).text.splitlines()
     assert probabilities[0] == probabilities[1]
 
 
@@ -113,14 +118,14 @@ def test_a_number_in_a_categorical_column_is_its_text(tmp_path: Path) -> None:
     kinds = ["a", "b", "3"] * 40
     rows = ["y,kind,x", *(f"{int(k == '3')},{k},{i % 5}" for i, k in enumerate(kinds))]
     tree.add_file("train", "t.csv", "\n".join(rows) + "\n")
-    tree.hyperparameters({"algorithm": "xgboost", "target": "y", "num_round": 10,
-                          "task": "classification"})
+    tree.hyperparameters({"algorithm": "xgboost", "target": "y", "num_round": 10, "task": "classification"})
     assert tree.train().returncode == 0, tree.explain()
     server = Server(tree.base, SAGEMAKER_MODEL_SERVER_WORKERS="1").wait_ready()
     try:
         assert server.invoke("3,1\na,1").text == "1\n0\n"
-        assert server.invoke('{"instances": [[3, 1], ["b", 1]]}', "application/json").json() == \
-            {"predictions": [1, 0]}
+        assert server.invoke('{"instances": [[3, 1], ["b", 1]]}', "application/json").json() == {
+            "predictions": [1, 0]
+        }
     finally:
         server.stop()
 

@@ -24,10 +24,18 @@ def _job(base: Path, rounds: int = ROUNDS) -> TrainingTree:
     tree = TrainingTree(base)
     tree.add_file("train", "train.csv", regression_rows(0, 8_000))
     tree.add_file("validation", "validation.csv", regression_rows(1, 1_000))
-    tree.hyperparameters({"algorithm": "xgboost", "num_round": rounds, "max_depth": 6,
-                          "checkpoint_rounds": 10, "eval_metric": "rmse"})
-    tree.write_config("checkpointconfig.json", {"LocalPath": str(base / "checkpoints"),
-                                                "S3Uri": "s3://bucket/checkpoints"})
+    tree.hyperparameters(
+        {
+            "algorithm": "xgboost",
+            "num_round": rounds,
+            "max_depth": 6,
+            "checkpoint_rounds": 10,
+            "eval_metric": "rmse",
+        }
+    )
+    tree.write_config(
+        "checkpointconfig.json", {"LocalPath": str(base / "checkpoints"), "S3Uri": "s3://bucket/checkpoints"}
+    )
     return tree
 
 
@@ -43,8 +51,13 @@ def _checkpoint_rounds(folder: Path) -> list[int]:
 
 
 def _start(tree: TrainingTree) -> subprocess.Popen:
-    return subprocess.Popen([*SAGECRAFT, "train"], env=environment(tree.base),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [*SAGECRAFT, "train"],
+        env=environment(tree.base),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_for_checkpoint(tree: TrainingTree, process: subprocess.Popen, least: int) -> None:
@@ -78,7 +91,8 @@ def test_a_killed_job_resumes_from_its_newest_checkpoint_to_the_same_model(tmp_p
     # What S3 sync may leave: an upload cut short, named as a newer checkpoint, and a stray file.
     newest = max(written)
     (checkpoints / f"xgboost-checkpoint.{newest + 100}.ubj").write_bytes(
-        (checkpoints / f"xgboost-checkpoint.{newest}.ubj").read_bytes()[:1000])
+        (checkpoints / f"xgboost-checkpoint.{newest}.ubj").read_bytes()[:1000]
+    )
     (checkpoints / "xgboost-checkpoint.notes.txt").write_text("not a checkpoint")
 
     result = tree.train()
@@ -123,8 +137,7 @@ def test_sigterm_stops_a_forest_between_stages_with_the_trees_grown(tmp_path: Pa
 
     tree = TrainingTree(tmp_path)
     tree.add_file("train", "train.csv", regression_rows(0, 4_000))
-    tree.hyperparameters({"algorithm": "random_forest", "ntree": 3000, "n_jobs": 2,
-                          "max_depth": 8})
+    tree.hyperparameters({"algorithm": "random_forest", "ntree": 3000, "n_jobs": 2, "max_depth": 8})
     process = _start(tree)
     assert process.stderr is not None
     for line in process.stderr:

@@ -24,13 +24,21 @@ def example_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # Built from a copy: setuptools builds in the source folder, and the suite's processes may
     # build it at the same time.
     source = shutil.copytree(EXAMPLE, root / "source", ignore=shutil.ignore_patterns("build", "*.egg-info"))
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w",
-                    str(root / "dist"), str(source)], check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(root / "dist"), str(source)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     wheel = next((root / "dist").glob("sagecraft_linear-*.whl"))
     env_dir = root / "venv"
     venv.create(env_dir, system_site_packages=True, with_pip=True)
-    subprocess.run([str(env_dir / "bin" / "python"), "-m", "pip", "install", "--no-deps", "--quiet",
-                    str(wheel)], check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [str(env_dir / "bin" / "python"), "-m", "pip", "install", "--no-deps", "--quiet", str(wheel)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     return env_dir
 
 
@@ -65,20 +73,23 @@ def test_example_plugin_serves_beside_the_built_ins_in_a_multi_model_endpoint(
     tree = iris_tree(tmp_path / "linear", {"algorithm": "linear", "target": "Species"})
     tree.command = _sagecraft(example_env)
     assert tree.train().returncode == 0, tree.explain()
-    models = {"linear": tree.model_dir, "forest": iris_forest.model_dir,
-              "xgboost": iris_xgboost.model_dir}
+    models = {"linear": tree.model_dir, "forest": iris_forest.model_dir, "xgboost": iris_xgboost.model_dir}
     for name, folder in models.items():
         shutil.copytree(folder, tmp_path / "models" / name / "model")
-    server = Server(tmp_path, command=_sagecraft(example_env),
-                    SAGEMAKER_MULTI_MODEL="true").wait_ready()
+    server = Server(tmp_path, command=_sagecraft(example_env), SAGEMAKER_MULTI_MODEL="true").wait_ready()
     try:
         for name in models:
-            loaded = server.session.post(f"{server.url}/models", json={
-                "model_name": name, "url": str(tmp_path / "models" / name / "model")})
+            loaded = server.session.post(
+                f"{server.url}/models",
+                json={"model_name": name, "url": str(tmp_path / "models" / name / "model")},
+            )
             assert loaded.status_code == 200, loaded.text
         for name in models:
-            answer = server.session.post(f"{server.url}/models/{name}/invoke",
-                                         data="6.6,3.0,5.6,2.0", headers={"Content-Type": "text/csv"})
+            answer = server.session.post(
+                f"{server.url}/models/{name}/invoke",
+                data="6.6,3.0,5.6,2.0",
+                headers={"Content-Type": "text/csv"},
+            )
             assert answer.text == "virginica\n", (name, answer.text)
     finally:
         server.stop()
@@ -87,9 +98,21 @@ def test_example_plugin_serves_beside_the_built_ins_in_a_multi_model_endpoint(
 @pytest.mark.slow
 def test_example_plugin_own_tests_pass_when_installed(example_env: Path) -> None:
     result = subprocess.run(
-        [str(example_env / "bin" / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider",
-         str(EXAMPLE / "test_sagecraft_linear.py")],
-        cwd=EXAMPLE, capture_output=True, text=True, timeout=300, check=False)
+        [
+            str(example_env / "bin" / "python"),
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            str(EXAMPLE / "test_sagecraft_linear.py"),
+        ],
+        cwd=EXAMPLE,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "3 passed" in result.stdout
 

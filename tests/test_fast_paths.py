@@ -47,7 +47,8 @@ def classifier() -> RandomForestClassifier:
 def regressor() -> RandomForestRegressor:
     x = _data(4000, 0.03)
     return RandomForestRegressor(n_estimators=40, max_depth=14, random_state=0, n_jobs=1).fit(
-        x, np.nan_to_num(x[:, 3]) * 2 + np.nan_to_num(x[:, 4]))
+        x, np.nan_to_num(x[:, 3]) * 2 + np.nan_to_num(x[:, 4])
+    )
 
 
 def test_flat_forest_matches_scikit_learn_probabilities_on_thousands_of_rows(
@@ -83,8 +84,12 @@ def test_plugin_predict_is_the_same_on_both_sides_of_the_switch(
 # --- XGBoost: the flat margins are XGBoost's own, bit for bit ----------------------------------
 
 XGBOOST_JOBS = {
-    "binary:logistic": 2, "multi:softprob": 3, "reg:squarederror": 0, "reg:logistic": 0,
-    "count:poisson": 0, "reg:absoluteerror": 0,
+    "binary:logistic": 2,
+    "multi:softprob": 3,
+    "reg:squarederror": 0,
+    "reg:logistic": 0,
+    "count:poisson": 0,
+    "reg:absoluteerror": 0,
 }
 
 
@@ -157,12 +162,18 @@ def test_xgboost_plugin_predict_is_the_same_on_both_sides_of_the_switch(
 def test_boosters_the_flat_path_cannot_answer_exactly_are_left_to_xgboost() -> None:
     x = _data(500, 0.0)
     y = _target(x, "binary:logistic")
-    dart = xgb.train({"booster": "dart", "objective": "binary:logistic", "nthread": 1,
-                      "rate_drop": 0.3}, xgb.DMatrix(x, label=y), num_boost_round=5)
+    dart = xgb.train(
+        {"booster": "dart", "objective": "binary:logistic", "nthread": 1, "rate_drop": 0.3},
+        xgb.DMatrix(x, label=y),
+        num_boost_round=5,
+    )
     assert flatten(dart, "binary:logistic") is None
     frame = pd.DataFrame({"a": pd.Categorical(RNG.choice(["p", "q", "r"], 500)), "b": x[:, 0]})
-    categorical = xgb.train({"objective": "binary:logistic", "nthread": 1, "max_cat_to_onehot": 1},
-                            xgb.DMatrix(frame, label=y, enable_categorical=True), num_boost_round=5)
+    categorical = xgb.train(
+        {"objective": "binary:logistic", "nthread": 1, "max_cat_to_onehot": 1},
+        xgb.DMatrix(frame, label=y, enable_categorical=True),
+        num_boost_round=5,
+    )
     assert flatten(categorical, "binary:logistic") is None
 
 
@@ -172,8 +183,10 @@ def test_large_csv_parser_equals_the_small_one() -> None:
     body = "\n".join(",".join(f"{v:g}" for v in row) for row in matrix).encode()
     assert len(body) > 256 * 1024
     large = decode_csv(body, names)
-    small = pd.concat([decode_csv(b"\n".join(body.split(b"\n")[i:i + 1000]), names)
-                       for i in range(0, 30_000, 1000)], ignore_index=True)
+    small = pd.concat(
+        [decode_csv(b"\n".join(body.split(b"\n")[i : i + 1000]), names) for i in range(0, 30_000, 1000)],
+        ignore_index=True,
+    )
     assert large.equals(small)
     assert np.array_equal(large.to_numpy(), matrix)
 
@@ -181,16 +194,33 @@ def test_large_csv_parser_equals_the_small_one() -> None:
 CELL = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True, width=32).map(repr),
     st.integers(min_value=-(10**20), max_value=10**20).map(str),
-    st.sampled_from(["nan", "-nan", "inf", "1e400", "1_000", "1__0", " 2", "3\t", "", '"4"', "0x1",
-                     "\u0663", "f0", "e5", "5."]),
+    st.sampled_from(
+        [
+            "nan",
+            "-nan",
+            "inf",
+            "1e400",
+            "1_000",
+            "1__0",
+            " 2",
+            "3\t",
+            "",
+            '"4"',
+            "0x1",
+            "\u0663",
+            "f0",
+            "e5",
+            "5.",
+        ]
+    ),
 )
 
 
 @settings(max_examples=300, derandomize=True, deadline=None)
-@given(st.lists(st.lists(CELL, min_size=3, max_size=3), min_size=1, max_size=5),
-       st.sampled_from(["\n", "\r\n"]))
-def test_small_csv_fast_path_reads_what_the_general_path_reads(rows: list[list[str]],
-                                                              newline: str) -> None:
+@given(
+    st.lists(st.lists(CELL, min_size=3, max_size=3), min_size=1, max_size=5), st.sampled_from(["\n", "\r\n"])
+)
+def test_small_csv_fast_path_reads_what_the_general_path_reads(rows: list[list[str]], newline: str) -> None:
     names = ["f0", "f1", "f2"]
     body = newline.join(",".join(row) for row in rows).encode()
     if not body.strip():
@@ -212,25 +242,34 @@ def test_small_csv_fast_path_reads_what_the_general_path_reads(rows: list[list[s
 
 
 JSON_CELL = st.one_of(
-    st.floats(allow_nan=False, allow_infinity=False), st.integers(-(10**30), 10**30),
-    st.booleans(), st.none(), st.sampled_from(["1.5", "x", "", "nan", "inf", "1e400", " 2"]),
-    st.lists(st.integers(0, 3), max_size=2), st.just({"a": 1}),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.integers(-(10**30), 10**30),
+    st.booleans(),
+    st.none(),
+    st.sampled_from(["1.5", "x", "", "nan", "inf", "1e400", " 2"]),
+    st.lists(st.integers(0, 3), max_size=2),
+    st.just({"a": 1}),
 )
 JSON_ROW = st.lists(JSON_CELL, min_size=2, max_size=4)
 
 
 def _json_document(rows: list[list[object]], shape: str) -> bytes:
-    documents = {"instances": {"instances": rows}, "list": rows, "flat row": rows[0],
-                 "extra key": {"instances": rows, "other": 1},
-                 "records": [dict(zip(["f0", "f1", "f2"], row, strict=False)) for row in rows]}
+    documents = {
+        "instances": {"instances": rows},
+        "list": rows,
+        "flat row": rows[0],
+        "extra key": {"instances": rows, "other": 1},
+        "records": [dict(zip(["f0", "f1", "f2"], row, strict=False)) for row in rows],
+    }
     return json.dumps(documents[shape]).encode()  # (orjson cannot write integers this big)
 
 
 @settings(max_examples=400, derandomize=True, deadline=None)
-@given(st.lists(JSON_ROW, min_size=1, max_size=4),
-       st.sampled_from(["instances", "list", "flat row", "extra key", "records"]))
-def test_small_json_fast_path_reads_what_the_general_path_reads(rows: list[list[object]],
-                                                               shape: str) -> None:
+@given(
+    st.lists(JSON_ROW, min_size=1, max_size=4),
+    st.sampled_from(["instances", "list", "flat row", "extra key", "records"]),
+)
+def test_small_json_fast_path_reads_what_the_general_path_reads(rows: list[list[object]], shape: str) -> None:
     names = ["f0", "f1", "f2"]
     body = _json_document(rows, shape)
     try:
@@ -241,8 +280,8 @@ def test_small_json_fast_path_reads_what_the_general_path_reads(rows: list[list[
     if fast is not None:  # it answers only what the general path answers the same way
         assert general is not None and np.array_equal(fast, general, equal_nan=True)
     if shape in ("instances", "list") and all(
-            len(r) == 3 and all(isinstance(c, (int, float)) and not isinstance(c, bool)
-                                for c in r) for r in rows):
+        len(r) == 3 and all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in r) for r in rows
+    ):
         assert fast is not None  # plain rows of numbers do take the fast path
 
 
@@ -260,23 +299,32 @@ def test_concurrent_requests_get_their_own_answers_with_and_without_batching(
     expected = model.predict(pd.DataFrame(rows, columns=model.feature_names)).tolist()
     server = Server(iris_xgboost.base, SAGECRAFT_REQUEST_BATCHING=batching).wait_ready()
     try:
+
         def ask(index: int) -> tuple[int, str]:
             with requests.Session() as session:
                 if index % 5 == 1:  # records by name: decoded to a table, not the fast matrix
                     records = [dict(zip(model.feature_names, rows[index], strict=True))]
-                    answer = session.post(server.url + "/invocations", json={"instances": records},
-                                          headers={"Accept": "text/csv"}, timeout=60)
+                    answer = session.post(
+                        server.url + "/invocations",
+                        json={"instances": records},
+                        headers={"Accept": "text/csv"},
+                        timeout=60,
+                    )
                     return index, answer.text
-                body = ",".join(map(str, rows[index])) if index % 3 else "\n".join(
-                    ",".join(map(str, row)) for row in rows[index:index + 3])
-                answer = session.post(server.url + "/invocations", data=body,
-                                      headers={"Content-Type": "text/csv"}, timeout=60)
+                body = (
+                    ",".join(map(str, rows[index]))
+                    if index % 3
+                    else "\n".join(",".join(map(str, row)) for row in rows[index : index + 3])
+                )
+                answer = session.post(
+                    server.url + "/invocations", data=body, headers={"Content-Type": "text/csv"}, timeout=60
+                )
                 return index, answer.text
 
         with ThreadPoolExecutor(32) as pool:
             answers = dict(pool.map(ask, range(len(rows) - 3)))
         for index, text in answers.items():
-            wanted = expected[index:index + (1 if index % 3 or index % 5 == 1 else 3)]
+            wanted = expected[index : index + (1 if index % 3 or index % 5 == 1 else 3)]
             assert text.splitlines() == wanted, index
         bad = server.invoke("1,2")
         assert bad.status_code == 400 and server.invoke("5,3.4,1.5,0.2").text == "setosa\n"
@@ -297,8 +345,9 @@ def test_the_tree_walk_compiles_where_numba_cannot_cache_it() -> None:
     )
     # Only IPython's locator allowed: none serves a module file, as when no folder is writable.
     env = {**os.environ, "NUMBA_CACHE_LOCATOR_CLASSES": "_IPythonCacheLocator"}
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
-                          timeout=120, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120, check=True
+    )
     assert done.stdout.strip() == "[1, 2, 1]"  # left, right, missing goes left
     assert "no writable folder for its cache" in done.stderr
 
@@ -327,7 +376,8 @@ def test_loading_compiles_every_walk_the_built_in_plugins_use() -> None:
         "for booster in boosters: booster.margins(x[:3])\n"
         "print(loaded, [len(k.signatures) for k in kernels])\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=300, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True
+    )
     loaded, after = done.stdout.strip().split("] [")
     assert loaded + "]" == "[" + after, done.stdout

@@ -28,8 +28,7 @@ SETOSA = "5.0,3.4,1.5,0.2"
 class Load:
     """`clients` threads posting `body` back to back until stopped; outcomes counted by kind."""
 
-    def __init__(self, server: Server, clients: int, body: str = SETOSA,
-                 expected: str = "setosa\n") -> None:
+    def __init__(self, server: Server, clients: int, body: str = SETOSA, expected: str = "setosa\n") -> None:
         self.server, self.body, self.expected = server, body, expected
         self.outcomes: Counter[str] = Counter()
         self.lock = threading.Lock()
@@ -40,10 +39,17 @@ class Load:
         with requests.Session() as session:
             while not self.stopping.is_set():
                 try:
-                    response = session.post(f"{self.server.url}/invocations", data=self.body,
-                                            headers={"Content-Type": "text/csv"}, timeout=30)
-                    kind = "ok" if response.status_code == 200 and response.text == self.expected \
+                    response = session.post(
+                        f"{self.server.url}/invocations",
+                        data=self.body,
+                        headers={"Content-Type": "text/csv"},
+                        timeout=30,
+                    )
+                    kind = (
+                        "ok"
+                        if response.status_code == 200 and response.text == self.expected
                         else f"http {response.status_code}"
+                    )
                 except requests.ConnectionError as exc:
                     kind = "refused" if "refused" in str(exc).lower() else "connection lost"
                 with self.lock:
@@ -159,8 +165,15 @@ def _break(model_dir: Path, algorithm: str, how: str, other: Path) -> str:
     return MODEL_FILES[algorithm]
 
 
-BREAKAGES = ["truncated", "garbage", "empty", "foreign", "missing", "manifest not json",
-             "manifest unknown algorithm"]
+BREAKAGES = [
+    "truncated",
+    "garbage",
+    "empty",
+    "foreign",
+    "missing",
+    "manifest not json",
+    "manifest unknown algorithm",
+]
 
 
 @pytest.fixture(scope="module")
@@ -169,8 +182,12 @@ def trained(iris_forest: TrainingTree, iris_xgboost: TrainingTree) -> dict[str, 
 
 
 # A few breakages for a single-model server; the multi-model test below loads all 14 pairs.
-SINGLE_MODEL_CASES = [("random_forest", "truncated"), ("xgboost", "garbage"),
-                      ("xgboost", "foreign"), ("random_forest", "manifest unknown algorithm")]
+SINGLE_MODEL_CASES = [
+    ("random_forest", "truncated"),
+    ("xgboost", "garbage"),
+    ("xgboost", "foreign"),
+    ("random_forest", "manifest unknown algorithm"),
+]
 
 
 @pytest.mark.parametrize(("algorithm", "how"), SINGLE_MODEL_CASES)
@@ -205,16 +222,19 @@ def test_a_broken_model_fails_only_its_own_load_on_a_multi_model_endpoint(
             broken[name] = (url, _break(Path(url), algorithm, how, other))
     server = Server(tmp_path, SAGEMAKER_MULTI_MODEL="true").wait_ready()
     try:
-        assert server.session.post(f"{server.url}/models",
-                                   json={"model_name": "good", "url": good}).status_code == 200
+        assert (
+            server.session.post(f"{server.url}/models", json={"model_name": "good", "url": good}).status_code
+            == 200
+        )
         for name, (url, phrase) in broken.items():
             response = server.session.post(f"{server.url}/models", json={"model_name": name, "url": url})
             assert response.status_code == 500, (name, response.text)
             error = response.json()
             assert error["type"] == "ModelLoadError" and phrase in error["message"], (name, error)
             assert "\n" not in error["message"], error  # one line: no native stack trace
-            invoked = server.session.post(f"{server.url}/models/good/invoke", data=SETOSA,
-                                          headers={"Content-Type": "text/csv"})
+            invoked = server.session.post(
+                f"{server.url}/models/good/invoke", data=SETOSA, headers={"Content-Type": "text/csv"}
+            )
             assert invoked.text == "setosa\n"
         listed = server.session.get(f"{server.url}/models").json()["models"]
         assert [m["modelName"] for m in listed] == ["good"]
@@ -226,8 +246,9 @@ def test_a_broken_model_fails_only_its_own_load_on_a_multi_model_endpoint(
 
 
 def _namespaces_available() -> bool:
-    probe = subprocess.run(["unshare", "--map-root-user", "--mount", "true"], capture_output=True,
-                           check=False)
+    probe = subprocess.run(
+        ["unshare", "--map-root-user", "--mount", "true"], capture_output=True, check=False
+    )
     return probe.returncode == 0
 
 
@@ -243,17 +264,23 @@ def _train_with_model_mount(tree: TrainingTree, mount: str) -> subprocess.Comple
     model = tree.base / "model"
     script = f'{mount.format(model=model)} && exec "$@"'
     return subprocess.run(
-        ["unshare", "--map-root-user", "--mount", "sh", "-c", script, "sh",
-         *tree.command, "train"],
-        env=environment(tree.base), capture_output=True, text=True, timeout=180, check=False,
+        ["unshare", "--map-root-user", "--mount", "sh", "-c", script, "sh", *tree.command, "train"],
+        env=environment(tree.base),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
     )
 
 
 @needs_namespaces
-@pytest.mark.parametrize(("mount", "phrase"), [
-    ("mount -t tmpfs -o size=8k tmpfs {model}", "No space left on device"),
-    ("mount --bind {model} {model} && mount -o remount,bind,ro {model}", "Read-only file system"),
-])
+@pytest.mark.parametrize(
+    ("mount", "phrase"),
+    [
+        ("mount -t tmpfs -o size=8k tmpfs {model}", "No space left on device"),
+        ("mount --bind {model} {model} && mount -o remount,bind,ro {model}", "Read-only file system"),
+    ],
+)
 @pytest.mark.parametrize("algorithm", ["random_forest", "xgboost"])
 def test_a_full_or_read_only_model_folder_gives_a_clear_failure(
     tmp_path: Path, algorithm: str, mount: str, phrase: str

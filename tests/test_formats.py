@@ -40,8 +40,7 @@ def _libsvm_line(label: float, features: dict[int, float]) -> str:
 
 
 @pytest.mark.parametrize("content_type", ["text/libsvm", None])
-def test_libsvm_whose_first_row_lacks_the_highest_index(tmp_path: Path,
-                                                        content_type: str | None) -> None:
+def test_libsvm_whose_first_row_lacks_the_highest_index(tmp_path: Path, content_type: str | None) -> None:
     """Index = column number; the first row never mentions f3; a gzip part in a nested folder."""
     rng = np.random.default_rng(0)
     lines = []
@@ -65,10 +64,11 @@ def test_libsvm_whose_first_row_lacks_the_highest_index(tmp_path: Path,
 
 def test_libsvm_validation_with_a_different_highest_index_is_aligned(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
+
     def block(n: int, width: int) -> str:
         rows = rng.normal(size=(n, width))
-        return "\n".join(_libsvm_line(float(r[0] > 0), {i: r[i] for i in range(width)})
-                         for r in rows) + "\n"
+        return "\n".join(_libsvm_line(float(r[0] > 0), {i: r[i] for i in range(width)}) for r in rows) + "\n"
+
     tree = TrainingTree(tmp_path)
     tree.add_file("train", "train.libsvm", block(200, 3))
     tree.add_file("validation", "validation.libsvm", block(50, 5))
@@ -82,8 +82,10 @@ def test_libsvm_validation_with_a_different_highest_index_is_aligned(tmp_path: P
 @pytest.mark.parametrize("algorithm", ["random_forest", "xgboost"])
 def test_parquet_with_target_and_with_the_label_first(tmp_path: Path, algorithm: str) -> None:
     names, rows = _iris()
-    columns = {name: [float(r[i]) for r in rows] if name != "Species" else [r[i] for r in rows]
-               for i, name in enumerate(names)}
+    columns = {
+        name: [float(r[i]) for r in rows] if name != "Species" else [r[i] for r in rows]
+        for i, name in enumerate(names)
+    }
     table = pa.table(columns)
     tree = TrainingTree(tmp_path / "target")
     (tree.base / "input/data/train").mkdir(parents=True, exist_ok=True)
@@ -94,8 +96,7 @@ def test_parquet_with_target_and_with_the_label_first(tmp_path: Path, algorithm:
     assert tree.train().returncode == 0, tree.explain()
     assert [f["name"] for f in _manifest(tree)["features"]] == names[:4]
     buffer = io.BytesIO()
-    pq.write_table(pa.table({n: [v] for n, v in zip(names[:4], [5.0, 3.4, 1.5, 0.2],
-                                                     strict=True)}), buffer)
+    pq.write_table(pa.table({n: [v] for n, v in zip(names[:4], [5.0, 3.4, 1.5, 0.2], strict=True)}), buffer)
     assert _serve_and_predict(tree, buffer.getvalue(), "application/x-parquet") == ["setosa"]
 
     label_first = TrainingTree(tmp_path / "first")
@@ -112,15 +113,20 @@ def test_parquet_with_target_and_with_the_label_first(tmp_path: Path, algorithm:
 
 def test_jsonlines_records_with_a_target(tmp_path: Path) -> None:
     names, rows = _iris()
-    lines = [json.dumps({n: (float(v) if n != "Species" else v) for n, v in zip(names, r, strict=True)})
-             for r in rows]
+    lines = [
+        json.dumps({n: (float(v) if n != "Species" else v) for n, v in zip(names, r, strict=True)})
+        for r in rows
+    ]
     tree = TrainingTree(tmp_path)
     tree.add_file("train", "iris.jsonl", "\n".join(lines) + "\n")
     tree.channels(train="application/jsonlines")
     tree.hyperparameters({"algorithm": "random_forest", "target": "Species"})
     assert tree.train().returncode == 0, tree.explain()
-    assert _serve_and_predict(tree, '{"sepal_length": 5.0, "sepal_width": 3.4, "petal_length": 1.5,'
-                              ' "petal_width": 0.2}', "application/jsonlines") == ['"setosa"']
+    assert _serve_and_predict(
+        tree,
+        '{"sepal_length": 5.0, "sepal_width": 3.4, "petal_length": 1.5, "petal_width": 0.2}',
+        "application/jsonlines",
+    ) == ['"setosa"']
 
 
 def test_csv_header_present_in_the_content_type_names_the_features(tmp_path: Path) -> None:
@@ -128,8 +134,9 @@ def test_csv_header_present_in_the_content_type_names_the_features(tmp_path: Pat
     names, rows = _iris()
     reordered = [[r[4], *r[:4]] for r in rows]
     tree = TrainingTree(tmp_path)
-    tree.add_file("train", "iris.csv", "\n".join(",".join(r) for r in [["Species", *names[:4]],
-                                                                           *reordered]) + "\n")
+    tree.add_file(
+        "train", "iris.csv", "\n".join(",".join(r) for r in [["Species", *names[:4]], *reordered]) + "\n"
+    )
     tree.channels(train="text/csv;label_size=1;header=present;charset=utf-8")
     tree.hyperparameters({"algorithm": "xgboost", "num_round": 10})
     assert tree.train().returncode == 0, tree.explain()
@@ -146,23 +153,32 @@ def test_csv_weights_take_the_column_after_the_label(tmp_path: Path, algorithm: 
         lines.append(f"-10,0,{x:.4f}")  # weight 0: must be ignored
     tree = TrainingTree(tmp_path)
     tree.add_file("train", "weighted.csv", "\n".join(lines) + "\n")
-    tree.hyperparameters({"algorithm": algorithm, "csv_weights": 1, "task": "regression",
-                          **({"num_round": 50} if algorithm == "xgboost" else {})})
+    tree.hyperparameters(
+        {
+            "algorithm": algorithm,
+            "csv_weights": 1,
+            "task": "regression",
+            **({"num_round": 50} if algorithm == "xgboost" else {}),
+        }
+    )
     assert tree.train().returncode == 0, tree.explain()
     assert len(_manifest(tree)["features"]) == 1  # the weight is not a feature
     answer = float(_serve_and_predict(tree, "0.5", "text/csv")[0])
     assert answer > 9, answer
 
 
-@pytest.mark.parametrize(("case", "phrase"), [
-    ("mixed formats", "holds libsvm data but"),
-    ("label_size=2", "exactly one label column"),
-    ("unknown content type", "sagecraft reads"),
-    ("header=absent with target", "header=absent"),
-    ("libsvm not index:value", "is not valid libsvm text"),
-    ("csv_weights with target", "csv_weights=1 reads weights"),
-    ("parquet that is not", "is not a readable Parquet file"),
-])
+@pytest.mark.parametrize(
+    ("case", "phrase"),
+    [
+        ("mixed formats", "holds libsvm data but"),
+        ("label_size=2", "exactly one label column"),
+        ("unknown content type", "sagecraft reads"),
+        ("header=absent with target", "header=absent"),
+        ("libsvm not index:value", "is not valid libsvm text"),
+        ("csv_weights with target", "csv_weights=1 reads weights"),
+        ("parquet that is not", "is not a readable Parquet file"),
+    ],
+)
 def test_format_errors_name_the_file_or_setting(tmp_path: Path, case: str, phrase: str) -> None:
     tree = TrainingTree(tmp_path)
     hyperparameters: dict[str, object] = {"algorithm": "xgboost", "num_round": 2}

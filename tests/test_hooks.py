@@ -26,7 +26,7 @@ from sagemaker_tree import (
     regression_rows,
 )
 
-PROBE = '''
+PROBE = """
     import json
     import numpy as np
     from sagecraft.errors import ModelLoadError
@@ -67,9 +67,9 @@ PROBE = '''
         if output == "probabilities":
             return np.full((len(features), len(model["classes"])), 1 / len(model["classes"]))
         return np.arange(len(features)) % max(1, len(model["classes"]))
-'''
+"""
 
-EXTENSION = '''
+EXTENSION = """
     import io, json, logging, time
     import pandas as pd
     from sagecraft.errors import BadRequestError
@@ -105,17 +105,17 @@ EXTENSION = '''
         logging.getLogger("timing").warning("TIMED %d rows in %.3f s", len(features),
                                             time.perf_counter() - started)
         return result
-'''
+"""
 
-SECOND_TSV = '''
+SECOND_TSV = """
     from sagecraft.hooks import hookimpl
 
     @hookimpl
     def register_content_types(registry):
         registry.add_decoder("text/tab-separated-values", lambda body, names: None)
-'''
+"""
 
-FUTURE = '''
+FUTURE = """
     from sagecraft.hooks import AlgorithmInfo, hookimpl
 
     @hookimpl
@@ -137,18 +137,19 @@ FUTURE = '''
     @hookimpl
     def predict(model, features):
         return None
-'''
+"""
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     site = tmp_path_factory.mktemp("hook-site")
-    install_test_plugin(site, "sagecraft-probe", {"probe": "sagecraft_probe"},
-                        {"sagecraft_probe": PROBE})
-    install_test_plugin(site, "sagecraft-extension", {"extension": "sagecraft_extension"},
-                        {"sagecraft_extension": EXTENSION})
-    install_test_plugin(site, "sagecraft-future", {"future": "sagecraft_future"},
-                        {"sagecraft_future": FUTURE})
+    install_test_plugin(site, "sagecraft-probe", {"probe": "sagecraft_probe"}, {"sagecraft_probe": PROBE})
+    install_test_plugin(
+        site, "sagecraft-extension", {"extension": "sagecraft_extension"}, {"sagecraft_extension": EXTENSION}
+    )
+    install_test_plugin(
+        site, "sagecraft-future", {"future": "sagecraft_future"}, {"sagecraft_future": FUTURE}
+    )
     return site
 
 
@@ -162,8 +163,7 @@ def _probe_model(tree: TrainingTree) -> dict:
     return json.loads((tree.model_dir / "probe.json").read_text())
 
 
-def test_hook_algorithm_info_declarations_are_validated_by_the_core(site: Path,
-                                                                    tmp_path: Path) -> None:
+def test_hook_algorithm_info_declarations_are_validated_by_the_core(site: Path, tmp_path: Path) -> None:
     tree = _probe_job(tmp_path, site, levels="5")
     assert tree.train().returncode == 0, tree.explain()
     assert _probe_model(tree)["hyperparameters"] == {"depth": 5}
@@ -196,8 +196,7 @@ def test_hook_infer_task_decides_when_task_is_absent(site: Path, tmp_path: Path)
     assert json.loads((xgb.model_dir / "manifest.json").read_text())["classes"] == [0, 1]
 
 
-def test_hook_fit_receives_encoded_labels_validation_and_context(site: Path,
-                                                                 tmp_path: Path) -> None:
+def test_hook_fit_receives_encoded_labels_validation_and_context(site: Path, tmp_path: Path) -> None:
     tree = _probe_job(tmp_path, site)
     header, *rows = (REPO / "demo" / "iris.csv").read_text().splitlines()
     tree.add_file("validation", "v.csv", "\n".join([header, *rows[:7]]))
@@ -212,8 +211,7 @@ def test_hook_fit_receives_encoded_labels_validation_and_context(site: Path,
     assert "[0]\ttrain-rows:150" in result.stdout
 
 
-def test_hook_save_model_and_load_model_round_trip_through_serve(site: Path,
-                                                                 tmp_path: Path) -> None:
+def test_hook_save_model_and_load_model_round_trip_through_serve(site: Path, tmp_path: Path) -> None:
     tree = _probe_job(tmp_path, site)
     assert tree.train().returncode == 0, tree.explain()
     assert sorted(p.name for p in tree.model_dir.iterdir()) == ["manifest.json", "probe.json"]
@@ -234,8 +232,9 @@ def test_hook_load_model_error_stops_serve_with_its_message(site: Path, tmp_path
     server.stop()
 
 
-def test_hook_predict_is_wrapped_by_an_extension_plugin(site: Path, iris_forest: TrainingTree,
-                                                        tmp_path: Path) -> None:
+def test_hook_predict_is_wrapped_by_an_extension_plugin(
+    site: Path, iris_forest: TrainingTree, tmp_path: Path
+) -> None:
     server = Server(iris_forest.base, pythonpath=site).wait_ready()
     try:
         assert server.invoke("5.0,3.4,1.5,0.2").text == "setosa\n"
@@ -245,13 +244,11 @@ def test_hook_predict_is_wrapped_by_an_extension_plugin(site: Path, iris_forest:
         server.stop()
 
 
-def test_hook_register_content_types_adds_a_type_to_the_server(site: Path,
-                                                               iris_forest: TrainingTree) -> None:
+def test_hook_register_content_types_adds_a_type_to_the_server(site: Path, iris_forest: TrainingTree) -> None:
     server = Server(iris_forest.base, pythonpath=site).wait_ready()
     try:
         tsv = "5.0\t3.4\t1.5\t0.2\n6.6\t3.0\t5.6\t2.0\n"
-        response = server.invoke(tsv, "text/tab-separated-values",
-                                 accept="text/tab-separated-values")
+        response = server.invoke(tsv, "text/tab-separated-values", accept="text/tab-separated-values")
         assert response.status_code == 200, response.text
         assert response.headers["Content-Type"] == "text/tab-separated-values"
         assert response.text == "setosa\tvirginica"
@@ -266,14 +263,22 @@ def test_hook_register_content_types_adds_a_type_to_the_server(site: Path,
 def test_hook_register_content_types_conflict_is_reported(site: Path, tmp_path: Path) -> None:
     import subprocess
 
-    install_test_plugin(tmp_path / "more", "sagecraft-tsv-too", {"tsv_too": "sagecraft_tsv_too"},
-                        {"sagecraft_tsv_too": SECOND_TSV})
+    install_test_plugin(
+        tmp_path / "more",
+        "sagecraft-tsv-too",
+        {"tsv_too": "sagecraft_tsv_too"},
+        {"sagecraft_tsv_too": SECOND_TSV},
+    )
     pythonpath = f"{site}:{tmp_path / 'more'}"
-    listing = subprocess.run([*SAGECRAFT, "plugins"], env=environment(tmp_path, Path(pythonpath)),
-                             capture_output=True, text=True, check=True).stdout
+    listing = subprocess.run(
+        [*SAGECRAFT, "plugins"],
+        env=environment(tmp_path, Path(pythonpath)),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "content types: text/tab-separated-values" in listing
-    assert ("plugins 'extension' and 'tsv_too' both add a decoder for text/tab-separated-values"
-            in listing)
+    assert "plugins 'extension' and 'tsv_too' both add a decoder for text/tab-separated-values" in listing
 
 
 def test_hook_training_started_and_training_finished_see_the_job(site: Path, tmp_path: Path) -> None:
@@ -293,8 +298,9 @@ def test_only_the_plugins_named_in_sagecraft_plugins_load(site: Path, tmp_path: 
     import subprocess
 
     env = environment(tmp_path, site, SAGECRAFT_PLUGINS="random_forest,extension")
-    listing = subprocess.run([*SAGECRAFT, "plugins"], env=env, capture_output=True, text=True,
-                             check=True).stdout
+    listing = subprocess.run(
+        [*SAGECRAFT, "plugins"], env=env, capture_output=True, text=True, check=True
+    ).stdout
     names = {line.split()[0] for line in listing.splitlines() if line and not line[0].isspace()}
     assert names == {"random_forest", "extension", "sagecraft"}
 
@@ -317,6 +323,7 @@ def test_every_hook_has_a_section_in_the_plugin_guide() -> None:
 
 def test_every_hook_has_a_test_here() -> None:
     tested = re.findall(r"^def test_hook_(\w+)\(", Path(__file__).read_text(), flags=re.M)
-    missing = [name for name in hook_names()
-               if not any(re.search(rf"(^|_){name}(_|$)", test) for test in tested)]
+    missing = [
+        name for name in hook_names() if not any(re.search(rf"(^|_){name}(_|$)", test) for test in tested)
+    ]
     assert not missing, f"hooks without a test_hook_<name>_... test: {missing}"

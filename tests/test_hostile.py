@@ -50,8 +50,7 @@ def test_the_code_never_loads_pickle_joblib_or_evaluates_text() -> None:
                 if forbidden.search(code):
                     offenders.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
                 if "np.load(" in code and "allow_pickle=False" not in code:
-                    offenders.append(f"{path.relative_to(REPO)}:{number}: np.load without "
-                                     f"allow_pickle=False")
+                    offenders.append(f"{path.relative_to(REPO)}:{number}: np.load without allow_pickle=False")
     assert not offenders, "\n".join(offenders)
 
 
@@ -62,8 +61,15 @@ def test_pickle_files_planted_in_a_model_folder_are_never_loaded(
     source = iris_forest.model_dir if algorithm == "random_forest" else iris_xgboost.model_dir
     shutil.copytree(source, tmp_path / "model")
     marker = tmp_path / "marker"
-    for name in ("model.pkl", "model.joblib", "model.pickle", "xgboost-model", "model.bst",
-                 "model.sav", "model.joblib.gz"):
+    for name in (
+        "model.pkl",
+        "model.joblib",
+        "model.pickle",
+        "xgboost-model",
+        "model.bst",
+        "model.sav",
+        "model.joblib.gz",
+    ):
         (tmp_path / "model" / name).write_bytes(_pickle(marker))
     server = Server(tmp_path).wait_ready()
     try:
@@ -73,13 +79,13 @@ def test_pickle_files_planted_in_a_model_folder_are_never_loaded(
     assert not marker.exists()
 
 
-def test_a_skops_file_with_code_references_is_refused(tmp_path: Path,
-                                                      iris_forest: TrainingTree) -> None:
+def test_a_skops_file_with_code_references_is_refused(tmp_path: Path, iris_forest: TrainingTree) -> None:
     shutil.copytree(iris_forest.model_dir, tmp_path / "model")
     marker = tmp_path / "marker"
     # A skops archive whose objects reference functions that could run commands when called.
-    skops.io.dump({"estimators_": [os.system, shutil.rmtree], "marker": str(marker)},
-                  tmp_path / "model" / "model.skops")
+    skops.io.dump(
+        {"estimators_": [os.system, shutil.rmtree], "marker": str(marker)}, tmp_path / "model" / "model.skops"
+    )
     server = Server(tmp_path)
     try:
         assert server.process.wait(60) == 1
@@ -91,8 +97,7 @@ def test_a_skops_file_with_code_references_is_refused(tmp_path: Path,
     assert not marker.exists()
 
 
-def test_a_pickled_npy_body_is_refused_without_being_unpickled(forest_server: Server,
-                                                               tmp_path: Path) -> None:
+def test_a_pickled_npy_body_is_refused_without_being_unpickled(forest_server: Server, tmp_path: Path) -> None:
     marker = tmp_path / "marker"
     buffer = io.BytesIO()
     np.save(buffer, np.array([_Payload(marker), 1.0], dtype=object), allow_pickle=True)
@@ -103,15 +108,19 @@ def test_a_pickled_npy_body_is_refused_without_being_unpickled(forest_server: Se
     assert forest_server.invoke(SETOSA).text == "setosa\n"
 
 
-@pytest.mark.parametrize(("name", "value", "phrase"), [
-    ("max_depth", "__import__('pathlib').Path('{marker}').write_text('x')", "max_depth"),
-    ("num_round", "{{'a': __import__('os').system('touch {marker}')}}", "num_round"),
-    ("eval_metric", "__import__('pathlib').Path('{marker}').write_text('x')", "Unknown metric"),
-    ("objective", "lambda: open('{marker}', 'w')", "objective"),
-    ("target", "__import__('pathlib').Path('{marker}').write_text('x')", "target column"),
-])
-def test_hyperparameters_are_never_evaluated_as_code(tmp_path: Path, name: str, value: str,
-                                                     phrase: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "value", "phrase"),
+    [
+        ("max_depth", "__import__('pathlib').Path('{marker}').write_text('x')", "max_depth"),
+        ("num_round", "{{'a': __import__('os').system('touch {marker}')}}", "num_round"),
+        ("eval_metric", "__import__('pathlib').Path('{marker}').write_text('x')", "Unknown metric"),
+        ("objective", "lambda: open('{marker}', 'w')", "objective"),
+        ("target", "__import__('pathlib').Path('{marker}').write_text('x')", "target column"),
+    ],
+)
+def test_hyperparameters_are_never_evaluated_as_code(
+    tmp_path: Path, name: str, value: str, phrase: str
+) -> None:
     marker = tmp_path / "marker"
     hyperparameters = {"algorithm": "xgboost", "target": "Species", "num_round": 2}
     hyperparameters[name] = value.format(marker=marker)
@@ -144,8 +153,14 @@ def _load(server: Server, name: str, url: str) -> dict[str, object]:
 
 def test_urls_outside_the_models_folder_are_refused(escape_endpoint: tuple[Server, Path, Path]) -> None:
     server, models, outside = escape_endpoint
-    for url in (str(outside), f"{models}/../outside/model", f"{models}/good/../../outside/model",
-                "/etc", "/", str(models)):
+    for url in (
+        str(outside),
+        f"{models}/../outside/model",
+        f"{models}/good/../../outside/model",
+        "/etc",
+        "/",
+        str(models),
+    ):
         assert "outside the models folder" in _load(server, "x", url)["message"], url
     assert server.session.get(f"{server.url}/models").json() == {"models": []}
 
@@ -165,11 +180,11 @@ def test_symbolic_links_out_of_the_models_folder_are_refused(
     # A link loop.
     (models / "loop").symlink_to(models / "loop")
     assert _load(server, "c", str(models / "loop"))["code"] == 400
-    good = server.session.post(f"{server.url}/models",
-                               json={"model_name": "good", "url": str(models / "good" / "model")})
+    good = server.session.post(
+        f"{server.url}/models", json={"model_name": "good", "url": str(models / "good" / "model")}
+    )
     assert good.status_code == 200
-    assert [m["modelName"] for m in server.session.get(f"{server.url}/models").json()["models"]] \
-        == ["good"]
+    assert [m["modelName"] for m in server.session.get(f"{server.url}/models").json()["models"]] == ["good"]
 
 
 def test_the_image_carries_no_build_tools_or_caches() -> None:

@@ -17,29 +17,51 @@ pytestmark = pytest.mark.hardening
 SETOSA = "5.0,3.4,1.5,0.2"
 
 
-@pytest.mark.parametrize(("file", "content", "phrase"), [
-    ("hyperparameters.json", [1, 2], "hyperparameters.json must hold a JSON object"),
-    ("hyperparameters.json", "\"text\"", "hyperparameters.json must hold a JSON object"),
-    ("inputdataconfig.json", ["train"], "inputdataconfig.json must hold a JSON object"),
-    ("inputdataconfig.json", {"train": "text/csv"}, "channel 'train' must be a JSON object"),
-    ("inputdataconfig.json", {"train": {"ContentType": 5}},
-     "channel 'train': ContentType must be a string"),
-    ("inputdataconfig.json", {"train": {"TrainingInputMode": "Carrier pigeon"}},
-     "channel 'train': TrainingInputMode must be File, FastFile or Pipe"),
-    ("inputdataconfig.json", {"train": {"S3DistributionType": ["x"]}},
-     "channel 'train': S3DistributionType must be FullyReplicated or ShardedByS3Key"),
-    ("resourceconfig.json", {"current_host": "algo-1", "hosts": "algo-1"},
-     "resourceconfig.json: hosts must be a list of host names"),
-    ("resourceconfig.json", {"current_host": "algo-9", "hosts": ["algo-1", "algo-2"]},
-     "resourceconfig.json: current_host 'algo-9' is not among the hosts"),
-    ("resourceconfig.json", {"current_host": "algo-1", "hosts": ["algo-1", "algo-1"]},
-     "resourceconfig.json: hosts must be a list of host names, each once"),
-    ("resourceconfig.json", 7, "resourceconfig.json must hold a JSON object"),
-    ("checkpointconfig.json", {"LocalPath": 42}, "checkpointconfig.json: LocalPath must be a string"),
-    ("checkpointconfig.json", [], "checkpointconfig.json must hold a JSON object"),
-])
-def test_malformed_configuration_files_fail_naming_the_file(tmp_path: Path, file: str,
-                                                            content: object, phrase: str) -> None:
+@pytest.mark.parametrize(
+    ("file", "content", "phrase"),
+    [
+        ("hyperparameters.json", [1, 2], "hyperparameters.json must hold a JSON object"),
+        ("hyperparameters.json", '"text"', "hyperparameters.json must hold a JSON object"),
+        ("inputdataconfig.json", ["train"], "inputdataconfig.json must hold a JSON object"),
+        ("inputdataconfig.json", {"train": "text/csv"}, "channel 'train' must be a JSON object"),
+        (
+            "inputdataconfig.json",
+            {"train": {"ContentType": 5}},
+            "channel 'train': ContentType must be a string",
+        ),
+        (
+            "inputdataconfig.json",
+            {"train": {"TrainingInputMode": "Carrier pigeon"}},
+            "channel 'train': TrainingInputMode must be File, FastFile or Pipe",
+        ),
+        (
+            "inputdataconfig.json",
+            {"train": {"S3DistributionType": ["x"]}},
+            "channel 'train': S3DistributionType must be FullyReplicated or ShardedByS3Key",
+        ),
+        (
+            "resourceconfig.json",
+            {"current_host": "algo-1", "hosts": "algo-1"},
+            "resourceconfig.json: hosts must be a list of host names",
+        ),
+        (
+            "resourceconfig.json",
+            {"current_host": "algo-9", "hosts": ["algo-1", "algo-2"]},
+            "resourceconfig.json: current_host 'algo-9' is not among the hosts",
+        ),
+        (
+            "resourceconfig.json",
+            {"current_host": "algo-1", "hosts": ["algo-1", "algo-1"]},
+            "resourceconfig.json: hosts must be a list of host names, each once",
+        ),
+        ("resourceconfig.json", 7, "resourceconfig.json must hold a JSON object"),
+        ("checkpointconfig.json", {"LocalPath": 42}, "checkpointconfig.json: LocalPath must be a string"),
+        ("checkpointconfig.json", [], "checkpointconfig.json must hold a JSON object"),
+    ],
+)
+def test_malformed_configuration_files_fail_naming_the_file(
+    tmp_path: Path, file: str, content: object, phrase: str
+) -> None:
     tree = iris_tree(tmp_path, {"algorithm": "random_forest", "target": "Species"})
     raw = content if isinstance(content, str) else json.dumps(content)
     (tmp_path / "input" / "config" / file).write_text(raw)
@@ -73,10 +95,10 @@ def endpoint(tmp_path: Path, iris_forest: TrainingTree) -> tuple[Server, str]:
     server.stop()
 
 
-@pytest.mark.parametrize("name", ["", "x" * 1025, "a\x00b", "a\nb", "tab\there", "\x1b[31m",
-                                  "\ud800", "\U0001F600" * 700])
-def test_model_names_no_url_could_reach_are_refused_at_load(endpoint: tuple[Server, str],
-                                                            name: str) -> None:
+@pytest.mark.parametrize(
+    "name", ["", "x" * 1025, "a\x00b", "a\nb", "tab\there", "\x1b[31m", "\ud800", "\U0001f600" * 700]
+)
+def test_model_names_no_url_could_reach_are_refused_at_load(endpoint: tuple[Server, str], name: str) -> None:
     server, url = endpoint
     response = server.session.post(f"{server.url}/models", json={"model_name": name, "url": url})
     assert response.status_code == 400, (name, response.text)
@@ -84,9 +106,21 @@ def test_model_names_no_url_could_reach_are_refused_at_load(endpoint: tuple[Serv
     assert server.session.get(f"{server.url}/models").json() == {"models": []}
 
 
-@pytest.mark.parametrize("name", ["iris", "a/b/model.tar.gz", "modèle-1.0", "x" * 1024,
-                                  "name with spaces", "a+b=c@d:e", "a?b#c%d", "../x", "a//b/",
-                                  "\U0001F600" * 600])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "iris",
+        "a/b/model.tar.gz",
+        "modèle-1.0",
+        "x" * 1024,
+        "name with spaces",
+        "a+b=c@d:e",
+        "a?b#c%d",
+        "../x",
+        "a//b/",
+        "\U0001f600" * 600,
+    ],
+)
 def test_every_model_name_accepted_can_be_invoked_described_and_deleted(
     endpoint: tuple[Server, str], name: str
 ) -> None:
@@ -103,8 +137,9 @@ def test_every_model_name_accepted_can_be_invoked_described_and_deleted(
     assert server.session.get(f"{server.url}/models").json() == {"models": []}
 
 
-@pytest.mark.parametrize("file", ["hyperparameters.json", "inputdataconfig.json",
-                                  "resourceconfig.json", "checkpointconfig.json"])
+@pytest.mark.parametrize(
+    "file", ["hyperparameters.json", "inputdataconfig.json", "resourceconfig.json", "checkpointconfig.json"]
+)
 def test_a_fifo_as_a_configuration_file_fails_at_once_naming_it(tmp_path: Path, file: str) -> None:
     tree = iris_tree(tmp_path, {"algorithm": "random_forest", "target": "Species"})
     path = tmp_path / "input" / "config" / file

@@ -9,8 +9,14 @@ import pytest
 from sagecraft.errors import HyperparameterError
 from sagecraft.hyperparameters import Hyperparameter, decode, string_list, validate
 
-VALUES = {"num_round": 10, "eta": 0.1, "objective": "binary:logistic", "flag": True,
-          "nothing": None, "metrics": ["rmse", "mae"]}
+VALUES = {
+    "num_round": 10,
+    "eta": 0.1,
+    "objective": "binary:logistic",
+    "flag": True,
+    "nothing": None,
+    "metrics": ["rmse", "mae"],
+}
 
 
 @pytest.mark.parametrize("encode", [str, json.dumps], ids=["Estimator str()", "framework json"])
@@ -22,16 +28,21 @@ def test_both_sdk_encodings_decode_to_the_same_values(encode: object) -> None:
 
 
 def test_reserved_keys_are_dropped_and_the_tuning_objective_kept() -> None:
-    decoded = decode({"sagemaker_program": '"x.py"', "sagemaker_region": "us-east-1",
-                      "_tuning_objective_metric": "validation:rmse", "eta": "0.3"})
+    decoded = decode(
+        {
+            "sagemaker_program": '"x.py"',
+            "sagemaker_region": "us-east-1",
+            "_tuning_objective_metric": "validation:rmse",
+            "eta": "0.3",
+        }
+    )
     assert decoded.values == {"eta": 0.3}
     assert decoded.tuning_objective_metric == "validation:rmse"
 
 
 def test_python_and_json_literals_both_decode() -> None:
     raw = {"a": "True", "b": "true", "c": "False", "d": "false", "e": "None", "f": "null"}
-    assert decode(raw).values == {"a": True, "b": True, "c": False, "d": False, "e": None,
-                                  "f": None}
+    assert decode(raw).values == {"a": True, "b": True, "c": False, "d": False, "e": None, "f": None}
 
 
 def test_hyperparameters_are_never_evaluated_as_code() -> None:
@@ -40,8 +51,7 @@ def test_hyperparameters_are_never_evaluated_as_code() -> None:
 
 
 DECLARED = [
-    Hyperparameter("depth", int, "tree depth", default=6, minimum=1, maximum=20,
-                   aliases=("max_depth",)),
+    Hyperparameter("depth", int, "tree depth", default=6, minimum=1, maximum=20, aliases=("max_depth",)),
     Hyperparameter("rate", float, "step", minimum=0, exclusive_minimum=True, maximum=1),
     Hyperparameter("kind", str, "a kind", choices=("a", "b")),
     Hyperparameter("on", bool, "switch"),
@@ -56,20 +66,23 @@ def test_values_are_converted_aliases_resolved_and_defaults_filled() -> None:
     assert validate({"depth": 8.0}, DECLARED).values["depth"] == 8
 
 
-@pytest.mark.parametrize(("given", "message"), [
-    ({"dept": 3}, "unknown hyperparameter 'dept' for this algorithm (did you mean 'depth'?)"),
-    ({"depth": 2.5}, "hyperparameter 'depth' = 2.5 is not a valid int"),
-    ({"depth": 0}, "it must be >= 1 and <= 20"),
-    ({"max_depth": 30}, "hyperparameter 'max_depth' ('depth') = 30 is out of range"),
-    ({"rate": 0}, "it must be > 0 and <= 1"),
-    ({"rate": "fast"}, "'rate' = 'fast' is not a valid float"),
-    ({"rate": "nan"}, "NaN is not allowed"),
-    ({"kind": "c"}, "choose one of: a, b"),
-    ({"on": "maybe"}, "expected true or false"),
-    ({"depth": True}, "not a boolean"),
-    ({"depth": 3, "max_depth": 4}, "both set 'depth'"),
-    ({"metrics": "a,,b"}, "empty name"),
-])
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"dept": 3}, "unknown hyperparameter 'dept' for this algorithm (did you mean 'depth'?)"),
+        ({"depth": 2.5}, "hyperparameter 'depth' = 2.5 is not a valid int"),
+        ({"depth": 0}, "it must be >= 1 and <= 20"),
+        ({"max_depth": 30}, "hyperparameter 'max_depth' ('depth') = 30 is out of range"),
+        ({"rate": 0}, "it must be > 0 and <= 1"),
+        ({"rate": "fast"}, "'rate' = 'fast' is not a valid float"),
+        ({"rate": "nan"}, "NaN is not allowed"),
+        ({"kind": "c"}, "choose one of: a, b"),
+        ({"on": "maybe"}, "expected true or false"),
+        ({"depth": True}, "not a boolean"),
+        ({"depth": 3, "max_depth": 4}, "both set 'depth'"),
+        ({"metrics": "a,,b"}, "empty name"),
+    ],
+)
 def test_invalid_values_name_the_parameter_and_the_rule(given: dict, message: str) -> None:
     with pytest.raises(HyperparameterError) as error:
         validate(given, DECLARED)

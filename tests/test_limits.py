@@ -33,10 +33,13 @@ MAX_ROWS = 1000
 
 @pytest.fixture(scope="module")
 def limited(iris_forest: TrainingTree) -> Iterator[Server]:
-    server = Server(iris_forest.base, SAGEMAKER_MODEL_SERVER_WORKERS="1",
-                    SAGECRAFT_REQUEST_TIMEOUT=str(REQUEST_TIMEOUT_S),
-                    SAGECRAFT_MAX_CONCURRENT_REQUESTS=str(MAX_CONCURRENT),
-                    SAGECRAFT_MAX_ROWS=str(MAX_ROWS)).wait_ready()
+    server = Server(
+        iris_forest.base,
+        SAGEMAKER_MODEL_SERVER_WORKERS="1",
+        SAGECRAFT_REQUEST_TIMEOUT=str(REQUEST_TIMEOUT_S),
+        SAGECRAFT_MAX_CONCURRENT_REQUESTS=str(MAX_CONCURRENT),
+        SAGECRAFT_MAX_ROWS=str(MAX_ROWS),
+    ).wait_ready()
     yield server
     server.stop()
 
@@ -61,7 +64,8 @@ def _stalled_request(server: Server, declared: int, sent: bytes) -> socket.socke
     client = socket.create_connection(("127.0.0.1", server.port))
     client.sendall(
         f"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
-        f"Content-Length: {declared}\r\n\r\n".encode() + sent
+        f"Content-Length: {declared}\r\n\r\n".encode()
+        + sent
     )
     return client
 
@@ -142,21 +146,27 @@ def test_rows_over_the_limit_get_413(limited: Server) -> None:
 
 def test_sagemaker_headers_over_1024_characters_get_400(limited: Server) -> None:
     for header in ("X-Amzn-SageMaker-Custom-Attributes", "Accept", "Content-Type"):
-        value = "text/csv;x=" + "a" * 1020 if header != "X-Amzn-SageMaker-Custom-Attributes" \
-            else "a" * 1025
-        response = limited.session.post(f"{limited.url}/invocations", data=SETOSA,
-                                        headers={"Content-Type": "text/csv", header: value})
+        value = "text/csv;x=" + "a" * 1020 if header != "X-Amzn-SageMaker-Custom-Attributes" else "a" * 1025
+        response = limited.session.post(
+            f"{limited.url}/invocations", data=SETOSA, headers={"Content-Type": "text/csv", header: value}
+        )
         _error(response, 400, f"the {header} header has")
-    ok = limited.session.post(f"{limited.url}/invocations", data=SETOSA, headers={
-        "Content-Type": "text/csv", "X-Amzn-SageMaker-Custom-Attributes": "a" * 1024})
+    ok = limited.session.post(
+        f"{limited.url}/invocations",
+        data=SETOSA,
+        headers={"Content-Type": "text/csv", "X-Amzn-SageMaker-Custom-Attributes": "a" * 1024},
+    )
     assert ok.status_code == 200
 
 
 def test_a_header_line_over_aiohttps_limit_is_refused_by_the_parser(limited: Server) -> None:
     """Over 8190 bytes in one header line, aiohttp's HTTP parser refuses the request before it
     reaches the application: a plain-text 400 and the connection closed (documented)."""
-    response = requests.post(f"{limited.url}/invocations", data=SETOSA,
-                             headers={"Content-Type": "text/csv", "X-Padding": "x" * 9000})
+    response = requests.post(
+        f"{limited.url}/invocations",
+        data=SETOSA,
+        headers={"Content-Type": "text/csv", "X-Padding": "x" * 9000},
+    )
     assert response.status_code == 400
     assert "Traceback" not in response.text
     assert len(response.content) < 1024
@@ -175,8 +185,10 @@ def test_body_over_the_payload_limit_gets_413_before_it_is_read(limited: Server)
 @pytest.fixture(scope="module")
 def slow_tree(tmp_path_factory: pytest.TempPathFactory) -> TrainingTree:
     site = install_slow_plugin(tmp_path_factory.mktemp("slow-site"))
-    tree = iris_tree(tmp_path_factory.mktemp("slow"), {
-        "algorithm": "slow", "target": "Species", "load_delay": 3, "predict_delay": 4})
+    tree = iris_tree(
+        tmp_path_factory.mktemp("slow"),
+        {"algorithm": "slow", "target": "Species", "load_delay": 3, "predict_delay": 4},
+    )
     tree.pythonpath = site
     assert tree.train().returncode == 0, tree.explain()
     return tree
@@ -186,8 +198,12 @@ def slow_tree(tmp_path_factory: pytest.TempPathFactory) -> TrainingTree:
 def test_a_prediction_over_the_timeout_gets_504_and_ping_stays_healthy(
     slow_tree: TrainingTree,
 ) -> None:
-    server = Server(slow_tree.base, pythonpath=slow_tree.pythonpath, SAGEMAKER_MODEL_SERVER_WORKERS="1",
-                    SAGECRAFT_REQUEST_TIMEOUT="1").wait_ready()
+    server = Server(
+        slow_tree.base,
+        pythonpath=slow_tree.pythonpath,
+        SAGEMAKER_MODEL_SERVER_WORKERS="1",
+        SAGECRAFT_REQUEST_TIMEOUT="1",
+    ).wait_ready()
     try:
         rows = "\n".join([SETOSA] * 2000)  # over 16 KiB: predicted in a thread
         outcome: dict[str, requests.Response] = {}
@@ -209,17 +225,27 @@ def test_a_model_load_over_the_timeout_gets_504_and_others_still_load(
     slow_url = place_model(tmp_path, "slow", slow_tree.model_dir)
     forest_url = place_model(tmp_path, "forest", iris_forest.model_dir)
     # 2 s: the slow plugin takes 3 s; the forest's first load imports skops, about 0.7 s idle.
-    server = Server(tmp_path, pythonpath=slow_tree.pythonpath, SAGEMAKER_MULTI_MODEL="true",
-                    SAGECRAFT_MODEL_LOAD_TIMEOUT="2").wait_ready()
+    server = Server(
+        tmp_path,
+        pythonpath=slow_tree.pythonpath,
+        SAGEMAKER_MULTI_MODEL="true",
+        SAGECRAFT_MODEL_LOAD_TIMEOUT="2",
+    ).wait_ready()
     try:
         load = server.session.post(f"{server.url}/models", json={"model_name": "slow", "url": slow_url})
         _error(load, 504, "longer than 2 s")
-        assert server.session.post(f"{server.url}/models", json={
-            "model_name": "forest", "url": forest_url}).status_code == 200
-        assert [m["modelName"] for m in server.session.get(f"{server.url}/models").json()["models"]] \
-            == ["forest"]
-        invoked = server.session.post(f"{server.url}/models/forest/invoke", data=SETOSA,
-                                      headers={"Content-Type": "text/csv"})
+        assert (
+            server.session.post(
+                f"{server.url}/models", json={"model_name": "forest", "url": forest_url}
+            ).status_code
+            == 200
+        )
+        assert [m["modelName"] for m in server.session.get(f"{server.url}/models").json()["models"]] == [
+            "forest"
+        ]
+        invoked = server.session.post(
+            f"{server.url}/models/forest/invoke", data=SETOSA, headers={"Content-Type": "text/csv"}
+        )
         assert invoked.text == "setosa\n"
     finally:
         assert server.stop() == 0
@@ -227,8 +253,7 @@ def test_a_model_load_over_the_timeout_gets_504_and_others_still_load(
 
 @pytest.mark.slow
 def test_a_single_model_load_over_the_timeout_stops_serve(slow_tree: TrainingTree) -> None:
-    server = Server(slow_tree.base, pythonpath=slow_tree.pythonpath,
-                    SAGECRAFT_MODEL_LOAD_TIMEOUT="1")
+    server = Server(slow_tree.base, pythonpath=slow_tree.pythonpath, SAGECRAFT_MODEL_LOAD_TIMEOUT="1")
     try:
         assert server.process.wait(60) == 1
         assert "took longer than 1 s; raise SAGECRAFT_MODEL_LOAD_TIMEOUT" in server.log()

@@ -23,16 +23,16 @@ def _iris_with_validation(tmp_path: Path, hyperparameters: dict[str, object]) ->
     order = rng.permutation(len(rows))
     tree = TrainingTree(tmp_path)
     tree.add_file("train", "train.csv", "\n".join([header, *(rows[i] for i in order[:100])]) + "\n")
-    tree.add_file("validation", "validation.csv",
-                  "\n".join([header, *(rows[i] for i in order[100:])]) + "\n")
+    tree.add_file("validation", "validation.csv", "\n".join([header, *(rows[i] for i in order[100:])]) + "\n")
     tree.channels(train="text/csv", validation="text/csv")
     tree.hyperparameters({"target": "Species", **hyperparameters})
     return tree
 
 
 def test_xgboost_extra_classification_metrics_are_logged(tmp_path: Path) -> None:
-    tree = _iris_with_validation(tmp_path, {"algorithm": "xgboost", "num_round": 10,
-                                            "eval_metric": "mlogloss,accuracy,f1"})
+    tree = _iris_with_validation(
+        tmp_path, {"algorithm": "xgboost", "num_round": 10, "eval_metric": "mlogloss,accuracy,f1"}
+    )
     assert tree.train().returncode == 0, tree.explain()
     out = tree.result.stdout
     for name in ("train-mlogloss", "validation-accuracy", "validation-f1", "train-accuracy"):
@@ -42,9 +42,17 @@ def test_xgboost_extra_classification_metrics_are_logged(tmp_path: Path) -> None
 
 
 def test_xgboost_early_stopping_on_accuracy_keeps_the_most_accurate_round(tmp_path: Path) -> None:
-    tree = _iris_with_validation(tmp_path, {
-        "algorithm": "xgboost", "num_round": 60, "eta": 0.3, "max_depth": 2,
-        "eval_metric": "accuracy", "early_stopping_rounds": 5})
+    tree = _iris_with_validation(
+        tmp_path,
+        {
+            "algorithm": "xgboost",
+            "num_round": 60,
+            "eta": 0.3,
+            "max_depth": 2,
+            "eval_metric": "accuracy",
+            "early_stopping_rounds": 5,
+        },
+    )
     assert tree.train().returncode == 0, tree.explain()
     accuracy = _metric(tree.result.stdout, "validation-accuracy")
     best = int(np.argmax(accuracy))  # the first round reaching the maximum
@@ -65,26 +73,37 @@ def test_xgboost_extra_regression_metrics_are_logged(tmp_path: Path) -> None:
 
 
 def test_forest_logs_its_out_of_bag_estimate(tmp_path: Path) -> None:
-    tree = _iris_with_validation(tmp_path, {"algorithm": "random_forest", "ntree": 60,
-                                            "eval_metric": "accuracy,error"})
+    tree = _iris_with_validation(
+        tmp_path, {"algorithm": "random_forest", "ntree": 60, "eval_metric": "accuracy,error"}
+    )
     assert tree.train().returncode == 0, tree.explain()
     out = tree.result.stdout
     (line,) = [line for line in out.splitlines() if line.startswith("[")]
     names = [field.split(":")[0] for field in line.split("\t")[1:]]
-    assert names == ["train-accuracy", "train-error", "oob-accuracy", "oob-error",
-                     "validation-accuracy", "validation-error"]
+    assert names == [
+        "train-accuracy",
+        "train-error",
+        "oob-accuracy",
+        "oob-error",
+        "validation-accuracy",
+        "validation-error",
+    ]
     oob = _metric(out, "oob-accuracy")[0]
     assert 0.85 < oob < 1.0
     assert abs(oob + _metric(out, "oob-error")[0] - 1) < 1e-9
 
 
-@pytest.mark.parametrize(("hyperparameters", "expected"), [
-    ({"bootstrap": "false"}, None),
-    ({"oob_score": "false"}, None),
-    ({"oob_score": "true", "bootstrap": "false"}, "oob_score needs bootstrap=true"),
-])
-def test_forest_out_of_bag_follows_bootstrap(tmp_path: Path, hyperparameters: dict[str, str],
-                                             expected: str | None) -> None:
+@pytest.mark.parametrize(
+    ("hyperparameters", "expected"),
+    [
+        ({"bootstrap": "false"}, None),
+        ({"oob_score": "false"}, None),
+        ({"oob_score": "true", "bootstrap": "false"}, "oob_score needs bootstrap=true"),
+    ],
+)
+def test_forest_out_of_bag_follows_bootstrap(
+    tmp_path: Path, hyperparameters: dict[str, str], expected: str | None
+) -> None:
     tree = TrainingTree(tmp_path)
     tree.add_file("train", "train.csv", regression_rows(0, 200))
     tree.hyperparameters({"algorithm": "random_forest", "ntree": 20, **hyperparameters})

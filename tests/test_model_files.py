@@ -31,10 +31,14 @@ FUZZ_MUTATIONS = int(os.environ.get("SAGECRAFT_FUZZ_MUTATIONS", "1500"))
 def small_iris_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Small iris models (a few trees each), so that the fuzzer's thousands of loads stay quick."""
     models = {}
-    for algorithm, extra in (("xgboost", {"num_round": 4, "max_depth": 3}),
-                             ("random_forest", {"ntree": 6, "max_depth": 4})):
-        tree = iris_tree(tmp_path_factory.mktemp(f"small-{algorithm}"),
-                         {"algorithm": algorithm, "target": "Species", **extra})
+    for algorithm, extra in (
+        ("xgboost", {"num_round": 4, "max_depth": 3}),
+        ("random_forest", {"ntree": 6, "max_depth": 4}),
+    ):
+        tree = iris_tree(
+            tmp_path_factory.mktemp(f"small-{algorithm}"),
+            {"algorithm": algorithm, "target": "Species", **extra},
+        )
         assert tree.train().returncode == 0, tree.explain()
         models[algorithm] = tree.model_dir
     return models
@@ -47,11 +51,14 @@ def categorical_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pa
     rng = np.random.default_rng(0)
     colours = rng.choice(list("abcde"), 300)
     numbers = rng.normal(size=300)
-    rows = ["y,colour,x"] + [f"{(c in 'ab') ^ (x > 0):d},{c},{x:.3f}"
-                             for c, x in zip(colours, numbers, strict=True)]
+    rows = ["y,colour,x"] + [
+        f"{(c in 'ab') ^ (x > 0):d},{c},{x:.3f}" for c, x in zip(colours, numbers, strict=True)
+    ]
     models = {}
-    for algorithm, extra in (("xgboost", {"num_round": 6, "max_cat_to_onehot": 1}),
-                             ("random_forest", {"ntree": 6})):
+    for algorithm, extra in (
+        ("xgboost", {"num_round": 6, "max_cat_to_onehot": 1}),
+        ("random_forest", {"ntree": 6}),
+    ):
         tree = TrainingTree(tmp_path_factory.mktemp(f"categorical-{algorithm}"))
         tree.add_file("train", "d.csv", "\n".join(rows) + "\n")
         tree.channels(train="text/csv")
@@ -79,17 +86,31 @@ def _serve_refuses(base: Path, *phrases: str, **env: str) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["forest", "xgboost", "categorical forest", "categorical xgboost"])
 def test_thousands_of_mutated_model_files_load_or_are_refused_and_never_crash(
-    tmp_path: Path, small_iris_models: dict[str, Path], categorical_models: dict[str, Path],
+    tmp_path: Path,
+    small_iris_models: dict[str, Path],
+    categorical_models: dict[str, Path],
     model: str,
 ) -> None:
-    folder = {"forest": small_iris_models["random_forest"], "xgboost": small_iris_models["xgboost"],
-              "categorical forest": categorical_models["random_forest"],
-              "categorical xgboost": categorical_models["xgboost"]}[model]
+    folder = {
+        "forest": small_iris_models["random_forest"],
+        "xgboost": small_iris_models["xgboost"],
+        "categorical forest": categorical_models["random_forest"],
+        "categorical xgboost": categorical_models["xgboost"],
+    }[model]
     progress = tmp_path / "progress"
     run = subprocess.run(
-        [sys.executable, str(REPO / "tests" / "model_fuzz.py"), str(folder), str(FUZZ_MUTATIONS),
-         str(sum(map(ord, model))), str(progress)],
-        capture_output=True, text=True, timeout=600, check=False,
+        [
+            sys.executable,
+            str(REPO / "tests" / "model_fuzz.py"),
+            str(folder),
+            str(FUZZ_MUTATIONS),
+            str(sum(map(ord, model))),
+            str(progress),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
         env={**os.environ, "PYTHONPATH": str(REPO / "tests")},
     )
     # A negative status is the signal that killed it; the progress file names the mutation.
@@ -188,12 +209,17 @@ def test_crafted_xgboost_files_fail_only_their_own_load_on_a_multi_model_endpoin
         for name, (url, phrase) in crafted.items():
             response = server.session.post(f"{server.url}/models", json={"model_name": name, "url": url})
             assert response.status_code == 500 and response.json()["type"] == "ModelLoadError", (
-                name, response.text)
+                name,
+                response.text,
+            )
             assert phrase in response.json()["message"], (name, response.text)
-        assert server.session.post(f"{server.url}/models",
-                                   json={"model_name": "good", "url": good}).status_code == 200
-        invoked = server.session.post(f"{server.url}/models/good/invoke", data=SETOSA,
-                                      headers={"Content-Type": "text/csv"})
+        assert (
+            server.session.post(f"{server.url}/models", json={"model_name": "good", "url": good}).status_code
+            == 200
+        )
+        invoked = server.session.post(
+            f"{server.url}/models/good/invoke", data=SETOSA, headers={"Content-Type": "text/csv"}
+        )
         assert invoked.text == "setosa\n"
     finally:
         assert server.stop() == 0
@@ -228,11 +254,14 @@ def _forest_value(tree: Any) -> None:
     tree.__setstate__(state)
 
 
-@pytest.mark.parametrize(("edit", "phrase"), [
-    (_forest_cycle, "is the child of two nodes"),
-    (_forest_feature, "node 0 splits on a feature outside the model's 4"),
-    (_forest_value, "holds a value that is not finite"),
-])
+@pytest.mark.parametrize(
+    ("edit", "phrase"),
+    [
+        (_forest_cycle, "is the child of two nodes"),
+        (_forest_feature, "node 0 splits on a feature outside the model's 4"),
+        (_forest_value, "holds a value that is not finite"),
+    ],
+)
 def test_crafted_forests_are_refused_naming_the_tree_and_node(
     tmp_path: Path, iris_forest: TrainingTree, edit: Callable[[Any], None], phrase: str
 ) -> None:
@@ -282,11 +311,14 @@ def _dev_zero(path: Path) -> None:
     path.symlink_to("/dev/zero")
 
 
-@pytest.mark.parametrize(("file", "make", "phrase"), [
-    ("manifest.json", _fifo, "manifest.json is a FIFO, not a regular file"),
-    ("xgboost-model.ubj", _fifo, "xgboost-model.ubj is a FIFO, not a regular file"),
-    ("xgboost-model.ubj", _dev_zero, "xgboost-model.ubj is a character device, not a regular file"),
-])
+@pytest.mark.parametrize(
+    ("file", "make", "phrase"),
+    [
+        ("manifest.json", _fifo, "manifest.json is a FIFO, not a regular file"),
+        ("xgboost-model.ubj", _fifo, "xgboost-model.ubj is a FIFO, not a regular file"),
+        ("xgboost-model.ubj", _dev_zero, "xgboost-model.ubj is a character device, not a regular file"),
+    ],
+)
 def test_special_files_in_a_model_folder_are_refused_without_blocking(
     tmp_path: Path, iris_xgboost: TrainingTree, file: str, make: Callable[[Path], None], phrase: str
 ) -> None:
@@ -299,9 +331,14 @@ def test_fifos_never_jam_a_multi_model_endpoints_loads(
     tmp_path: Path, iris_forest: TrainingTree, iris_xgboost: TrainingTree
 ) -> None:
     urls = {}
-    for index, (source, file) in enumerate([(iris_xgboost, "manifest.json"),
-                                            (iris_xgboost, "xgboost-model.ubj"),
-                                            (iris_forest, "model.skops"), (iris_forest, "manifest.json")]):
+    for index, (source, file) in enumerate(
+        [
+            (iris_xgboost, "manifest.json"),
+            (iris_xgboost, "xgboost-model.ubj"),
+            (iris_forest, "model.skops"),
+            (iris_forest, "manifest.json"),
+        ]
+    ):
         urls[f"special-{index}"] = place_model(tmp_path, f"special-{index}", source.model_dir)
         # (A link to /dev/zero is refused there before it is opened: it leads out of the folder.)
         _fifo(Path(urls[f"special-{index}"]) / file)
@@ -309,14 +346,16 @@ def test_fifos_never_jam_a_multi_model_endpoints_loads(
     server = Server(tmp_path, SAGEMAKER_MULTI_MODEL="true", SAGECRAFT_MODEL_LOAD_TIMEOUT="20").wait_ready()
     try:
         for name, url in urls.items():
-            response = server.session.post(f"{server.url}/models", json={"model_name": name, "url": url},
-                                           timeout=30)
+            response = server.session.post(
+                f"{server.url}/models", json={"model_name": name, "url": url}, timeout=30
+            )
             assert response.status_code == 500, (name, response.text)
             assert "is a FIFO, not a regular file" in response.json()["message"], response.text
         loaded = server.session.post(f"{server.url}/models", json={"model_name": "good", "url": good})
         assert loaded.status_code == 200, loaded.text
-        invoked = server.session.post(f"{server.url}/models/good/invoke", data=SETOSA,
-                                      headers={"Content-Type": "text/csv"})
+        invoked = server.session.post(
+            f"{server.url}/models/good/invoke", data=SETOSA, headers={"Content-Type": "text/csv"}
+        )
         assert invoked.text == "setosa\n"
     finally:
         assert server.stop() == 0
@@ -328,8 +367,9 @@ def test_a_model_file_over_the_size_limit_is_refused_before_it_is_read(
     shutil.copytree(iris_xgboost.model_dir, tmp_path / "model")
     with (tmp_path / "model" / "xgboost-model.ubj").open("r+b") as model_file:
         model_file.truncate(3 * 1024 * 1024)  # sparse: weighs nothing on disk
-    _serve_refuses(tmp_path, "over the limit of 2,097,152 (SAGECRAFT_MAX_MODEL_FILE_MB)",
-                   SAGECRAFT_MAX_MODEL_FILE_MB="2")
+    _serve_refuses(
+        tmp_path, "over the limit of 2,097,152 (SAGECRAFT_MAX_MODEL_FILE_MB)", SAGECRAFT_MAX_MODEL_FILE_MB="2"
+    )
 
 
 # --- a model that trains must serve ------------------------------------------------------------
@@ -372,12 +412,13 @@ UNLOADABLE_PLUGIN = """
 """
 
 
-def test_a_model_that_does_not_load_back_fails_the_job_and_is_not_left_in_model(
-    tmp_path: Path
-) -> None:
-    site = install_test_plugin(tmp_path / "site", "sagecraft-unloadable",
-                               {"unloadable": "sagecraft_unloadable"},
-                               {"sagecraft_unloadable": UNLOADABLE_PLUGIN})
+def test_a_model_that_does_not_load_back_fails_the_job_and_is_not_left_in_model(tmp_path: Path) -> None:
+    site = install_test_plugin(
+        tmp_path / "site",
+        "sagecraft-unloadable",
+        {"unloadable": "sagecraft_unloadable"},
+        {"sagecraft_unloadable": UNLOADABLE_PLUGIN},
+    )
     tree = TrainingTree(tmp_path / "job", pythonpath=site)
     tree.add_file("train", "train.csv", "1,0.5\n0,0.2\n1,0.9\n0,0.1\n")
     tree.hyperparameters({"algorithm": "unloadable"})

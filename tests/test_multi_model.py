@@ -16,7 +16,6 @@ from sagemaker_tree import Server, TrainingTree, install_slow_plugin, iris_tree,
 SETOSA = "5.0,3.4,1.5,0.2"
 
 
-
 @pytest.fixture(scope="module")
 def slow_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     site = tmp_path_factory.mktemp("slow-site")
@@ -25,8 +24,9 @@ def slow_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def slow_model(tmp_path_factory: pytest.TempPathFactory, slow_site: Path) -> Path:
-    tree = iris_tree(tmp_path_factory.mktemp("slow"), {"algorithm": "slow", "target": "Species",
-                                                       "load_delay": 3})
+    tree = iris_tree(
+        tmp_path_factory.mktemp("slow"), {"algorithm": "slow", "target": "Species", "load_delay": 3}
+    )
     tree.pythonpath = slow_site
     assert tree.train().returncode == 0, tree.explain()
     (tree.model_dir / "loads.log").unlink()  # the training report loaded it once
@@ -34,26 +34,34 @@ def slow_model(tmp_path_factory: pytest.TempPathFactory, slow_site: Path) -> Pat
 
 
 @pytest.fixture(scope="module")
-def endpoint(tmp_path_factory: pytest.TempPathFactory, iris_forest: TrainingTree,
-             iris_xgboost: TrainingTree, slow_site: Path) -> Iterator[tuple[Server, dict[str, str]]]:
+def endpoint(
+    tmp_path_factory: pytest.TempPathFactory,
+    iris_forest: TrainingTree,
+    iris_xgboost: TrainingTree,
+    slow_site: Path,
+) -> Iterator[tuple[Server, dict[str, str]]]:
     base = tmp_path_factory.mktemp("mme")
-    urls = {"forest": place_model(base, "forest", iris_forest.model_dir),
-            "xgboost": place_model(base, "xgboost", iris_xgboost.model_dir)}
+    urls = {
+        "forest": place_model(base, "forest", iris_forest.model_dir),
+        "xgboost": place_model(base, "xgboost", iris_xgboost.model_dir),
+    }
     server = Server(base, pythonpath=slow_site, SAGEMAKER_MULTI_MODEL="true").wait_ready()
     yield server, urls
     server.stop()
 
 
 def _load(server: Server, name: str, url: str) -> requests.Response:
-    return server.session.post(f"{server.url}/models", json={"model_name": name, "url": url},
-                               timeout=120)
+    return server.session.post(f"{server.url}/models", json={"model_name": name, "url": url}, timeout=120)
 
 
 def _invoke(server: Server, name: str, body: str = SETOSA, **kwargs: object) -> requests.Response:
-    return server.session.post(f"{server.url}/models/{name}/invoke", data=body,
-                               headers={"Content-Type": "text/csv",
-                                        "X-Amzn-SageMaker-Target-Model": name}, timeout=120,
-                               **kwargs)
+    return server.session.post(
+        f"{server.url}/models/{name}/invoke",
+        data=body,
+        headers={"Content-Type": "text/csv", "X-Amzn-SageMaker-Target-Model": name},
+        timeout=120,
+        **kwargs,
+    )
 
 
 def test_ping_answers_with_no_model_loaded(endpoint: tuple[Server, dict]) -> None:
@@ -70,8 +78,10 @@ def test_forest_and_xgboost_side_by_side(endpoint: tuple[Server, dict]) -> None:
         assert _invoke(server, "rf").text == "setosa\n"
         assert _invoke(server, "xgb", "6.6,3.0,5.6,2.0").text == "virginica\n"
         via_header = server.session.post(
-            f"{server.url}/invocations", data=SETOSA,
-            headers={"Content-Type": "text/csv", "X-Amzn-SageMaker-Target-Model": "xgb"})
+            f"{server.url}/invocations",
+            data=SETOSA,
+            headers={"Content-Type": "text/csv", "X-Amzn-SageMaker-Target-Model": "xgb"},
+        )
         assert via_header.text == "setosa\n"
         described = server.session.get(f"{server.url}/models/rf").json()
         assert described == {"modelName": "rf", "modelUrl": urls["forest"]}
@@ -83,16 +93,19 @@ def test_forest_and_xgboost_side_by_side(endpoint: tuple[Server, dict]) -> None:
             server.session.delete(f"{server.url}/models/{name}")
 
 
-@pytest.mark.parametrize(("case", "expected"), [
-    ("folder that does not exist", 404),
-    ("name already loaded", 409),
-    ("invoke a model never loaded", 404),
-    ("describe a model never loaded", 404),
-    ("unload a model never loaded", 404),
-    ("body without url", 400),
-    ("body not json", 400),
-    ("no target model on /invocations", 400),
-])
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("folder that does not exist", 404),
+        ("name already loaded", 409),
+        ("invoke a model never loaded", 404),
+        ("describe a model never loaded", 404),
+        ("unload a model never loaded", 404),
+        ("body without url", 400),
+        ("body not json", 400),
+        ("no target model on /invocations", 400),
+    ],
+)
 def test_model_api_status_codes(endpoint: tuple[Server, dict], case: str, expected: int) -> None:
     server, urls = endpoint
     post = server.session.post
@@ -105,14 +118,16 @@ def test_model_api_status_codes(endpoint: tuple[Server, dict], case: str, expect
     else:
         response = {
             "folder that does not exist": lambda: _load(
-                server, "x", str(Path(urls["forest"]).parents[1] / "nonexistent" / "model")),
+                server, "x", str(Path(urls["forest"]).parents[1] / "nonexistent" / "model")
+            ),
             "invoke a model never loaded": lambda: _invoke(server, "ghost"),
             "describe a model never loaded": lambda: server.session.get(f"{server.url}/models/ghost"),
             "unload a model never loaded": lambda: server.session.delete(f"{server.url}/models/ghost"),
             "body without url": lambda: post(f"{server.url}/models", json={"model_name": "x"}),
             "body not json": lambda: post(f"{server.url}/models", data="model_name=x"),
-            "no target model on /invocations": lambda: post(f"{server.url}/invocations", data=SETOSA,
-                                                            headers={"Content-Type": "text/csv"}),
+            "no target model on /invocations": lambda: post(
+                f"{server.url}/invocations", data=SETOSA, headers={"Content-Type": "text/csv"}
+            ),
         }[case]()
     assert response.status_code == expected, response.text
     assert response.json()["code"] == expected
@@ -130,8 +145,10 @@ def test_names_are_opaque_keys(endpoint: tuple[Server, dict]) -> None:
         assert _invoke(server, quoted).text == "setosa\n"
         assert server.session.get(f"{server.url}/models/{quoted}").json()["modelName"] == name
     finally:
-        assert server.session.delete(f"{server.url}/models/{requests.utils.quote(name, safe='')}"
-                                     ).status_code == 200
+        assert (
+            server.session.delete(f"{server.url}/models/{requests.utils.quote(name, safe='')}").status_code
+            == 200
+        )
 
 
 @pytest.mark.slow
@@ -159,8 +176,9 @@ def test_paging_through_130_models(endpoint: tuple[Server, dict]) -> None:
     assert server.session.get(f"{server.url}/models").json() == {"models": []}
 
 
-def test_requests_during_a_load_wait_for_that_one_load(endpoint: tuple[Server, dict],
-                                                       slow_model: Path) -> None:
+def test_requests_during_a_load_wait_for_that_one_load(
+    endpoint: tuple[Server, dict], slow_model: Path
+) -> None:
     server, urls = endpoint
     url = place_model(Path(urls["forest"]).parents[2], "slow", slow_model)
     outcomes: dict[str, requests.Response] = {}
@@ -170,8 +188,10 @@ def test_requests_during_a_load_wait_for_that_one_load(endpoint: tuple[Server, d
     assert _load(server, "rf-during", urls["forest"]).status_code == 200
     during = _invoke(server, "rf-during")
     load_still_running = loader.is_alive()
-    waiters = [threading.Thread(target=lambda k=k: outcomes.update({k: _invoke(server, "slow")}))
-               for k in ("first", "second")]
+    waiters = [
+        threading.Thread(target=lambda k=k: outcomes.update({k: _invoke(server, "slow")}))
+        for k in ("first", "second")
+    ]
     for waiter in waiters:
         waiter.start()
     loader.join()
@@ -223,23 +243,24 @@ def test_memory_budget_answers_507_and_unload_returns_memory(
         assert server.session.delete(f"{server.url}/models/big").status_code == 200
         after = server.rss_bytes()
         grown = loaded - baseline
-        print(f"RSS baseline {baseline >> 20} MiB, loaded {loaded >> 20} MiB, after unload "
-              f"{after >> 20} MiB")
+        print(f"RSS baseline {baseline >> 20} MiB, loaded {loaded >> 20} MiB, after unload {after >> 20} MiB")
         assert grown > 20 << 20, "the big model should take tens of MiB"
         assert after - baseline < grown / 4, "unload kept more than a quarter of the model's memory"
     finally:
         server.stop()
     budget_mb = (baseline >> 20) + 10
-    tight = Server(tmp_path, SAGEMAKER_MULTI_MODEL="true",
-                   SAGECRAFT_MEMORY_BUDGET_MB=str(budget_mb)).wait_ready()
+    tight = Server(
+        tmp_path, SAGEMAKER_MULTI_MODEL="true", SAGECRAFT_MEMORY_BUDGET_MB=str(budget_mb)
+    ).wait_ready()
     try:
         assert _load(tight, "small", small).status_code == 200
         refused = _load(tight, "big", url)
         assert refused.status_code == 507, refused.text
         assert "budget" in refused.json()["message"]
         assert _invoke(tight, "small").text == "setosa\n"  # the server keeps serving
-        assert "big" not in [m["modelName"] for m in
-                             tight.session.get(f"{tight.url}/models").json()["models"]]
+        assert "big" not in [
+            m["modelName"] for m in tight.session.get(f"{tight.url}/models").json()["models"]
+        ]
     finally:
         tight.stop()
 
@@ -257,8 +278,12 @@ def test_eviction_makes_room_for_a_new_model(tmp_path: Path, big_forest: Path) -
     # and 40 MiB of slack for what a process gathers over time, not for two.
     estimate = 3 * sum(p.stat().st_size for p in big_forest.rglob("*") if p.is_file())
     budget_mb = (settled + estimate >> 20) + 40
-    server = Server(tmp_path, SAGEMAKER_MULTI_MODEL="true", SAGECRAFT_EVICT_IDLE_MODELS="true",
-                    SAGECRAFT_MEMORY_BUDGET_MB=str(budget_mb)).wait_ready()
+    server = Server(
+        tmp_path,
+        SAGEMAKER_MULTI_MODEL="true",
+        SAGECRAFT_EVICT_IDLE_MODELS="true",
+        SAGECRAFT_MEMORY_BUDGET_MB=str(budget_mb),
+    ).wait_ready()
     try:
         loaded_a = _load(server, "a", first)
         assert loaded_a.status_code == 200, loaded_a.text

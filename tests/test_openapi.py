@@ -31,8 +31,7 @@ def _npy(ctx: object, value: object) -> bytes:
 @schemathesis.serializer("application/jsonlines", "text/libsvm")
 def _jsonlines(ctx: object, value: object) -> bytes:
     """Generated string bodies are sent as they are (the schema says a string of lines)."""
-    return value.encode("utf-8", "surrogatepass") if isinstance(value, str) else \
-        json.dumps(value).encode()
+    return value.encode("utf-8", "surrogatepass") if isinstance(value, str) else json.dumps(value).encode()
 
 
 # Accepting every schema-valid body is not the contract: a CSV string is "valid" for the schema
@@ -43,8 +42,9 @@ TEXT_BODIES = {"text/csv", "text/libsvm", "application/jsonlines"}
 
 
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory,
-            iris_forest: TrainingTree) -> Iterator[dict[str, Server]]:
+def servers(
+    tmp_path_factory: pytest.TempPathFactory, iris_forest: TrainingTree
+) -> Iterator[dict[str, Server]]:
     multi, _ = serve_models(tmp_path_factory.mktemp("openapi-mme"), forest=iris_forest.model_dir)
     single = Server(iris_forest.base, SAGEMAKER_MODEL_SERVER_WORKERS="1").wait_ready()
     yield {"single": single, "multi": multi}
@@ -53,11 +53,19 @@ def servers(tmp_path_factory: pytest.TempPathFactory,
 
 
 @schema.parametrize()
-@settings(max_examples=60, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                 HealthCheck.filter_too_much])
-def test_the_server_conforms_to_its_openapi_description(case: schemathesis.Case,
-                                                       servers: dict[str, Server]) -> None:
+@settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.filter_too_much,
+    ],
+)
+def test_the_server_conforms_to_its_openapi_description(
+    case: schemathesis.Case, servers: dict[str, Server]
+) -> None:
     multi_model = case.path.startswith(MULTI_MODEL_PREFIX)
     if multi_model and case.method == "DELETE" and case.path_parameters.get("name") == "forest":
         case.path_parameters["name"] = "not-forest"  # keep the model the other cases use

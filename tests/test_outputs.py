@@ -19,9 +19,15 @@ IRIS_MATRIX = xgb.DMatrix(MATRIX, feature_names=IRIS_FEATURES)
 
 
 def _ask(server: Server, output: str, body: str = ROWS) -> requests.Response:
-    return server.session.post(f"{server.url}/invocations", data=body, headers={
-        "Content-Type": "text/csv", "Accept": "application/json",
-        "X-Amzn-SageMaker-Custom-Attributes": f"output={output}"})
+    return server.session.post(
+        f"{server.url}/invocations",
+        data=body,
+        headers={
+            "Content-Type": "text/csv",
+            "Accept": "application/json",
+            "X-Amzn-SageMaker-Custom-Attributes": f"output={output}",
+        },
+    )
 
 
 def _values(server: Server, output: str, body: str = ROWS) -> np.ndarray:
@@ -63,22 +69,26 @@ def test_xgboost_regression_contributions_sum_to_the_prediction(regression_serve
     np.testing.assert_allclose(contributions.sum(axis=1), prediction, rtol=1e-4, atol=1e-4)
 
 
-def test_xgboost_leaves_are_the_boosters_leaf_indices(xgboost_server: Server,
-                                                      iris_xgboost: TrainingTree) -> None:
+def test_xgboost_leaves_are_the_boosters_leaf_indices(
+    xgboost_server: Server, iris_xgboost: TrainingTree
+) -> None:
     leaves = _values(xgboost_server, "leaves")
     expected = _booster(iris_xgboost).predict(IRIS_MATRIX, pred_leaf=True)
     np.testing.assert_array_equal(leaves, expected.reshape(3, -1))
-    lines = xgboost_server.session.post(f"{xgboost_server.url}/invocations", data=ROWS, headers={
-        "Content-Type": "text/csv", "X-Amzn-SageMaker-Custom-Attributes": "output=leaves"}).text
+    lines = xgboost_server.session.post(
+        f"{xgboost_server.url}/invocations",
+        data=ROWS,
+        headers={"Content-Type": "text/csv", "X-Amzn-SageMaker-Custom-Attributes": "output=leaves"},
+    ).text
     assert len(lines.splitlines()) == 3
     assert len(lines.splitlines()[0].split(",")) == expected.reshape(3, -1).shape[1]
 
 
-def test_forest_leaves_are_scikit_learns_apply(forest_server: Server,
-                                               iris_forest: TrainingTree) -> None:
-    forest = skops.io.load(iris_forest.model_dir / "model.skops",
-                           trusted=skops.io.get_untrusted_types(
-                               file=iris_forest.model_dir / "model.skops"))
+def test_forest_leaves_are_scikit_learns_apply(forest_server: Server, iris_forest: TrainingTree) -> None:
+    forest = skops.io.load(
+        iris_forest.model_dir / "model.skops",
+        trusted=skops.io.get_untrusted_types(file=iris_forest.model_dir / "model.skops"),
+    )
     leaves = _values(forest_server, "leaves")
     np.testing.assert_array_equal(leaves, forest.apply(MATRIX))
 
@@ -92,11 +102,13 @@ def test_forest_has_no_margin_or_contributions(forest_server: Server, output: st
 
 
 def test_container_default_output_can_be_contributions(iris_xgboost: TrainingTree) -> None:
-    server = Server(iris_xgboost.base, SAGEMAKER_INFERENCE_OUTPUT="contributions",
-                    SAGEMAKER_MODEL_SERVER_WORKERS="1").wait_ready()
+    server = Server(
+        iris_xgboost.base, SAGEMAKER_INFERENCE_OUTPUT="contributions", SAGEMAKER_MODEL_SERVER_WORKERS="1"
+    ).wait_ready()
     try:
-        response = server.session.post(f"{server.url}/invocations", data=ROWS,
-                                       headers={"Content-Type": "text/csv"})
+        response = server.session.post(
+            f"{server.url}/invocations", data=ROWS, headers={"Content-Type": "text/csv"}
+        )
         assert len(response.text.splitlines()[0].split(",")) == 15
     finally:
         server.stop()
@@ -104,8 +116,11 @@ def test_container_default_output_can_be_contributions(iris_xgboost: TrainingTre
 
 def test_several_outputs_per_record_as_aws_containers_give_them(iris_forest: TrainingTree) -> None:
     """SAGEMAKER_INFERENCE_OUTPUT=predicted_label,probabilities: each record answers both."""
-    server = Server(iris_forest.base, SAGEMAKER_INFERENCE_OUTPUT="predicted_label,probabilities",
-                    SAGEMAKER_MODEL_SERVER_WORKERS="1").wait_ready()
+    server = Server(
+        iris_forest.base,
+        SAGEMAKER_INFERENCE_OUTPUT="predicted_label,probabilities",
+        SAGEMAKER_MODEL_SERVER_WORKERS="1",
+    ).wait_ready()
     try:
         lines = server.invoke(ROWS).text.splitlines()
         cells = [line.split(",") for line in lines]
@@ -120,8 +135,14 @@ def test_several_outputs_per_record_as_aws_containers_give_them(iris_forest: Tra
         assert npy.status_code == 406
         assert "several outputs per record" in npy.json()["message"]
         # A request may still ask for one kind.
-        single = server.session.post(f"{server.url}/invocations", data=ROWS, headers={
-            "Content-Type": "text/csv", "X-Amzn-SageMaker-Custom-Attributes": "output=predicted_label"})
+        single = server.session.post(
+            f"{server.url}/invocations",
+            data=ROWS,
+            headers={
+                "Content-Type": "text/csv",
+                "X-Amzn-SageMaker-Custom-Attributes": "output=predicted_label",
+            },
+        )
         assert single.text.splitlines() == ["setosa", "virginica", "versicolor"]
     finally:
         server.stop()

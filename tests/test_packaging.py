@@ -16,23 +16,31 @@ from sagemaker_tree import REPO
 def test_standard_platform_module_is_not_shadowed_from_the_repository_root() -> None:
     result = subprocess.run(
         [sys.executable, "-c", "import platform; print(platform.system(), platform.__file__)"],
-        cwd=REPO, capture_output=True, text=True, check=True,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert not (REPO / "platform" / "__init__.py").exists()
     assert str(REPO) not in result.stdout
 
 
 def test_ruff_is_clean() -> None:
-    result = subprocess.run([sys.executable, "-m", "ruff", "check", str(REPO)],
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", str(REPO)], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("dist")
-    subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", str(out), str(REPO)],
-                   check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--outdir", str(out), str(REPO)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     return next(out.glob("sagecraft-*.whl"))
 
 
@@ -51,14 +59,17 @@ def test_wheel_holds_the_three_packages_and_nothing_that_shadows(wheel: Path) ->
 
 
 @pytest.mark.slow
-def test_installed_wheel_finds_both_plugins_through_entry_points(wheel: Path,
-                                                                 tmp_path: Path) -> None:
+def test_installed_wheel_finds_both_plugins_through_entry_points(wheel: Path, tmp_path: Path) -> None:
     # The dependencies come from the running environment; the package itself only from the wheel.
     env_dir = tmp_path / "venv"
     venv.create(env_dir, system_site_packages=True, with_pip=True)
     python = env_dir / "bin" / "python"
-    subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "--quiet", str(wheel)],
-                   check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "--no-deps", "--quiet", str(wheel)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     probe = (
         "import sagecraft.hooks, sagecraft_xgboost\n"
         "from sagecraft.plugins import installed_plugins\n"
@@ -67,14 +78,20 @@ def test_installed_wheel_finds_both_plugins_through_entry_points(wheel: Path,
         "print(sagecraft.hooks.__file__)\n"
         "print(sagecraft_xgboost.__file__)\n"
     )
-    result = subprocess.run([str(python), "-c", probe], cwd=tmp_path, capture_output=True,
-                            text=True, check=True)
+    result = subprocess.run(
+        [str(python), "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True
+    )
     algorithms, hooks_file, plugin_file = result.stdout.splitlines()
     assert algorithms == "['random_forest', 'xgboost'] {}"
     assert hooks_file.startswith(str(env_dir)), hooks_file
     assert plugin_file.startswith(str(env_dir)), plugin_file
-    listing = subprocess.run([str(env_dir / "bin" / "sagecraft"), "plugins"], cwd=tmp_path,
-                             capture_output=True, text=True, check=True).stdout
+    listing = subprocess.run(
+        [str(env_dir / "bin" / "sagecraft"), "plugins"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "random_forest" in listing and "xgboost" in listing
 
 
@@ -82,10 +99,20 @@ def test_other_commands_are_executed_as_given(tmp_path: Path) -> None:
     """`docker run IMAGE bash -c ...` must run that command, as the contract allows."""
     from sagemaker_tree import SAGECRAFT, environment
 
-    result = subprocess.run([*SAGECRAFT, "sh", "-c", "echo ran $0", "here"],
-                            env=environment(tmp_path), capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [*SAGECRAFT, "sh", "-c", "echo ran $0", "here"],
+        env=environment(tmp_path),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0 and result.stdout == "ran here\n"
-    missing = subprocess.run([*SAGECRAFT, "no-such-command"], env=environment(tmp_path),
-                             capture_output=True, text=True, check=False)
+    missing = subprocess.run(
+        [*SAGECRAFT, "no-such-command"],
+        env=environment(tmp_path),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert missing.returncode == 2
     assert "use one of: train, serve" in missing.stderr

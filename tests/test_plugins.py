@@ -21,7 +21,7 @@ from sagemaker_tree import (
 )
 
 # A complete third-party algorithm: predicts the most frequent class, loads slowly on request.
-MAJORITY_PLUGIN = '''
+MAJORITY_PLUGIN = """
     import json, os, time
     import numpy as np
     from sagecraft.hooks import AlgorithmInfo, Hyperparameter, hookimpl
@@ -51,39 +51,61 @@ MAJORITY_PLUGIN = '''
     @hookimpl
     def predict(model, features, output):
         return np.full(len(features), model["code"])
-'''
+"""
 
-IMPOSTOR = '''
+IMPOSTOR = """
     from sagecraft.hooks import AlgorithmInfo, hookimpl
 
     @hookimpl
     def algorithm_info():
         return AlgorithmInfo(description="a second xgboost")
-'''
+"""
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     site = tmp_path_factory.mktemp("site")
-    install_test_plugin(site, "sagecraft-majority", {"majority": "sagecraft_majority"},
-                        {"sagecraft_majority": MAJORITY_PLUGIN})
-    install_test_plugin(site, "sagecraft-impostor", {"xgboost": "sagecraft_impostor"},
-                        {"sagecraft_impostor": IMPOSTOR})
-    install_test_plugin(site, "sagecraft-broken", {"broken": "sagecraft_broken"},
-                        {"sagecraft_broken": "import no_such_module\n"})
-    install_test_plugin(site, "sagecraft-typo", {"typo": "sagecraft_typo"}, {"sagecraft_typo": '''
+    install_test_plugin(
+        site,
+        "sagecraft-majority",
+        {"majority": "sagecraft_majority"},
+        {"sagecraft_majority": MAJORITY_PLUGIN},
+    )
+    install_test_plugin(
+        site, "sagecraft-impostor", {"xgboost": "sagecraft_impostor"}, {"sagecraft_impostor": IMPOSTOR}
+    )
+    install_test_plugin(
+        site,
+        "sagecraft-broken",
+        {"broken": "sagecraft_broken"},
+        {"sagecraft_broken": "import no_such_module\n"},
+    )
+    install_test_plugin(
+        site,
+        "sagecraft-typo",
+        {"typo": "sagecraft_typo"},
+        {
+            "sagecraft_typo": """
         from sagecraft.hooks import hookimpl
 
         @hookimpl
         def fitt(train):
             return None
-    '''})
+    """
+        },
+    )
     return site
 
 
 def _plugins_listing(site: Path, tmp_path: Path) -> str:
-    result = subprocess.run([*SAGECRAFT, "plugins"], env=environment(tmp_path, site),
-                            capture_output=True, text=True, timeout=60, check=True)
+    result = subprocess.run(
+        [*SAGECRAFT, "plugins"],
+        env=environment(tmp_path, site),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     return result.stdout
 
 
@@ -109,15 +131,12 @@ def test_two_distributions_claiming_one_name_fail_naming_both(site: Path, tmp_pa
     assert "sagecraft-impostor" in tree.failure
 
 
-def test_third_party_algorithm_trains_and_serves_beside_broken_plugins(
-    site: Path, tmp_path: Path
-) -> None:
+def test_third_party_algorithm_trains_and_serves_beside_broken_plugins(site: Path, tmp_path: Path) -> None:
     tree = iris_tree(tmp_path, {"algorithm": "majority", "target": "Species", "load_delay": 3})
     tree.pythonpath = site
     assert tree.train().returncode == 0, tree.explain()
     manifest = json.loads((tree.model_dir / "manifest.json").read_text())
-    assert manifest["plugin"] == {"name": "majority", "distribution": "sagecraft-majority",
-                                  "version": "1.0"}
+    assert manifest["plugin"] == {"name": "majority", "distribution": "sagecraft-majority", "version": "1.0"}
 
     server = Server(tree.base, pythonpath=site)
     try:

@@ -24,8 +24,9 @@ def test_readme_opens_with_the_two_commands_and_ci_runs_the_second() -> None:
 
 
 def test_hyperparameter_tables_match_the_plugins_declarations() -> None:
-    result = subprocess.run([sys.executable, str(REPO / "scripts" / "readme_tables.py"), "--check"],
-                            check=False)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "readme_tables.py"), "--check"], check=False
+    )
     assert result.returncode == 0, "README.md is stale: run python3 scripts/readme_tables.py"
 
 

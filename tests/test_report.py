@@ -53,8 +53,7 @@ def test_xgboost_regression_report_has_a_learning_curve_and_ranks_features(
 
 
 @pytest.mark.parametrize("algorithm", ["random_forest", "xgboost"])
-def test_permutation_importance_ranks_the_informative_features_first(tmp_path: Path,
-                                                                     algorithm: str) -> None:
+def test_permutation_importance_ranks_the_informative_features_first(tmp_path: Path, algorithm: str) -> None:
     """y = 3 x0 - 2 x1 + noise: shuffling x0 hurts most, then x1."""
     tree = TrainingTree(tmp_path)
     tree.add_file("train", "train.csv", regression_rows(0, 600))
@@ -89,8 +88,13 @@ def test_progress_of_a_long_fit_says_the_time_left(caplog: pytest.LogCaptureFixt
 
 
 def _start(tree: TrainingTree) -> subprocess.Popen:
-    return subprocess.Popen([*tree.command, "train"], env=environment(tree.base), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [*tree.command, "train"],
+        env=environment(tree.base),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def _wait_for_line(process: subprocess.Popen, phrase: str) -> list[str]:
@@ -110,13 +114,24 @@ def test_a_report_of_three_thousand_classes_stays_bounded(tmp_path: Path) -> Non
     labels = np.repeat(np.arange(classes), 2)
     features = labels[:, None] + rng.normal(scale=0.1, size=(len(labels), 3))
     tree = TrainingTree(tmp_path)
-    tree.add_file("train", "train.csv", "\n".join(
-        f"class{label}," + ",".join(f"{v:.3f}" for v in row)
-        for label, row in zip(labels, features, strict=True)) + "\n")
+    tree.add_file(
+        "train",
+        "train.csv",
+        "\n".join(
+            f"class{label}," + ",".join(f"{v:.3f}" for v in row)
+            for label, row in zip(labels, features, strict=True)
+        )
+        + "\n",
+    )
     # XGBoost: a forest of 3,000 classes keeps 3,000 probabilities in every node (gigabytes).
     tree.hyperparameters({"algorithm": "xgboost", "num_round": 1, "max_depth": 2})
-    process = subprocess.Popen([*tree.command, "train"], env=environment(tree.base),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [*tree.command, "train"],
+        env=environment(tree.base),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     _, status, usage = os.wait4(process.pid, 0)
     stderr = process.stderr.read() if process.stderr else ""
     assert os.waitstatus_to_exitcode(status) == 0, stderr
@@ -132,8 +147,11 @@ def test_sigterm_while_the_report_is_written_stops_it_and_keeps_the_model(tmp_pa
     rng = np.random.default_rng(0)
     rows = rng.normal(size=(3000, 100))
     tree = TrainingTree(tmp_path)
-    tree.add_file("train", "train.csv", "\n".join(
-        f"{int(r[0] > 0)}," + ",".join(f"{v:.3f}" for v in r) for r in rows) + "\n")
+    tree.add_file(
+        "train",
+        "train.csv",
+        "\n".join(f"{int(r[0] > 0)}," + ",".join(f"{v:.3f}" for v in r) for r in rows) + "\n",
+    )
     tree.hyperparameters({"algorithm": "random_forest", "ntree": 300, "task": "classification"})
     process = _start(tree)
     _wait_for_line(process, "writing the training report")
@@ -157,7 +175,8 @@ def test_sigterm_during_cross_validation_writes_no_model(tmp_path: Path) -> None
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 1, stderr
     assert tree.failure is not None and tree.failure.startswith(
-        "stopped by SIGTERM during cross-validation, before the final model was fitted"), tree.failure
+        "stopped by SIGTERM during cross-validation, before the final model was fitted"
+    ), tree.failure
     assert "its model is incomplete and not scored" in stderr
     assert not any(tree.model_dir.iterdir())
     assert "[1]\tcv-fold" not in stderr  # the cut-short fold printed no score
@@ -170,11 +189,16 @@ def test_an_xgboost_report_with_a_categorical_feature_is_written(tmp_path: Path)
     colours = rng.choice(list("abcde"), 400)
     numbers = rng.normal(size=400)
     tree = TrainingTree(tmp_path)
-    tree.add_file("train", "train.csv", "y,colour,x\n" + "\n".join(
-        f"{int((c in 'ab') ^ (x > 0))},{c},{x:.3f}" for c, x in zip(colours, numbers, strict=True)))
+    tree.add_file(
+        "train",
+        "train.csv",
+        "y,colour,x\n"
+        + "\n".join(
+            f"{int((c in 'ab') ^ (x > 0))},{c},{x:.3f}" for c, x in zip(colours, numbers, strict=True)
+        ),
+    )
     tree.channels(train="text/csv")
-    tree.hyperparameters({"algorithm": "xgboost", "target": "y", "num_round": 5,
-                          "task": "classification"})
+    tree.hyperparameters({"algorithm": "xgboost", "target": "y", "num_round": 5, "task": "classification"})
     result = tree.train()
     assert result.returncode == 0, tree.explain()
     assert "could not be written" not in result.stderr, result.stderr

@@ -16,31 +16,41 @@ def formats() -> RequestFormats:
 
 
 def test_a_format_is_resolved_once_per_set_of_header_values(formats: RequestFormats) -> None:
-    headers = {"Content-Type": "text/csv; charset=utf-8",
-               "Accept": "application/json;q=0.9, */*;q=0.1",
-               "X-Amzn-SageMaker-Custom-Attributes": "output=probabilities"}
+    headers = {
+        "Content-Type": "text/csv; charset=utf-8",
+        "Accept": "application/json;q=0.9, */*;q=0.1",
+        "X-Amzn-SageMaker-Custom-Attributes": "output=probabilities",
+    }
     first = formats.of(headers)
     assert first == RequestFormat("text/csv", "application/json", "probabilities")
     assert formats.of(dict(headers)) is first
     assert formats.of({}) == RequestFormat("text/csv", "text/csv", "predicted_label")
     assert formats.of({"Content-Type": "application/jsonl"}) == RequestFormat(
-        "application/jsonlines", "application/jsonlines", "predicted_label")
+        "application/jsonlines", "application/jsonlines", "predicted_label"
+    )
 
 
-@pytest.mark.parametrize(("headers", "error", "phrase"), [
-    ({"Content-Type": "application/xml"}, UnsupportedMediaTypeError, "application/xml"),
-    ({"Accept": "image/png"}, NotAcceptableError, "image/png"),
-    ({"X-Amzn-SageMaker-Custom-Attributes": "output=colour"}, BadRequestError, "colour"),
-    ({"Accept": "text/csv;" + "x" * 1100}, BadRequestError, "the Accept header has 1109"),
-])
+@pytest.mark.parametrize(
+    ("headers", "error", "phrase"),
+    [
+        ({"Content-Type": "application/xml"}, UnsupportedMediaTypeError, "application/xml"),
+        ({"Accept": "image/png"}, NotAcceptableError, "image/png"),
+        ({"X-Amzn-SageMaker-Custom-Attributes": "output=colour"}, BadRequestError, "colour"),
+        ({"Accept": "text/csv;" + "x" * 1100}, BadRequestError, "the Accept header has 1109"),
+    ],
+)
 def test_headers_that_cannot_be_served_fail_every_time_and_are_not_remembered(
-    formats: RequestFormats, headers: dict[str, str], error: type[Exception], phrase: str,
+    formats: RequestFormats,
+    headers: dict[str, str],
+    error: type[Exception],
+    phrase: str,
 ) -> None:
     for _ in range(2):
         with pytest.raises(error, match=phrase):
             formats.of(headers)
-    key = tuple(headers.get(name) for name in
-                ("Content-Type", "Accept", "X-Amzn-SageMaker-Custom-Attributes"))
+    key = tuple(
+        headers.get(name) for name in ("Content-Type", "Accept", "X-Amzn-SageMaker-Custom-Attributes")
+    )
     assert key not in formats.known
 
 

@@ -76,8 +76,12 @@ def test_numpy_serializer_and_deserializer(predictor: Predictor) -> None:
 
 def test_raw_headers_through_the_runtime_client(local_client: LocalSagemakerRuntimeClient) -> None:
     response = local_client.invoke_endpoint(
-        Body="5.0,3.4,1.5,0.2", EndpointName="sagecraft-local", ContentType="text/csv",
-        Accept="text/csv, application/json", CustomAttributes="trace=1")
+        Body="5.0,3.4,1.5,0.2",
+        EndpointName="sagecraft-local",
+        ContentType="text/csv",
+        Accept="text/csv, application/json",
+        CustomAttributes="trace=1",
+    )
     raw = response["Body"]
     assert raw.status == 200
     assert raw.headers["Content-Type"] == "text/csv"
@@ -88,7 +92,8 @@ def test_runtime_client_sees_errors_as_status_and_short_json(
     local_client: LocalSagemakerRuntimeClient,
 ) -> None:
     response = local_client.invoke_endpoint(
-        Body="1,2", EndpointName="sagecraft-local", ContentType="text/csv", Accept="text/csv")
+        Body="1,2", EndpointName="sagecraft-local", ContentType="text/csv", Accept="text/csv"
+    )
     raw = response["Body"]
     assert raw.status == 400
     assert raw.headers["Content-Type"] == "application/json"

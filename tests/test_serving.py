@@ -41,11 +41,19 @@ def test_literal_backslash_n_separates_rows(iris_server: Server) -> None:
     assert iris_server.invoke(SETOSA + "\\n" + VIRGINICA).text == GOOD_ANSWER
 
 
-@pytest.mark.parametrize("content_type", [
-    "text/csv", "text/csv; charset=utf-8", "TEXT/CSV", "text/csv;label_size=0", None,
-])
-def test_content_type_parameters_and_case_do_not_matter(iris_server: Server,
-                                                       content_type: str | None) -> None:
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "text/csv",
+        "text/csv; charset=utf-8",
+        "TEXT/CSV",
+        "text/csv;label_size=0",
+        None,
+    ],
+)
+def test_content_type_parameters_and_case_do_not_matter(
+    iris_server: Server, content_type: str | None
+) -> None:
     response = iris_server.invoke(GOOD_BODY, content_type=content_type)
     assert response.status_code == 200, response.text
     assert response.text == GOOD_ANSWER
@@ -56,13 +64,20 @@ def test_csv_header_row_naming_the_features_is_skipped(iris_server: Server) -> N
     assert iris_server.invoke(body).text == GOOD_ANSWER
 
 
-@pytest.mark.parametrize("document", [
-    {"instances": [[5.0, 3.4, 1.5, 0.2], [6.6, 3.0, 5.6, 2.0]]},
-    {"instances": [{"features": [5.0, 3.4, 1.5, 0.2]}, {"features": [6.6, 3.0, 5.6, 2.0]}]},
-    {"instances": [dict(zip(IRIS_FEATURES, [5.0, 3.4, 1.5, 0.2], strict=True)),
-                   dict(zip(IRIS_FEATURES, [6.6, 3.0, 5.6, 2.0], strict=True))]},
-    [[5.0, 3.4, 1.5, 0.2], [6.6, 3.0, 5.6, 2.0]],
-])
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"instances": [[5.0, 3.4, 1.5, 0.2], [6.6, 3.0, 5.6, 2.0]]},
+        {"instances": [{"features": [5.0, 3.4, 1.5, 0.2]}, {"features": [6.6, 3.0, 5.6, 2.0]}]},
+        {
+            "instances": [
+                dict(zip(IRIS_FEATURES, [5.0, 3.4, 1.5, 0.2], strict=True)),
+                dict(zip(IRIS_FEATURES, [6.6, 3.0, 5.6, 2.0], strict=True)),
+            ]
+        },
+        [[5.0, 3.4, 1.5, 0.2], [6.6, 3.0, 5.6, 2.0]],
+    ],
+)
 def test_json_request_shapes(iris_server: Server, document: object) -> None:
     response = iris_server.invoke(json.dumps(document), "application/json")
     assert response.status_code == 200, response.text
@@ -93,26 +108,31 @@ def test_npy_in_and_out(iris_server: Server) -> None:
     assert answer.tolist() == ["setosa", "virginica"]
 
 
-@pytest.mark.parametrize(("accept", "expected"), [
-    (None, "text/csv"),
-    ("*/*", "text/csv"),
-    ("application/json", "application/json"),
-    ("application/json; charset=utf-8", "application/json"),
-    ("text/csv, application/json", "text/csv"),
-    ("image/png, application/jsonlines", "application/jsonlines"),
-    ("text/csv;q=0.5, application/json", "application/json"),
-    ("application/*", "application/json"),
-    ("application/x-npy", "application/x-npy"),
-])
-def test_accept_negotiation_gives_bare_content_types(iris_server: Server, accept: str | None,
-                                                     expected: str) -> None:
+@pytest.mark.parametrize(
+    ("accept", "expected"),
+    [
+        (None, "text/csv"),
+        ("*/*", "text/csv"),
+        ("application/json", "application/json"),
+        ("application/json; charset=utf-8", "application/json"),
+        ("text/csv, application/json", "text/csv"),
+        ("image/png, application/jsonlines", "application/jsonlines"),
+        ("text/csv;q=0.5, application/json", "application/json"),
+        ("application/*", "application/json"),
+        ("application/x-npy", "application/x-npy"),
+    ],
+)
+def test_accept_negotiation_gives_bare_content_types(
+    iris_server: Server, accept: str | None, expected: str
+) -> None:
     response = iris_server.invoke(GOOD_BODY, accept=accept)
     assert response.status_code == 200, response.text
     assert response.headers["Content-Type"] == expected
 
 
-def test_regression_values_in_every_format(regression_server: Server,
-                                           regression_xgboost: TrainingTree) -> None:
+def test_regression_values_in_every_format(
+    regression_server: Server, regression_xgboost: TrainingTree
+) -> None:
     rows = [[1.0, 0.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0, 0.0]]
     body = "\n".join(",".join(map(str, row)) for row in rows)
     as_csv = [float(v) for v in regression_server.invoke(body).text.splitlines()]
@@ -123,40 +143,88 @@ def test_regression_values_in_every_format(regression_server: Server,
 
 
 BAD_REQUESTS = {
-    "too few values": (f"{SETOSA}\n5.0,3.4,1.5", "text/csv", None, 400,
-                       "row 2 has 3 values, the model expects 4: sepal_length, sepal_width"),
+    "too few values": (
+        f"{SETOSA}\n5.0,3.4,1.5",
+        "text/csv",
+        None,
+        400,
+        "row 2 has 3 values, the model expects 4: sepal_length, sepal_width",
+    ),
     "too many values": ("1,2,3,4,5", "text/csv", None, 400, "row 1 has 5 values"),
-    "text in a cell": ("5.0,abc,1.5,0.2", "text/csv", None, 400,
-                       "row 1, column 2 (sepal_width): 'abc' is not a number"),
-    "infinite value": ("5.0,inf,1.5,0.2", "text/csv", None, 400,
-                       "row 1, column 2 (sepal_width): infinite values are not allowed"),
+    "text in a cell": (
+        "5.0,abc,1.5,0.2",
+        "text/csv",
+        None,
+        400,
+        "row 1, column 2 (sepal_width): 'abc' is not a number",
+    ),
+    "infinite value": (
+        "5.0,inf,1.5,0.2",
+        "text/csv",
+        None,
+        400,
+        "row 1, column 2 (sepal_width): infinite values are not allowed",
+    ),
     "empty body": ("", "text/csv", None, 400, "the request body is empty"),
     "blank lines only": ("\n\n", "text/csv", None, 400, "the request body is empty"),
     "invalid utf-8": (b"5.0,\xff\xfe,1.5,0.2", "text/csv", None, 400, "not UTF-8"),
-    "malformed json": ('{"instances": [[1,2', "application/json", None, 400,
-                       "the body is not valid JSON"),
+    "malformed json": ('{"instances": [[1,2', "application/json", None, 400, "the body is not valid JSON"),
     "json wrong shape": ('"hello"', "application/json", None, 400, 'send {"instances"'),
     "json unknown key": ('{"rows": 5}', "application/json", None, 400, "unknown feature 'rows'"),
-    "json nested too deep": ('{"instances": [[[1, 2, 3, 4]]]}', "application/json", None, 400,
-                             "row 1 has 1 values"),
-    "json lists in cells": ('{"instances": [[[5], [3], [1], [0]]]}', "application/json", None, 400,
-                            "row 1, column 1 (sepal_length): '[5]' is not a number"),
-    "json unknown feature": ('{"instances": [{"sepal_lenght": 1}]}', "application/json", None,
-                             400, "unknown feature 'sepal_lenght'"),
-    "json missing feature": ('{"instances": [{"sepal_length": 1}]}', "application/json", None,
-                             400, "lacks feature(s) sepal_width"),
-    "json text value": ('[[5, "x", 1, 1]]', "application/json", None, 400,
-                        "column 2 (sepal_width): 'x' is not a number"),
-    "jsonlines bad line": ('[1,2,3,4]\n{oops', "application/jsonlines", None, 400,
-                           "line 2 is not valid JSON"),
+    "json nested too deep": (
+        '{"instances": [[[1, 2, 3, 4]]]}',
+        "application/json",
+        None,
+        400,
+        "row 1 has 1 values",
+    ),
+    "json lists in cells": (
+        '{"instances": [[[5], [3], [1], [0]]]}',
+        "application/json",
+        None,
+        400,
+        "row 1, column 1 (sepal_length): '[5]' is not a number",
+    ),
+    "json unknown feature": (
+        '{"instances": [{"sepal_lenght": 1}]}',
+        "application/json",
+        None,
+        400,
+        "unknown feature 'sepal_lenght'",
+    ),
+    "json missing feature": (
+        '{"instances": [{"sepal_length": 1}]}',
+        "application/json",
+        None,
+        400,
+        "lacks feature(s) sepal_width",
+    ),
+    "json text value": (
+        '[[5, "x", 1, 1]]',
+        "application/json",
+        None,
+        400,
+        "column 2 (sepal_width): 'x' is not a number",
+    ),
+    "jsonlines bad line": (
+        "[1,2,3,4]\n{oops",
+        "application/jsonlines",
+        None,
+        400,
+        "line 2 is not valid JSON",
+    ),
     "npy garbage": (b"\x93NUMPY nonsense", "application/x-npy", None, 400, "not a .npy array"),
     "npy pickled objects": (None, "application/x-npy", None, 400, "without objects"),
     "npy wrong width": (None, "application/x-npy", None, 400, "the array has 3 columns"),
-    "unsupported content type": (GOOD_BODY, "application/xml", None, 415,
-                                 "cannot read Content-Type 'application/xml'"),
+    "unsupported content type": (
+        GOOD_BODY,
+        "application/xml",
+        None,
+        415,
+        "cannot read Content-Type 'application/xml'",
+    ),
     "form post": (GOOD_BODY, "application/x-www-form-urlencoded", None, 415, "text/csv"),
-    "unsupported accept": (GOOD_BODY, "text/csv", "image/png", 406,
-                           "cannot answer with Accept: image/png"),
+    "unsupported accept": (GOOD_BODY, "text/csv", "image/png", 406, "cannot answer with Accept: image/png"),
 }
 
 
@@ -173,8 +241,7 @@ SPECIAL_BODIES = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD_REQUESTS))
-def test_bad_request_gets_its_status_and_the_next_request_succeeds(iris_server: Server,
-                                                                   case: str) -> None:
+def test_bad_request_gets_its_status_and_the_next_request_succeeds(iris_server: Server, case: str) -> None:
     body, content_type, accept, status, phrase = BAD_REQUESTS[case]
     if body is None:
         body = SPECIAL_BODIES[case]()
@@ -288,8 +355,7 @@ def test_sigterm_as_the_workers_start_stops_the_server(iris_forest: TrainingTree
             server.stop(timeout=5)
 
 
-def test_predictions_match_the_model_in_process(iris_xgboost: TrainingTree,
-                                                xgboost_server: Server) -> None:
+def test_predictions_match_the_model_in_process(iris_xgboost: TrainingTree, xgboost_server: Server) -> None:
     """What the server answers is exactly what the plugin predicts for the same rows."""
     import pandas as pd
 
@@ -310,12 +376,14 @@ def test_class_probabilities_on_request(iris_server: Server, how: str) -> None:
     if how == "container default":  # the same model folder, served with the default set
         server = Server(iris_server.base, SAGEMAKER_INFERENCE_OUTPUT="probabilities").wait_ready()
     try:
-        headers = {"custom attributes": {"X-Amzn-SageMaker-Custom-Attributes":
-                                         "trace=7,output=probabilities"},
-                   "accept parameter": {"Accept": "application/json; output=probabilities"},
-                   "container default": {}}[how]
-        response = server.session.post(f"{server.url}/invocations", data=GOOD_BODY,
-                                       headers={"Content-Type": "text/csv", **headers})
+        headers = {
+            "custom attributes": {"X-Amzn-SageMaker-Custom-Attributes": "trace=7,output=probabilities"},
+            "accept parameter": {"Accept": "application/json; output=probabilities"},
+            "container default": {},
+        }[how]
+        response = server.session.post(
+            f"{server.url}/invocations", data=GOOD_BODY, headers={"Content-Type": "text/csv", **headers}
+        )
         assert response.status_code == 200, response.text
         if response.headers["Content-Type"] == "application/json":
             rows = response.json()["predictions"]
@@ -337,26 +405,41 @@ def test_positive_class_probability_for_a_binary_model(tmp_path: Path) -> None:
     server = Server(tree.base).wait_ready()
     try:
         attributes = {"X-Amzn-SageMaker-Custom-Attributes": "output=probability"}
-        one = server.session.post(f"{server.url}/invocations", data="10,3\n90,3",
-                                  headers={"Content-Type": "text/csv", **attributes})
+        one = server.session.post(
+            f"{server.url}/invocations", data="10,3\n90,3", headers={"Content-Type": "text/csv", **attributes}
+        )
         low, high = (float(v) for v in one.text.splitlines())
         assert 0 <= low < 0.5 < high <= 1
-        both = server.session.post(f"{server.url}/invocations", data="10,3\n90,3", headers={
-            "Content-Type": "text/csv", "X-Amzn-SageMaker-Custom-Attributes": "output=probabilities"})
+        both = server.session.post(
+            f"{server.url}/invocations",
+            data="10,3\n90,3",
+            headers={
+                "Content-Type": "text/csv",
+                "X-Amzn-SageMaker-Custom-Attributes": "output=probabilities",
+            },
+        )
         assert [float(line.split(",")[1]) for line in both.text.splitlines()] == [low, high]
         assert server.invoke("10,3\n90,3").text == "0\n1\n"
     finally:
         server.stop()
 
 
-@pytest.mark.parametrize(("attributes", "phrase"), [
-    ("output=probability", "needs two classes; this model has 3"),
-    ("output=shap", "output 'shap' is not one of predicted_label, probabilities, probability, raw_margin"),
-])
+@pytest.mark.parametrize(
+    ("attributes", "phrase"),
+    [
+        ("output=probability", "needs two classes; this model has 3"),
+        (
+            "output=shap",
+            "output 'shap' is not one of predicted_label, probabilities, probability, raw_margin",
+        ),
+    ],
+)
 def test_unavailable_outputs_are_400(forest_server: Server, attributes: str, phrase: str) -> None:
     response = forest_server.session.post(
-        f"{forest_server.url}/invocations", data=GOOD_BODY,
-        headers={"Content-Type": "text/csv", "X-Amzn-SageMaker-Custom-Attributes": attributes})
+        f"{forest_server.url}/invocations",
+        data=GOOD_BODY,
+        headers={"Content-Type": "text/csv", "X-Amzn-SageMaker-Custom-Attributes": attributes},
+    )
     assert response.status_code == 400
     assert phrase in response.json()["message"]
     assert forest_server.invoke(GOOD_BODY).text == GOOD_ANSWER
@@ -364,8 +447,10 @@ def test_unavailable_outputs_are_400(forest_server: Server, attributes: str, phr
 
 def test_regression_has_no_probabilities(regression_server: Server) -> None:
     response = regression_server.session.post(
-        f"{regression_server.url}/invocations", data="1,0,0,0,0",
-        headers={"Content-Type": "text/csv", "X-Amzn-SageMaker-Custom-Attributes": "output=probabilities"})
+        f"{regression_server.url}/invocations",
+        data="1,0,0,0,0",
+        headers={"Content-Type": "text/csv", "X-Amzn-SageMaker-Custom-Attributes": "output=probabilities"},
+    )
     assert response.status_code == 400
     assert "regression model cannot predict 'probabilities'" in response.json()["message"]
 

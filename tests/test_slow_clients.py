@@ -27,8 +27,13 @@ def _connect(server: Server, timeout: float = 10) -> socket.socket:
 
 
 def _request_head(length: int, *extra: str) -> bytes:
-    lines = ["POST /invocations HTTP/1.1", "Host: x", "Content-Type: text/csv",
-             f"Content-Length: {length}", *extra]
+    lines = [
+        "POST /invocations HTTP/1.1",
+        "Host: x",
+        "Content-Type: text/csv",
+        f"Content-Length: {length}",
+        *extra,
+    ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
@@ -46,8 +51,11 @@ def _read_answer(client: socket.socket) -> bytes:
     while b"\r\n\r\n" not in data:
         data += client.recv(65536)
     head, _, body = data.partition(b"\r\n\r\n")
-    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
-                      if line.lower().startswith(b"content-length:")))
+    length = int(
+        next(
+            line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
+        )
+    )
     while len(body) < length:
         body += client.recv(65536)
     return head + b"\r\n\r\n" + body
@@ -61,15 +69,17 @@ def _still_serving(server: Server) -> None:
 @pytest.fixture
 def server(tmp_path: Path, iris_forest: TrainingTree) -> Iterator[Server]:
     shutil.copytree(iris_forest.model_dir, tmp_path / "model")
-    server = Server(tmp_path, SAGEMAKER_MODEL_SERVER_WORKERS="1", SAGECRAFT_KEEPALIVE_TIMEOUT="1",
-                    SAGECRAFT_MAX_PAYLOAD_MB="1").wait_ready()
+    server = Server(
+        tmp_path,
+        SAGEMAKER_MODEL_SERVER_WORKERS="1",
+        SAGECRAFT_KEEPALIVE_TIMEOUT="1",
+        SAGECRAFT_MAX_PAYLOAD_MB="1",
+    ).wait_ready()
     yield server
     server.stop()
 
 
-def test_idle_connections_and_half_sent_headers_are_closed_by_the_keepalive_timeout(
-    server: Server
-) -> None:
+def test_idle_connections_and_half_sent_headers_are_closed_by_the_keepalive_timeout(server: Server) -> None:
     idle = [_connect(server) for _ in range(10)]
     partial = [_connect(server) for _ in range(10)]
     for client in partial:
@@ -86,8 +96,12 @@ def test_a_server_out_of_descriptors_keeps_serving_without_flooding_its_log(
     tmp_path: Path, iris_forest: TrainingTree
 ) -> None:
     shutil.copytree(iris_forest.model_dir, tmp_path / "model")
-    server = Server(tmp_path, command=["prlimit", "--nofile=96:96", *SAGECRAFT],
-                    SAGEMAKER_MODEL_SERVER_WORKERS="1", SAGECRAFT_KEEPALIVE_TIMEOUT="3").wait_ready()
+    server = Server(
+        tmp_path,
+        command=["prlimit", "--nofile=96:96", *SAGECRAFT],
+        SAGEMAKER_MODEL_SERVER_WORKERS="1",
+        SAGECRAFT_KEEPALIVE_TIMEOUT="3",
+    ).wait_ready()
     try:
         held = []
         for _ in range(150):  # more than the server can hold: its accepts fail with EMFILE
@@ -138,8 +152,7 @@ def test_expect_continue_is_refused_with_413_before_the_body_is_sent(server: Ser
     assert b"over the limit of 1048576" in answer
     # Headers it cannot serve are refused before the body too.
     client = _connect(server)
-    client.sendall(_request_head(len(SETOSA), "Expect: 100-continue").replace(
-        b"text/csv", b"image/png"))
+    client.sendall(_request_head(len(SETOSA), "Expect: 100-continue").replace(b"text/csv", b"image/png"))
     assert _read_answer(client).startswith(b"HTTP/1.1 415"), answer
     _still_serving(server)
 

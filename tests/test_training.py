@@ -16,8 +16,11 @@ VALIDATION_RMSE = re.compile(r".*\[[0-9]+\].*#011validation-rmse:(\S+)")
 
 @pytest.mark.parametrize("encoding", ["str", "json"])
 def test_blog_iris_job_in_both_hyperparameter_encodings(tmp_path: Path, encoding: str) -> None:
-    tree = iris_tree(tmp_path, {"algorithm": "random_forest", "target": "Species", "mtry": 2,
-                                "ntree": 50}, encoding=encoding)
+    tree = iris_tree(
+        tmp_path,
+        {"algorithm": "random_forest", "target": "Species", "mtry": 2, "ntree": 50},
+        encoding=encoding,
+    )
     result = tree.train()
     assert result.returncode == 0, tree.explain()
     assert tree.failure is None
@@ -27,7 +30,11 @@ def test_blog_iris_job_in_both_hyperparameter_encodings(tmp_path: Path, encoding
     assert manifest["target"] == "Species"
     assert manifest["classes"] == ["setosa", "versicolor", "virginica"]
     assert [f["name"] for f in manifest["features"]] == [
-        "sepal_length", "sepal_width", "petal_length", "petal_width"]
+        "sepal_length",
+        "sepal_width",
+        "petal_length",
+        "petal_width",
+    ]
     assert manifest["hyperparameters"]["max_features"] == 2
     assert manifest["hyperparameters"]["n_estimators"] == 50
     assert "scikit-learn" in manifest["libraries"]
@@ -69,8 +76,16 @@ def test_gzip_parts_nested_folders_and_skipped_names(tmp_path: Path) -> None:
 
 
 def test_native_xgboost_parameter_passes_through(tmp_path: Path) -> None:
-    tree = iris_tree(tmp_path, {"algorithm": "xgboost", "target": "Species", "num_round": 3,
-                                "device": "cpu", "max_cat_threshold": 32})
+    tree = iris_tree(
+        tmp_path,
+        {
+            "algorithm": "xgboost",
+            "target": "Species",
+            "num_round": 3,
+            "device": "cpu",
+            "max_cat_threshold": 32,
+        },
+    )
     assert tree.train().returncode == 0, tree.explain()
     manifest = json.loads((tree.model_dir / "manifest.json").read_text())
     assert manifest["hyperparameters"]["device"] == "cpu"
@@ -87,8 +102,7 @@ def test_forest_regression_and_task_override(tmp_path: Path) -> None:
 
 
 def _iris(tmp_path: Path, **hyperparameters: object) -> TrainingTree:
-    return iris_tree(tmp_path, {"algorithm": "random_forest", "target": "Species",
-                                **hyperparameters})
+    return iris_tree(tmp_path, {"algorithm": "random_forest", "target": "Species", **hyperparameters})
 
 
 def _headerless(tmp_path: Path, text: str, **hyperparameters: object) -> TrainingTree:
@@ -120,72 +134,89 @@ def _with_validation_class(tmp_path: Path) -> TrainingTree:
 FAILURES = {
     "unknown algorithm": (
         lambda p: _iris(p, algorithm="lightgbm"),
-        ["unknown algorithm 'lightgbm'", "Installed algorithms: random_forest, xgboost"]),
+        ["unknown algorithm 'lightgbm'", "Installed algorithms: random_forest, xgboost"],
+    ),
     "no algorithm": (
         lambda p: iris_tree(p, {"target": "Species"}),
-        ["'algorithm' is required", "random_forest, xgboost"]),
+        ["'algorithm' is required", "random_forest, xgboost"],
+    ),
     "misspelt hyperparameter": (
-        lambda p: _iris(p, ntrees=10), ["unknown hyperparameter 'ntrees'", "did you mean 'ntree'"]),
+        lambda p: _iris(p, ntrees=10),
+        ["unknown hyperparameter 'ntrees'", "did you mean 'ntree'"],
+    ),
     "misspelt core hyperparameter": (
-        lambda p: _iris(p, tagret="Species"), ["'tagret'", "did you mean 'target'"]),
-    "invalid value": (
-        lambda p: _iris(p, mtry="two"), ["'mtry' ('max_features') = 'two'", "not a valid"]),
-    "mtry above feature count": (
-        lambda p: _iris(p, mtry=9), ["mtry", "exceeds the number of features, 4"]),
-    "value out of range": (
-        lambda p: _iris(p, ntree=0), ["'ntree' ('n_estimators') = 0", ">= 1"]),
-    "bad choice": (
-        lambda p: _iris(p, task="clustering"), ["'task' = 'clustering'", "classification"]),
-    "xgboost range": (
-        lambda p: _headerless(p, regression_rows(0, 20), eta=2), ["'eta' = 2", "<= 1"]),
+        lambda p: _iris(p, tagret="Species"),
+        ["'tagret'", "did you mean 'target'"],
+    ),
+    "invalid value": (lambda p: _iris(p, mtry="two"), ["'mtry' ('max_features') = 'two'", "not a valid"]),
+    "mtry above feature count": (lambda p: _iris(p, mtry=9), ["mtry", "exceeds the number of features, 4"]),
+    "value out of range": (lambda p: _iris(p, ntree=0), ["'ntree' ('n_estimators') = 0", ">= 1"]),
+    "bad choice": (lambda p: _iris(p, task="clustering"), ["'task' = 'clustering'", "classification"]),
+    "xgboost range": (lambda p: _headerless(p, regression_rows(0, 20), eta=2), ["'eta' = 2", "<= 1"]),
     "xgboost misspelt native parameter": (
         lambda p: _headerless(p, regression_rows(0, 20), colsample_bytre=0.5),
-        ["unknown hyperparameter 'colsample_bytre'", "did you mean 'colsample_bytree'"]),
+        ["unknown hyperparameter 'colsample_bytre'", "did you mean 'colsample_bytree'"],
+    ),
     "xgboost rejects a native value": (
         lambda p: _headerless(p, regression_rows(0, 20), tree_method="hist", device="tpu"),
-        ["XGBoost rejected the hyperparameters", "device"]),
+        ["XGBoost rejected the hyperparameters", "device"],
+    ),
     "xgboost objective against task": (
-        lambda p: iris_tree(p, {"algorithm": "xgboost", "target": "Species",
-                                "task": "classification", "objective": "reg:squarederror"}),
-        ["objective 'reg:squarederror' is for regression", "classification"]),
+        lambda p: iris_tree(
+            p,
+            {
+                "algorithm": "xgboost",
+                "target": "Species",
+                "task": "classification",
+                "objective": "reg:squarederror",
+            },
+        ),
+        ["objective 'reg:squarederror' is for regression", "classification"],
+    ),
     "xgboost regression objective on text labels": (
-        lambda p: iris_tree(p, {"algorithm": "xgboost", "target": "Species",
-                                "objective": "reg:squarederror"}),
-        ["task is regression", "'setosa'"]),
+        lambda p: iris_tree(
+            p, {"algorithm": "xgboost", "target": "Species", "objective": "reg:squarederror"}
+        ),
+        ["task is regression", "'setosa'"],
+    ),
     "binary objective for three classes": (
-        lambda p: iris_tree(p, {"algorithm": "xgboost", "target": "Species",
-                                "objective": "binary:logistic"}),
-        ["needs two classes", "3"]),
+        lambda p: iris_tree(p, {"algorithm": "xgboost", "target": "Species", "objective": "binary:logistic"}),
+        ["needs two classes", "3"],
+    ),
     "early stopping without validation": (
         lambda p: _headerless(p, regression_rows(0, 20), early_stopping_rounds=5),
-        ["early_stopping_rounds needs a 'validation' channel"]),
+        ["early_stopping_rounds needs a 'validation' channel"],
+    ),
     "missing train channel": (_without_train, ["the 'train' channel is missing"]),
-    "empty channel": (
-        lambda p: (_headerless(p, "", num_round=2)),
-        ["the 'train' channel holds no rows"]),
+    "empty channel": (lambda p: _headerless(p, "", num_round=2), ["the 'train' channel holds no rows"]),
     "header only": (_header_only, ["the 'train' channel holds no rows"]),
     "missing target column": (
-        lambda p: _iris(p, target="species"), ["target column 'species' is not in", "Species"]),
+        lambda p: _iris(p, target="species"),
+        ["target column 'species' is not in", "Species"],
+    ),
     "ragged row": (
         lambda p: _headerless(p, "1,2,3\n4,5,6\n7,8\n9,1,2\n"),
-        ["is not valid CSV", "line 3 has 2 values where the first line has 3"]),
+        ["is not valid CSV", "line 3 has 2 values where the first line has 3"],
+    ),
     "header in header-less data": (
         lambda p: _headerless(p, "y,a,b\n1,2,3\n4,5,6\n"),
-        ["starts with a header row (y, a, b)", "Set target="]),
+        ["starts with a header row (y, a, b)", "Set target="],
+    ),
     "text in a feature column": (
         lambda p: _headerless(p, "1,2,3\n4,oops,6\n"),
-        ["feature column 'f1'", "'oops'", "not numeric"]),
+        ["feature column 'f1'", "'oops'", "not numeric"],
+    ),
     "text labels for regression": (
-        lambda p: _iris(p, task="regression"), ["task is regression", "non-numeric"]),
-    "validation label unseen in train": (
-        _with_validation_class, ["label 'daisy'", "never has"]),
+        lambda p: _iris(p, task="regression"),
+        ["task is regression", "non-numeric"],
+    ),
+    "validation label unseen in train": (_with_validation_class, ["label 'daisy'", "never has"]),
     "single class": (
         lambda p: _headerless(p, "a,1,2\na,3,4\n", task="classification"),
-        ["at least two classes"]),
-    "malformed hyperparameters.json": (
-        lambda p: _bad_config(p), ["hyperparameters.json is not valid JSON"]),
-    "pipe mode": (
-        lambda p: _pipe_mode(p), ["Pipe mode"]),
+        ["at least two classes"],
+    ),
+    "malformed hyperparameters.json": (lambda p: _bad_config(p), ["hyperparameters.json is not valid JSON"]),
+    "pipe mode": (lambda p: _pipe_mode(p), ["Pipe mode"]),
 }
 
 
@@ -237,10 +268,17 @@ def test_tuning_objective_is_evaluated_and_watched_by_early_stopping(
     tree = TrainingTree(tmp_path)
     tree.add_file("train", "t.csv", regression_rows(3, 300))
     tree.add_file("validation", "v.csv", regression_rows(4, 100))
-    tree.write_config("hyperparameters.json", {
-        "algorithm": "xgboost", "num_round": "300", "eta": "0.3", "eval_metric": "rmse",
-        "_tuning_objective_metric": "validation:mae",
-        **({"early_stopping_rounds": "5"} if early_stopping else {})})
+    tree.write_config(
+        "hyperparameters.json",
+        {
+            "algorithm": "xgboost",
+            "num_round": "300",
+            "eta": "0.3",
+            "eval_metric": "rmse",
+            "_tuning_objective_metric": "validation:mae",
+            **({"early_stopping_rounds": "5"} if early_stopping else {}),
+        },
+    )
     result = tree.train()
     assert result.returncode == 0, tree.explain()
     lines = [line for line in result.stdout.splitlines() if line.startswith("[")]

@@ -29,8 +29,12 @@ BUDGET_MB = "64"
 def _train_measured(tree: TrainingTree, **env: str) -> tuple[int, float]:
     """`sagecraft train`'s exit status and the peak resident memory (MiB) the kernel accounted to
     that process (wait4's rusage)."""
-    process = subprocess.Popen([*tree.command, "train"], env=environment(tree.base, **env),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [*tree.command, "train"],
+        env=environment(tree.base, **env),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     # A job that hangs is killed (and so fails the test) after what TrainingTree.train allows.
     watchdog = threading.Timer(180, process.kill)
     watchdog.start()
@@ -91,8 +95,7 @@ def test_gzipped_parquet_and_json_lines_are_bounded_by_what_they_inflate_to(
     if kind == "parquet":
         buffer = io.BytesIO()
         # Stored uncompressed, so that gzip makes the file small and inflating it large.
-        pq.write_table(pa.table({"y": np.zeros(rows), "x": np.zeros(rows)}), buffer,
-                       compression="none")
+        pq.write_table(pa.table({"y": np.zeros(rows), "x": np.zeros(rows)}), buffer, compression="none")
         data = buffer.getvalue()
     else:
         data = b'{"y": 0, "x": 0}\n' * rows
@@ -104,8 +107,11 @@ def test_gzipped_parquet_and_json_lines_are_bounded_by_what_they_inflate_to(
 def test_a_parquet_file_is_bounded_by_the_rows_its_footer_declares(tmp_path: Path) -> None:
     tree = _job(tmp_path, "application/x-parquet")
     (tree.base / "input/data/train").mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table({"y": np.zeros(10_000_000), "x": np.zeros(10_000_000)}),
-                   tree.base / "input/data/train/train.parquet", compression="zstd")
+    pq.write_table(
+        pa.table({"y": np.zeros(10_000_000), "x": np.zeros(10_000_000)}),
+        tree.base / "input/data/train/train.parquet",
+        compression="zstd",
+    )
     _fails_for_memory(tree, "train.parquet", "10,000,000 rows")
 
 
@@ -120,9 +126,7 @@ def test_data_within_the_budget_still_trains(tmp_path: Path) -> None:
 # --- entries that are not regular files --------------------------------------------------------
 
 
-def test_channel_entries_that_are_not_regular_files_are_named_in_the_log_and_skipped(
-    tmp_path: Path
-) -> None:
+def test_channel_entries_that_are_not_regular_files_are_named_in_the_log_and_skipped(tmp_path: Path) -> None:
     tree = _job(tmp_path, "text/csv")
     tree.add_file("train", "good.csv", "1,0.5\n0,0.1\n1,0.9\n0,0.2\n")
     channel = tree.base / "input" / "data" / "train"
@@ -131,8 +135,14 @@ def test_channel_entries_that_are_not_regular_files_are_named_in_the_log_and_ski
     (channel / "self.csv").symlink_to(channel / "self.csv")
     (channel / "nested").mkdir()
     (channel / "nested" / "loop").symlink_to(channel, target_is_directory=True)
-    result = subprocess.run([*tree.command, "train"], env=environment(tree.base),
-                            capture_output=True, text=True, timeout=120, check=False)
+    result = subprocess.run(
+        [*tree.command, "train"],
+        env=environment(tree.base),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     log = result.stderr
     assert "pipe.csv is a FIFO, not a regular file: skipped" in log, log

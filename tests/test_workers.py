@@ -61,8 +61,7 @@ def test_workers_share_the_model_memory(big_forest: Path, tmp_path: Path) -> Non
             sizes[workers] = server.pss_bytes()
         finally:
             server.stop()
-    print(f"PSS: 1 worker {sizes[1] >> 20} MiB, 2 workers {sizes[2] >> 20} MiB "
-          f"({sizes[2] / sizes[1]:.2f}x)")
+    print(f"PSS: 1 worker {sizes[1] >> 20} MiB, 2 workers {sizes[2] >> 20} MiB ({sizes[2] / sizes[1]:.2f}x)")
     assert sizes[2] <= 1.3 * sizes[1]
 
 
@@ -86,17 +85,17 @@ def _connections_by_worker(server: Server) -> dict[int, int]:
             established.add(fields[9])  # the socket's inode
     counts = {}
     for pid in server.worker_pids():
-        links = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()
-                 if fd.is_symlink()]
-        counts[pid] = sum(link[8:-1] in established for link in links
-                          if link.startswith("socket:["))
+        links = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir() if fd.is_symlink()]
+        counts[pid] = sum(link[8:-1] in established for link in links if link.startswith("socket:["))
     return counts
 
 
 def _open_and_ask(server: Server, count: int) -> list[socket.socket]:
     """`count` keep-alive connections opened at once, each answered once (so each is accepted)."""
-    request = (f"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
-               f"Content-Length: {len(SETOSA)}\r\n\r\n{SETOSA}").encode()
+    request = (
+        f"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
+        f"Content-Length: {len(SETOSA)}\r\n\r\n{SETOSA}"
+    ).encode()
     clients = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(count)]
     for client in clients:
         client.settimeout(30)

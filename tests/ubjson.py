@@ -28,13 +28,19 @@ def dumps(value: Any) -> bytes:
         raw = value.encode("utf-8")
         return b"SL" + struct.pack(">q", len(raw)) + raw
     if isinstance(value, dict):
-        body = b"".join(b"L" + struct.pack(">q", len(k.encode())) + k.encode() + dumps(v)
-                        for k, v in value.items())
+        body = b"".join(
+            b"L" + struct.pack(">q", len(k.encode())) + k.encode() + dumps(v) for k, v in value.items()
+        )
         return b"{" + body + b"}"
     if isinstance(value, np.ndarray):
         marker = _ARRAY_MARKERS[value.dtype]
-        return (b"[$" + marker.encode() + b"#L" + struct.pack(">q", len(value))
-                + value.astype(_NUMBERS[marker]).tobytes())
+        return (
+            b"[$"
+            + marker.encode()
+            + b"#L"
+            + struct.pack(">q", len(value))
+            + value.astype(_NUMBERS[marker]).tobytes()
+        )
     if isinstance(value, (list, tuple)):
         return b"[#L" + struct.pack(">q", len(value)) + b"".join(dumps(v) for v in value)
     raise TypeError(f"cannot write {type(value).__name__} as UBJSON")

@@ -37,6 +37,7 @@ else:
     def predict(frame: pd.DataFrame) -> np.ndarray:
         return forest.predict(frame.to_numpy())
 
+
 app = flask.Flask(__name__)
 
 
@@ -50,8 +51,7 @@ def invocations() -> flask.Response:
     if flask.request.content_type.startswith("application/json"):
         frame = pd.DataFrame(flask.request.get_json()["instances"], columns=FEATURES)
     else:
-        frame = pd.read_csv(io.StringIO(flask.request.data.decode("utf-8")), header=None,
-                            names=FEATURES)
+        frame = pd.read_csv(io.StringIO(flask.request.data.decode("utf-8")), header=None, names=FEATURES)
     out = io.StringIO()
     pd.DataFrame(predict(frame)).to_csv(out, header=False, index=False)
     return flask.Response(out.getvalue(), mimetype="text/csv")

@@ -21,20 +21,26 @@ def main() -> None:
     data = np.loadtxt(sys.argv[1], delimiter=",")
     out = Path(sys.argv[2])
     labels, features = data[:, 0], data[:, 1:]
-    booster = xgboost.train({"objective": "binary:logistic", "max_depth": 6},
-                            xgboost.DMatrix(features, label=labels), num_boost_round=100)
+    booster = xgboost.train(
+        {"objective": "binary:logistic", "max_depth": 6},
+        xgboost.DMatrix(features, label=labels),
+        num_boost_round=100,
+    )
     forest = RandomForestClassifier(n_estimators=100, max_depth=12, n_jobs=1, random_state=0)
     forest.fit(features, labels)
-    for name, implementation, file in (("xgboost", "mlserver_xgboost.XGBoostModel", "model.json"),
-                                       ("forest", "mlserver_sklearn.SKLearnModel", "model.joblib")):
+    for name, implementation, file in (
+        ("xgboost", "mlserver_xgboost.XGBoostModel", "model.json"),
+        ("forest", "mlserver_sklearn.SKLearnModel", "model.joblib"),
+    ):
         folder = out / name
         folder.mkdir(parents=True, exist_ok=True)
         if name == "xgboost":
             booster.save_model(str(folder / file))
         else:
             joblib.dump(forest, folder / file)
-        (folder / "model-settings.json").write_text(json.dumps(
-            {"name": name, "implementation": implementation, "parameters": {"uri": f"./{file}"}}))
+        (folder / "model-settings.json").write_text(
+            json.dumps({"name": name, "implementation": implementation, "parameters": {"uri": f"./{file}"}})
+        )
 
 
 if __name__ == "__main__":

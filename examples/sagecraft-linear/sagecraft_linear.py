@@ -36,10 +36,15 @@ def algorithm_info() -> AlgorithmInfo:
     return AlgorithmInfo(
         description="Linear models: logistic regression or ridge regression (scikit-learn)",
         hyperparameters=[
-            Hyperparameter("C", float, "Inverse regularisation strength (classification).",
-                           default=1.0, minimum=0, exclusive_minimum=True),
-            Hyperparameter("alpha", float, "Regularisation strength (regression).", default=1.0,
-                           minimum=0),
+            Hyperparameter(
+                "C",
+                float,
+                "Inverse regularisation strength (classification).",
+                default=1.0,
+                minimum=0,
+                exclusive_minimum=True,
+            ),
+            Hyperparameter("alpha", float, "Regularisation strength (regression).", default=1.0, minimum=0),
             Hyperparameter("max_iter", int, "Most solver iterations.", default=1000, minimum=1),
         ],
         libraries={"scikit-learn": sklearn.__version__},
@@ -62,8 +67,11 @@ def fit(train: Dataset, validation: Dataset | None, hyperparameters: dict, conte
         model = Ridge(alpha=hyperparameters["alpha"], max_iter=hyperparameters["max_iter"])
     model.fit(matrix, train.labels, sample_weight=train.weights)
     metric = "accuracy" if context.task == CLASSIFICATION else "r2"
-    scores = {f"{name}-{metric}": model.score(_matrix(data.features, means), data.labels)
-              for name, data in (("train", train), ("validation", validation)) if data is not None}
+    scores = {
+        f"{name}-{metric}": model.score(_matrix(data.features, means), data.labels)
+        for name, data in (("train", train), ("validation", validation))
+        if data is not None
+    }
     context.log_metrics(0, scores)
     return {
         "task": context.task,
@@ -83,16 +91,22 @@ def load_model(model_dir: Path, manifest: Manifest | None) -> dict:
     path = model_dir / MODEL_FILE
     try:  # read_model_file: a regular file of bounded size, whatever the folder holds
         saved = json.loads(read_model_file(path))
-        model = {"task": saved["task"], "coef": np.array(saved["coef"], np.float64),
-                 "intercept": np.array(saved["intercept"], np.float64),
-                 "means": np.array(saved["means"], np.float64)}
+        model = {
+            "task": saved["task"],
+            "coef": np.array(saved["coef"], np.float64),
+            "intercept": np.array(saved["intercept"], np.float64),
+            "means": np.array(saved["means"], np.float64),
+        }
     except (ValueError, KeyError, TypeError) as exc:
         raise ModelLoadError(f"{path} is not a linear model: {exc}") from None
     coef = model["coef"]
     # The file is untrusted: arrays whose shapes disagree would fail every request.
-    if (coef.ndim != 2 or model["intercept"].shape != coef.shape[:1]
-            or model["means"].shape != coef.shape[1:]
-            or not all(np.isfinite(model[k]).all() for k in ("coef", "intercept", "means"))):
+    if (
+        coef.ndim != 2
+        or model["intercept"].shape != coef.shape[:1]
+        or model["means"].shape != coef.shape[1:]
+        or not all(np.isfinite(model[k]).all() for k in ("coef", "intercept", "means"))
+    ):
         raise ModelLoadError(f"{path}: coefficients, intercepts and means do not fit together")
     if manifest is not None:
         manifest.require_features(coef.shape[1], model_dir)

@@ -16,16 +16,18 @@ FRAME = IRIS.frame.assign(species=IRIS.target_names[IRIS.target]).drop(columns="
 
 
 def test_classifies_iris_with_labels_and_sklearn_probabilities(tmp_path) -> None:
-    model_dir = train(tmp_path, {"algorithm": "linear", "target": "species", "C": 10},
-                      FRAME.to_csv(index=False))
+    model_dir = train(
+        tmp_path, {"algorithm": "linear", "target": "species", "C": 10}, FRAME.to_csv(index=False)
+    )
     model = load(model_dir)
     features = FRAME.drop(columns="species")
     features.columns = model.feature_names
     labels = model.predict(features)
     assert (labels == FRAME["species"]).mean() > 0.95
     reference = LogisticRegression(C=10, max_iter=1000).fit(features.to_numpy(), IRIS.target)
-    assert np.allclose(model.predict(features, "probabilities"),
-                       reference.predict_proba(features.to_numpy()), atol=1e-4)
+    assert np.allclose(
+        model.predict(features, "probabilities"), reference.predict_proba(features.to_numpy()), atol=1e-4
+    )
 
 
 def test_regression_and_missing_values(tmp_path) -> None:
@@ -37,5 +39,4 @@ def test_regression_and_missing_values(tmp_path) -> None:
 
 def test_invalid_hyperparameter_is_named(tmp_path) -> None:
     with pytest.raises(HyperparameterError, match="'C' = -1"):
-        train(tmp_path, {"algorithm": "linear", "target": "species", "C": -1},
-              FRAME.to_csv(index=False))
+        train(tmp_path, {"algorithm": "linear", "target": "species", "C": -1}, FRAME.to_csv(index=False))

@@ -78,11 +78,27 @@ class ConnectionCounts:
 class BalancedSite(web.BaseSite):
     """An aiohttp site on a listening socket shared with other workers, accepting in turn."""
 
-    __slots__ = ("_accept_errors", "_accepting", "_connecting", "_counts", "_last_error_log",
-                 "_name", "_refresher", "_resume", "_slot", "_sock", "_waiting_since")
+    __slots__ = (
+        "_accept_errors",
+        "_accepting",
+        "_connecting",
+        "_counts",
+        "_last_error_log",
+        "_name",
+        "_refresher",
+        "_resume",
+        "_slot",
+        "_sock",
+        "_waiting_since",
+    )
 
-    def __init__(self, runner: web.BaseRunner, sock: socket.socket,
-                 counts: ConnectionCounts | None = None, slot: int = 0) -> None:
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        sock: socket.socket,
+        counts: ConnectionCounts | None = None,
+        slot: int = 0,
+    ) -> None:
         """`counts` and `slot`: the workers' shared counts and this worker's place in them; none
         for a server of one process (it then takes every connection, through the same code)."""
         super().__init__(runner)
@@ -162,9 +178,12 @@ class BalancedSite(web.BaseSite):
         except OSError as exc:  # out of descriptors, say: try again shortly, and say so rarely
             self._accept_errors += 1
             if loop.time() - self._last_error_log >= ACCEPT_ERROR_LOG_S:
-                log.warning("cannot accept connections: %s (%d time(s) since the last report); "
-                            "retrying every %g s", exc.strerror or exc, self._accept_errors,
-                            ACCEPT_ERROR_RETRY_S)
+                log.warning(
+                    "cannot accept connections: %s (%d time(s) since the last report); retrying every %g s",
+                    exc.strerror or exc,
+                    self._accept_errors,
+                    ACCEPT_ERROR_RETRY_S,
+                )
                 self._last_error_log, self._accept_errors = loop.time(), 0
             self._pause(loop, ACCEPT_ERROR_RETRY_S)
             return
@@ -173,8 +192,9 @@ class BalancedSite(web.BaseSite):
         connection.setblocking(False)
         server = self._runner.server
         assert server is not None
-        task = loop.create_task(loop.connect_accepted_socket(
-            functools.partial(_half_close_tolerant, server), connection))
+        task = loop.create_task(
+            loop.connect_accepted_socket(functools.partial(_half_close_tolerant, server), connection)
+        )
         self._connecting.add(task)
         task.add_done_callback(self._connected)
 

@@ -81,12 +81,19 @@ class PredictionBatcher:
         """One feature table of every part's rows, in order; built once for the whole batch."""
         features = self.model.feature_names  # cached, unlike the manifest's
         if all(isinstance(part, list) for part in parts):  # the common case: one numpy call
-            return feature_table(np.array([row for part in parts for row in part],
-                                          dtype=np.float64), features)
+            return feature_table(
+                np.array([row for part in parts for row in part], dtype=np.float64), features
+            )
         if len(parts) == 1 and isinstance(parts[0], pd.DataFrame):
             return parts[0]
         if features.categories:  # (plain numbers come only for models without categories)
             return pd.concat(parts, ignore_index=True)
-        return feature_table(np.vstack([p.to_numpy() if isinstance(p, pd.DataFrame)
-                                        else np.asarray(p, dtype=np.float64) for p in parts]),
-                             features)
+        return feature_table(
+            np.vstack(
+                [
+                    p.to_numpy() if isinstance(p, pd.DataFrame) else np.asarray(p, dtype=np.float64)
+                    for p in parts
+                ]
+            ),
+            features,
+        )

@@ -91,15 +91,16 @@ def _frame(rows: Sequence[Sequence[Any]], features: Sequence[str], first_row: in
         matrix = None
     if matrix is None or matrix.ndim != 2:  # (cells that are lists make a deeper array)
         matrix = np.array(
-            [[_number(v, r, c, features) for c, v in enumerate(row, 1)]
-             for r, row in enumerate(rows, first_row)],
+            [
+                [_number(v, r, c, features) for c, v in enumerate(row, 1)]
+                for r, row in enumerate(rows, first_row)
+            ],
             dtype=np.float64,
         )
     return feature_table(_checked_finite(matrix, features, first_row), features)
 
 
-def _mixed_frame(rows: Sequence[Sequence[Any]], features: Sequence[str],
-                 first_row: int) -> pd.DataFrame:
+def _mixed_frame(rows: Sequence[Sequence[Any]], features: Sequence[str], first_row: int) -> pd.DataFrame:
     """Rows for a model with categorical features: their cells stay as sent (the registry encodes
     them against the training categories), the other columns are numbers."""
     categorical = features.categories  # type: ignore[attr-defined]
@@ -173,8 +174,12 @@ def read_csv_numbers(body: bytes, features: Sequence[str]) -> list[list[float]] 
     the csv module, text decoding or numpy (numpy's per-call cost, with the caches cold from
     serving, was most of this reader's); None for anything else (quotes, empty cells, text, a
     wrong count, a possible header, infinities), which decode_csv reads or explains."""
-    if (len(body) > SMALL_BODY_BYTES or b'"' in body or b"\\n" in body
-            or getattr(features, "categories", None)):
+    if (
+        len(body) > SMALL_BODY_BYTES
+        or b'"' in body
+        or b"\\n" in body
+        or getattr(features, "categories", None)
+    ):
         return None
     rows = [line.split(b",") for line in body.strip(b"\r\n").split(b"\n")]
     width = len(features)
@@ -195,8 +200,7 @@ def _finite(rows: list[list[float]], features: Sequence[str]) -> list[list[float
     for row in rows:
         total = sum(row)
         if total - total != 0:  # an infinite or missing cell, or a sum that overflows
-            if any(math.isinf(cell) or (largest is not None and abs(cell) > largest)
-                   for cell in row):
+            if any(math.isinf(cell) or (largest is not None and abs(cell) > largest) for cell in row):
                 return None
         elif largest is not None and (max(row) > largest or min(row) < -largest):
             return None
@@ -226,14 +230,11 @@ def _json_row(item: Any, index: int, features: Sequence[str]) -> Sequence[Any]:
             return item["features"]
         unknown = [k for k in item if k not in features]
         if unknown:
-            raise BadRequestError(
-                f"record {index} has unknown feature '{unknown[0]}'; {_expects(features)}"
-            )
+            raise BadRequestError(f"record {index} has unknown feature '{unknown[0]}'; {_expects(features)}")
         missing = [f for f in features if f not in item]
         if missing:
             raise BadRequestError(
-                f"record {index} lacks feature(s) {', '.join(missing[:10])} (send null for a "
-                "missing value)"
+                f"record {index} lacks feature(s) {', '.join(missing[:10])} (send null for a missing value)"
             )
         return [item[f] for f in features]
     raise BadRequestError(
@@ -273,8 +274,7 @@ def decode_json(body: bytes, features: Sequence[str]) -> pd.DataFrame:
     return _frame([_json_row(item, i, features) for i, item in enumerate(instances, 1)], features)
 
 
-def read_json_numbers(body: bytes, features: Sequence[str]
-                      ) -> list[list[float]] | np.ndarray | None:
+def read_json_numbers(body: bytes, features: Sequence[str]) -> list[list[float]] | np.ndarray | None:
     """A small body of plain rows of numbers (`{"instances": [[...], ...]}`, `[[...], ...]` or
     one flat row) as decode_json reads it, without the DataFrame; None for anything else (records
     keyed by name, wrong counts, text, infinities), which decode_json reads or explains."""
@@ -336,8 +336,9 @@ def decode_npy(body: bytes, features: Sequence[str]) -> pd.DataFrame:
     return feature_table(_checked_finite(matrix, features), features)
 
 
-def decode_libsvm(body: bytes, features: Sequence[str], first_row: int = 1, *,
-                  limits: ContentTypeRegistry | None = None) -> pd.DataFrame:
+def decode_libsvm(
+    body: bytes, features: Sequence[str], first_row: int = 1, *, limits: ContentTypeRegistry | None = None
+) -> pd.DataFrame:
     """`[label] index:value ...` per line; the index is the feature's column number, as in
     training (see formats.LIBSVM_INDEX_NOTE); a leading label is ignored, absent features are
     missing values. A line of two bytes is a row of every feature, so the matrix is checked
@@ -364,9 +365,7 @@ def decode_libsvm(body: bytes, features: Sequence[str], first_row: int = 1, *,
             try:
                 column, number_value = int(index), float(value)
             except ValueError:
-                raise BadRequestError(
-                    f"row {number}: '{token[:40]}' is not index:value"
-                ) from None
+                raise BadRequestError(f"row {number}: '{token[:40]}' is not index:value") from None
             if not 0 <= column < len(features):
                 raise BadRequestError(
                     f"row {number}: index {column} is outside the model's {len(features)} "
@@ -376,8 +375,9 @@ def decode_libsvm(body: bytes, features: Sequence[str], first_row: int = 1, *,
     return feature_table(_checked_finite(matrix, features, first_row), features)
 
 
-def _parquet_columns(body: bytes, features: Sequence[str],
-                     limits: ContentTypeRegistry | None) -> tuple[pq.ParquetFile, list[str] | None]:
+def _parquet_columns(
+    body: bytes, features: Sequence[str], limits: ContentTypeRegistry | None
+) -> tuple[pq.ParquetFile, list[str] | None]:
     """The file, and the columns to read (None: all, by position), chosen from its footer: a few
     KB of Parquet can declare millions of rows or thousands of columns, and nothing is decoded
     before the size the footer declares is within `limits`."""
@@ -393,15 +393,17 @@ def _parquet_columns(body: bytes, features: Sequence[str],
         raise BadRequestError(f"the Parquet file has {len(names)} columns, {_expects(features)}")
     else:
         columns = None
-    declared = max(metadata.num_rows, sum(metadata.row_group(i).num_rows
-                                          for i in range(metadata.num_row_groups)))
+    declared = max(
+        metadata.num_rows, sum(metadata.row_group(i).num_rows for i in range(metadata.num_row_groups))
+    )
     if limits is not None:
         limits.check_decoded_size(declared, len(features))
     return parquet, columns
 
 
-def decode_parquet(body: bytes, features: Sequence[str], *,
-                   limits: ContentTypeRegistry | None = None) -> pd.DataFrame:
+def decode_parquet(
+    body: bytes, features: Sequence[str], *, limits: ContentTypeRegistry | None = None
+) -> pd.DataFrame:
     """A Parquet file: columns matched by name when they are the model's features, else by
     position; only those columns are decoded, and only once the footer's size fits `limits`."""
     parquet, columns = _parquet_columns(body, features, limits)
@@ -420,13 +422,16 @@ def decode_parquet(body: bytes, features: Sequence[str], *,
         if name in categorical:
             columns[name] = column.to_pandas().astype(object)
             continue
-        if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_null(kind)
-                or pa.types.is_boolean(kind)):
+        if not (
+            pa.types.is_integer(kind)
+            or pa.types.is_floating(kind)
+            or pa.types.is_null(kind)
+            or pa.types.is_boolean(kind)
+        ):
             raise BadRequestError(f"Parquet column for feature '{name}' holds {kind}, not numbers")
         columns[name] = column.cast(pa.float64()).to_numpy(zero_copy_only=False)
     if not categorical:
-        return feature_table(_checked_finite(np.column_stack(list(columns.values())), features),
-                             features)
+        return feature_table(_checked_finite(np.column_stack(list(columns.values())), features), features)
     return pd.DataFrame(columns, columns=_columns(tuple(features)))
 
 
@@ -478,8 +483,7 @@ def encode_jsonlines(predictions: np.ndarray) -> bytes:
 def encode_npy(predictions: np.ndarray) -> bytes:
     if predictions.ndim == 1 and len(predictions) and isinstance(predictions[0], dict):
         raise NotAcceptableError(
-            "application/x-npy cannot hold several outputs per record; accept text/csv or "
-            "application/json"
+            "application/x-npy cannot hold several outputs per record; accept text/csv or application/json"
         )
     if predictions.dtype == object:
         predictions = predictions.astype(str)

@@ -87,8 +87,9 @@ def _line_slices(body: IO[bytes]) -> Iterator[bytes]:
         yield carry
 
 
-def _slices(model: LoadedModel, types: ContentTypeRegistry, content_type: str,
-            body: IO[bytes], output: str) -> Iterator[np.ndarray]:
+def _slices(
+    model: LoadedModel, types: ContentTypeRegistry, content_type: str, body: IO[bytes], output: str
+) -> Iterator[np.ndarray]:
     """Predictions for consecutive slices of whole lines of a large line-oriented body."""
     first_row = 1
     for piece in _line_slices(body):
@@ -114,8 +115,9 @@ def _error_marker(accept: str, message: str) -> bytes:
     return orjson.dumps(f"error: {message}")  # a quoted CSV field
 
 
-def _predict_records(model: LoadedModel, types: ContentTypeRegistry, content_type: str,
-                     body: bytes, accept: str, output: str) -> bytes:
+def _predict_records(
+    model: LoadedModel, types: ContentTypeRegistry, content_type: str, body: bytes, accept: str, output: str
+) -> bytes:
     """One output line per input line; unreadable lines get an error marker instead."""
     lines = body.strip(b"\r\n").split(b"\n")
     good: list[int] = []
@@ -138,21 +140,28 @@ def _predict_records(model: LoadedModel, types: ContentTypeRegistry, content_typ
     return b"".join((markers.get(i) or by_line[i]) + b"\n" for i in range(len(lines)))
 
 
-def encode_answer(model: LoadedModel, types: ContentTypeRegistry, features: pd.DataFrame,
-                  accept: str, output: str) -> bytes:
+def encode_answer(
+    model: LoadedModel, types: ContentTypeRegistry, features: pd.DataFrame, accept: str, output: str
+) -> bytes:
     """The encoded answer for a decoded table."""
     return types.encode(accept, predict_output(model, features, output))
 
 
-def answer(model: LoadedModel, types: ContentTypeRegistry, content_type: str, body: IO[bytes],
-           accept: str, record_errors: bool = False, output: str = PREDICTED_LABEL) -> IO[bytes]:
+def answer(
+    model: LoadedModel,
+    types: ContentTypeRegistry,
+    content_type: str,
+    body: IO[bytes],
+    accept: str,
+    record_errors: bool = False,
+    output: str = PREDICTED_LABEL,
+) -> IO[bytes]:
     """Decode, predict and encode one request; runs in a worker thread. Returns the answer as a
     file (in memory when small) for the handler to send."""
     with body:
         line_oriented = content_type in types.line_oriented
         if record_errors and line_oriented and accept in types.line_oriented_out:
-            return _spooled(_predict_records(model, types, content_type, body.read(), accept,
-                                             output))
+            return _spooled(_predict_records(model, types, content_type, body.read(), accept, output))
         if line_oriented and _size(body) > SLICE_BYTES:
             if accept in types.line_oriented_out:
                 out = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 (returned)
@@ -160,8 +169,9 @@ def answer(model: LoadedModel, types: ContentTypeRegistry, content_type: str, bo
                     out.write(types.encode(accept, predictions))
                 out.seek(0)
                 return out
-            return _spooled(types.encode(accept, np.concatenate(list(
-                _slices(model, types, content_type, body, output)))))
+            return _spooled(
+                types.encode(accept, np.concatenate(list(_slices(model, types, content_type, body, output))))
+            )
         features = types.decode(content_type, body.read(), model.feature_names)
         return _spooled(encode_answer(model, types, features, accept, output))
 

@@ -79,8 +79,11 @@ async def _run_app(
         log.info("worker %d accepting connections", os.getpid())
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
-    previous = ({signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
-                if handle_signals else {})
+    previous = (
+        {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+        if handle_signals
+        else {}
+    )
     for signum in previous:
         loop.add_signal_handler(signum, stop.set)
     exit_code = 0
@@ -133,13 +136,17 @@ def _registry(app: web.Application, plugins: PluginSet, settings: ServingSetting
     runtime.content_types.max_rows = settings.max_rows
     runtime.content_types.max_decoded_bytes = settings.max_decoded_bytes
     runtime.formats = RequestFormats(runtime.content_types, settings)
-    runtime.registry = ModelRegistry(app[EXECUTOR], LoadedModel.load, memory_budget(settings),
-                                     settings.evict_idle_models, settings.model_load_timeout_s)
+    runtime.registry = ModelRegistry(
+        app[EXECUTOR],
+        LoadedModel.load,
+        memory_budget(settings),
+        settings.evict_idle_models,
+        settings.model_load_timeout_s,
+    )
     return runtime.registry
 
 
-async def _serve_one_process(settings: ServingSettings, model_dir: Path,
-                             listener: socket.socket) -> int:
+async def _serve_one_process(settings: ServingSettings, model_dir: Path, listener: socket.socket) -> int:
     async def start(app: web.Application) -> None:
         loop = asyncio.get_running_loop()
         plugins = await loop.run_in_executor(None, installed_plugins)
@@ -148,14 +155,14 @@ async def _serve_one_process(settings: ServingSettings, model_dir: Path,
             # Once per process, 0.25-0.5 s: here rather than inside the first tree model's load
             # and its timeout.
             await loop.run_in_executor(None, compile_walk)
-            log.info("multi-model endpoint ready; memory budget %d MiB",
-                     (registry.memory_budget or 0) >> 20)
+            log.info("multi-model endpoint ready; memory budget %d MiB", (registry.memory_budget or 0) >> 20)
             return
         await registry.load(SINGLE_MODEL, model_dir)
         log.info("ready")
 
-    log.info("listening on %s:%d (body limit %d bytes)", settings.host, settings.port,
-             settings.max_payload_bytes)
+    log.info(
+        "listening on %s:%d (body limit %d bytes)", settings.host, settings.port, settings.max_payload_bytes
+    )
     code = await _run_app(settings, listener, start)
     log.info("stopped")
     return code
@@ -164,9 +171,12 @@ async def _serve_one_process(settings: ServingSettings, model_dir: Path,
 # --- several worker processes ----------------------------------------------------------------
 
 
-async def _load_in_parent(settings: ServingSettings, model_dir: Path, listener: socket.socket,
-                          loading: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]],
-                          ) -> Prepared | int:
+async def _load_in_parent(
+    settings: ServingSettings,
+    model_dir: Path,
+    listener: socket.socket,
+    loading: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]],
+) -> Prepared | int:
     """Load plugins and model while a temporary app answers /ping with 503. Returns what was
     loaded, or the exit status: 1 when the load failed, 0 when it was stopped. The parent's own
     signal handler stays installed and stops this app through `loading`."""
@@ -177,8 +187,9 @@ async def _load_in_parent(settings: ServingSettings, model_dir: Path, listener: 
     async def start(app: web.Application) -> None:
         loop = asyncio.get_running_loop()
         plugins = await loop.run_in_executor(None, installed_plugins)
-        model = await load_within(loop.run_in_executor(None, LoadedModel.load, model_dir),
-                                  settings.model_load_timeout_s, model_dir)
+        model = await load_within(
+            loop.run_in_executor(None, LoadedModel.load, model_dir), settings.model_load_timeout_s, model_dir
+        )
         prepared.append((plugins, model))
         done.set()
 
@@ -188,8 +199,13 @@ async def _load_in_parent(settings: ServingSettings, model_dir: Path, listener: 
     return prepared[0] if code == 0 and prepared else code
 
 
-async def _worker(settings: ServingSettings, listener: socket.socket, prepared: Prepared,
-                  model_dir: Path, balance: tuple[ConnectionCounts, int]) -> int:
+async def _worker(
+    settings: ServingSettings,
+    listener: socket.socket,
+    prepared: Prepared,
+    model_dir: Path,
+    balance: tuple[ConnectionCounts, int],
+) -> int:
     plugins, model = prepared
 
     async def start(app: web.Application) -> None:
@@ -198,8 +214,13 @@ async def _worker(settings: ServingSettings, listener: socket.socket, prepared: 
     return await _run_app(settings, listener, start, balance=balance)
 
 
-def _start_worker(settings: ServingSettings, listener: socket.socket, prepared: Prepared,
-                  model_dir: Path, balance: tuple[ConnectionCounts, int]) -> int:
+def _start_worker(
+    settings: ServingSettings,
+    listener: socket.socket,
+    prepared: Prepared,
+    model_dir: Path,
+    balance: tuple[ConnectionCounts, int],
+) -> int:
     # Blocked across the fork: the child must not run the parent's handler before it has its own.
     stop_signals = {signal.SIGTERM, signal.SIGINT}
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)

@@ -16,8 +16,9 @@ log = logging.getLogger(__name__)
 MAX_MESSAGE_CHARS = 1000
 
 
-def error_response(status: int, kind: str, message: str,
-                   headers: dict[str, str] | None = None) -> web.Response:
+def error_response(
+    status: int, kind: str, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
     # Messages may quote what the client sent: undecodable bytes (kept by aiohttp as surrogates)
     # are escaped, and the quote is cut so that the answer stays short.
     message = message.encode("utf-8", "backslashreplace").decode("utf-8")
@@ -43,8 +44,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except SagecraftError as exc:
         if exc.status >= 500 and exc.status != 503:  # 503: still loading, expected at start
             log.error("%s %s: %s", request.method, request.path, exc)
-        return _unread_body_closes(request, error_response(exc.status, exc.kind, str(exc),
-                                                           exc.headers or None))
+        return _unread_body_closes(
+            request, error_response(exc.status, exc.kind, str(exc), exc.headers or None)
+        )
     except web.HTTPRequestEntityTooLarge:
         limit = request.app[SETTINGS].max_payload_bytes
         exc = PayloadTooLargeError(
@@ -53,8 +55,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return _unread_body_closes(request, error_response(exc.status, exc.kind, str(exc)))
     except ConnectionResetError as exc:  # aiohttp's ClientConnectionResetError too
         # The client went away (its answer has nowhere to go): one line, not an ERROR.
-        log.info("%s %s: the client closed the connection before its answer (%s)",
-                 request.method, request.path, exc)
+        log.info(
+            "%s %s: the client closed the connection before its answer (%s)",
+            request.method,
+            request.path,
+            exc,
+        )
         return error_response(400, "ClientDisconnected", "the connection was closed")
     except web.HTTPException as exc:
         if exc.status < 400:

@@ -78,8 +78,10 @@ def check_model_name(name: object) -> str:
         if encoded is None:
             problem = "it is not valid Unicode text"
         elif encoded > MAX_ENCODED_NAME:
-            problem = (f"percent-encoded it takes {encoded} bytes, too long for a request line "
-                       f"(at most {MAX_ENCODED_NAME})")
+            problem = (
+                f"percent-encoded it takes {encoded} bytes, too long for a request line "
+                f"(at most {MAX_ENCODED_NAME})"
+            )
     if problem:
         raise BadRequestError(f"model_name {name[:60]!a} cannot be used: {problem}")
     return name
@@ -127,7 +129,8 @@ async def unload_model(request: web.Request) -> web.Response:
 
 
 def add_model_routes(
-    app: web.Application, invoke: Callable[[web.Request, str], Awaitable[web.Response]],
+    app: web.Application,
+    invoke: Callable[[web.Request, str], Awaitable[web.Response]],
     expect_handler: Callable[[web.Request], Awaitable[web.Response | None]] | None = None,
 ) -> None:
     async def invoke_model(request: web.Request) -> web.Response:

@@ -15,8 +15,9 @@ def api_description(multi_model: bool) -> dict[str, Any]:
     """The document for this server: the /models routes only on a multi-model endpoint."""
     document = json.loads(resources.files("sagecraft.serving").joinpath("openapi.json").read_text("utf-8"))
     if not multi_model:
-        document["paths"] = {path: item for path, item in document["paths"].items()
-                             if not path.startswith(MULTI_MODEL_PREFIX)}
+        document["paths"] = {
+            path: item for path, item in document["paths"].items() if not path.startswith(MULTI_MODEL_PREFIX)
+        }
     return document
 
 

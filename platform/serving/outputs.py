@@ -45,9 +45,9 @@ def _parameter(text: str | None, separator: str) -> str | None:
 
 def requested_output(custom_attributes: str | None, accept: str | None, default: str | None) -> str:
     """The output kind of one request (a BadRequestError names a kind that does not exist)."""
-    if (value := _parameter(custom_attributes, ",") or _parameter(custom_attributes, ";")):
+    if value := _parameter(custom_attributes, ",") or _parameter(custom_attributes, ";"):
         return check_kind(value, "X-Amzn-SageMaker-Custom-Attributes")
-    if (value := _parameter(accept, ";")):
+    if value := _parameter(accept, ";"):
         return check_kind(value, "Accept")
     return default or PREDICTED_LABEL
 

@@ -33,8 +33,9 @@ log = logging.getLogger(__name__)
 LOAD_SIZE_FACTOR = 3
 
 
-async def load_within(loading: asyncio.Future[LoadedModel], timeout_s: float | None,
-                      folder: Path) -> LoadedModel:
+async def load_within(
+    loading: asyncio.Future[LoadedModel], timeout_s: float | None, folder: Path
+) -> LoadedModel:
     """The result of a load running in a thread, or ModelLoadTimeoutError after `timeout_s`.
 
     A thread cannot be stopped: a load that times out runs on and its model is dropped when done.
@@ -112,8 +113,7 @@ class ModelRegistry:
         return entry is not None and entry.ready.done() and entry.ready.exception() is None
 
     def _least_recently_used_idle(self) -> str | None:
-        idle = [e for e in self.entries.values()
-                if e.ready.done() and not e.unloading and e.in_flight == 0]
+        idle = [e for e in self.entries.values() if e.ready.done() and not e.unloading and e.in_flight == 0]
         return min(idle, key=lambda e: e.last_used).name if idle else None
 
     async def _make_room(self, needed: int) -> None:
@@ -141,8 +141,9 @@ class ModelRegistry:
         self.entries[name] = entry
         try:
             await self._make_room(folder_bytes(folder) * LOAD_SIZE_FACTOR)
-            model = await load_within(loop.run_in_executor(self.executor, self.loader, folder),
-                                      self.load_timeout_s, folder)
+            model = await load_within(
+                loop.run_in_executor(self.executor, self.loader, folder), self.load_timeout_s, folder
+            )
             if self.memory_budget is not None and rss_bytes() > self.memory_budget:
                 del model
                 raise InsufficientMemoryError(

@@ -61,18 +61,21 @@ class RequestFormats:
             self.known[key] = found
         return found
 
-    def _resolve(self, content_type_header: str | None, accept_header: str | None,
-                 attributes: str | None) -> RequestFormat:
-        for name, value in ((CONTENT_TYPE, content_type_header), (ACCEPT, accept_header),
-                            (CUSTOM_ATTRIBUTES, attributes)):
+    def _resolve(
+        self, content_type_header: str | None, accept_header: str | None, attributes: str | None
+    ) -> RequestFormat:
+        for name, value in (
+            (CONTENT_TYPE, content_type_header),
+            (ACCEPT, accept_header),
+            (CUSTOM_ATTRIBUTES, attributes),
+        ):
             check_header_length(name, value)
         # Absent Content-Type: CSV, the format of the R example and of SageMaker's tabular
         # algorithms.
         content_type = media_type(content_type_header) or CSV
         types, settings = self.types, self.settings
         types.check_decodable(content_type)
-        default = settings.default_accept or (content_type if content_type in types.encoders
-                                              else CSV)
+        default = settings.default_accept or (content_type if content_type in types.encoders else CSV)
         accept = negotiate(accept_header, types.encoders, media_type(default) or CSV)
         output = requested_output(attributes, accept_header, settings.default_output)
         return RequestFormat(content_type, accept, output)

@@ -39,8 +39,9 @@ def _splitter(task: str, labels: np.ndarray, folds: int) -> KFold | StratifiedKF
 
 
 def _subset(data: Dataset, rows: np.ndarray) -> Dataset:
-    return Dataset(data.features.iloc[rows], data.labels[rows],
-                   None if data.weights is None else data.weights[rows])
+    return Dataset(
+        data.features.iloc[rows], data.labels[rows], None if data.weights is None else data.weights[rows]
+    )
 
 
 def _probabilities(algorithm: Algorithm, model: object, features: pd.DataFrame) -> np.ndarray | None:
@@ -50,15 +51,20 @@ def _probabilities(algorithm: Algorithm, model: object, features: pd.DataFrame) 
         return None
 
 
-def cross_validate(algorithm: Algorithm, train: Dataset, validation: Dataset | None,
-                   hyperparameters: dict, context: FitContext, folds: int,
-                   output_dir: Path) -> dict[str, float]:
+def cross_validate(
+    algorithm: Algorithm,
+    train: Dataset,
+    validation: Dataset | None,
+    hyperparameters: dict,
+    context: FitContext,
+    folds: int,
+    output_dir: Path,
+) -> dict[str, float]:
     """Fit and score `folds` models; write the out-of-fold predictions. Returns the mean metrics."""
     task = context.task
     splitter = _splitter(task, train.labels, folds)
     # Fold fits print nothing of their own: the log's metric lines stay the job's.
-    quiet = dataclasses.replace(context, log_metrics=lambda iteration, metrics: None,
-                                checkpoint_dir=None)
+    quiet = dataclasses.replace(context, log_metrics=lambda iteration, metrics: None, checkpoint_dir=None)
     predicted = np.empty(train.n_rows, dtype=object if task == CLASSIFICATION else float)
     probabilities: np.ndarray | None = None
     fold_of = np.zeros(train.n_rows, dtype=int)
@@ -91,18 +97,28 @@ def cross_validate(algorithm: Algorithm, train: Dataset, validation: Dataset | N
         return {}
     mean = {name: float(np.mean([s[name] for s in scores])) for name in scores[0]}
     std = {name: float(np.std([s[name] for s in scores])) for name in scores[0]}
-    context.log_metrics(len(scores), {**{f"cv-{n}": v for n, v in mean.items()},
-                                      **{f"cv-{n}-std": v for n, v in std.items()}})
+    context.log_metrics(
+        len(scores), {**{f"cv-{n}": v for n, v in mean.items()}, **{f"cv-{n}-std": v for n, v in std.items()}}
+    )
     _write(output_dir, context, train, predicted, probabilities, fold_of, scores, mean, std)
     return mean
 
 
-def _write(output_dir: Path, context: FitContext, train: Dataset, predicted: np.ndarray,
-           probabilities: np.ndarray | None, fold_of: np.ndarray, scores: list[dict[str, float]],
-           mean: dict[str, float], std: dict[str, float]) -> None:
+def _write(
+    output_dir: Path,
+    context: FitContext,
+    train: Dataset,
+    predicted: np.ndarray,
+    probabilities: np.ndarray | None,
+    fold_of: np.ndarray,
+    scores: list[dict[str, float]],
+    mean: dict[str, float],
+    std: dict[str, float],
+) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "cv-metrics.json").write_text(json.dumps(
-        {"folds": scores, "mean": mean, "std": std}, indent=2) + "\n")
+    (output_dir / "cv-metrics.json").write_text(
+        json.dumps({"folds": scores, "mean": mean, "std": std}, indent=2) + "\n"
+    )
     classes = list(context.classes)
     table = {"row": np.arange(train.n_rows), "fold": fold_of}
     if context.task == CLASSIFICATION:
@@ -115,5 +131,4 @@ def _write(output_dir: Path, context: FitContext, train: Dataset, predicted: np.
         table["label"] = train.labels
         table["predicted"] = predicted
     pd.DataFrame(table).to_csv(output_dir / "oof-predictions.csv", index=False)
-    log.info("cross-validation: %s; out-of-fold predictions in %s", mean,
-             output_dir / "oof-predictions.csv")
+    log.info("cross-validation: %s; out-of-fold predictions in %s", mean, output_dir / "oof-predictions.csv")

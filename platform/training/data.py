@@ -36,7 +36,6 @@ from .formats import is_gzip
 log = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
 class ChannelTable:
     """One channel's rows: features (columns named), raw labels, optional weights, the files they
@@ -155,12 +154,26 @@ def _bad_row_location(path: Path, expected: int) -> str:
     return "its rows do not all have the same number of values"
 
 
-def _read_csv(path: Path, *, header: bool, encoding: str, label: str | None,
-              first_row: list[str], feature_type: pa.DataType,
-              guard: MemoryGuard | None) -> pa.Table:
+def _read_csv(
+    path: Path,
+    *,
+    header: bool,
+    encoding: str,
+    label: str | None,
+    first_row: list[str],
+    feature_type: pa.DataType,
+    guard: MemoryGuard | None,
+) -> pa.Table:
     try:
-        return formats.read_csv(path, header=header, encoding=encoding, label=label,
-                                first_row=first_row, feature_type=feature_type, guard=guard)
+        return formats.read_csv(
+            path,
+            header=header,
+            encoding=encoding,
+            label=label,
+            first_row=first_row,
+            feature_type=feature_type,
+            guard=guard,
+        )
     except pa.ArrowInvalid as exc:
         first = _first_rows(path, 1)
         if first and "Expected" in str(exc):
@@ -170,8 +183,11 @@ def _read_csv(path: Path, *, header: bool, encoding: str, label: str | None,
 
 def _is_numeric(column: pa.ChunkedArray) -> bool:
     kind = column.type
-    return pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_null(kind) or (
-        pa.types.is_boolean(kind)
+    return (
+        pa.types.is_integer(kind)
+        or pa.types.is_floating(kind)
+        or pa.types.is_null(kind)
+        or (pa.types.is_boolean(kind))
     )
 
 
@@ -201,9 +217,15 @@ def _csv_header(spec: formats.FormatSpec | None, target: str | None, channel: st
     return target is not None if header is None else header
 
 
-def _read_file(path: Path, fmt: str, spec: formats.FormatSpec | None, header: bool,
-               target: str | None, feature_type: pa.DataType,
-               guard: MemoryGuard | None) -> pa.Table | None:
+def _read_file(
+    path: Path,
+    fmt: str,
+    spec: formats.FormatSpec | None,
+    header: bool,
+    target: str | None,
+    feature_type: pa.DataType,
+    guard: MemoryGuard | None,
+) -> pa.Table | None:
     """One file as a table, or None when it holds nothing."""
     if fmt == formats.CSV:
         encoding = spec.encoding if spec else "utf-8"
@@ -222,8 +244,15 @@ def _read_file(path: Path, fmt: str, spec: formats.FormatSpec | None, header: bo
             raise DataError(
                 f"target column '{target}' is not in {path}; its columns are: {', '.join(head[0])}"
             )
-        return _read_csv(path, header=header, encoding=encoding, label=target, first_row=head[0],
-                         feature_type=feature_type, guard=guard)
+        return _read_csv(
+            path,
+            header=header,
+            encoding=encoding,
+            label=target,
+            first_row=head[0],
+            feature_type=feature_type,
+            guard=guard,
+        )
     if path.stat().st_size == 0:
         return None
     if fmt == formats.LIBSVM:
@@ -251,8 +280,14 @@ def _check_categorical(values: pd.Series, name: str, channel: str) -> None:
 
 
 def read_channel(
-    channel_dir: Path, *, channel: str, target: str | None, content_type: str | None = None,
-    csv_weights: bool = False, feature_dtype: str = "float64", guard: MemoryGuard | None = None,
+    channel_dir: Path,
+    *,
+    channel: str,
+    target: str | None,
+    content_type: str | None = None,
+    csv_weights: bool = False,
+    feature_dtype: str = "float64",
+    guard: MemoryGuard | None = None,
 ) -> ChannelTable:
     """Read every file of one channel. Raises DataError naming the file and row at fault, and
     DataTooLargeError once what is read passes `guard` (the job's memory for its data).
@@ -274,8 +309,7 @@ def read_channel(
     for path in files:
         before = _signature(path)
         fmt = spec.name if spec is not None else formats.detect_format(path)
-        table = _read_file(path, fmt, spec, header, target, pa.from_numpy_dtype(feature_dtype),
-                           guard)
+        table = _read_file(path, fmt, spec, header, target, pa.from_numpy_dtype(feature_dtype), guard)
         _check_unchanged(path, before)
         if table is None or table.num_rows == 0:
             log.warning("%s holds no rows; skipped", path)
@@ -293,12 +327,27 @@ def read_channel(
     if fmt == formats.LIBSVM:
         width = max(t.num_columns for _, _, t in read) - 1
         read = [(p, f, formats.pad_columns(t, formats.libsvm_columns(width))) for p, f, t in read]
-    return _combine(read, channel=channel, target=target, fmt=fmt, header=header,
-                    csv_weights=csv_weights, source=spec.source if spec else "detected")
+    return _combine(
+        read,
+        channel=channel,
+        target=target,
+        fmt=fmt,
+        header=header,
+        csv_weights=csv_weights,
+        source=spec.source if spec else "detected",
+    )
 
 
-def _combine(read: list[tuple[Path, str, pa.Table]], *, channel: str, target: str | None, fmt: str,
-             header: bool, csv_weights: bool, source: str) -> ChannelTable:
+def _combine(
+    read: list[tuple[Path, str, pa.Table]],
+    *,
+    channel: str,
+    target: str | None,
+    fmt: str,
+    header: bool,
+    csv_weights: bool,
+    source: str,
+) -> ChannelTable:
     first_path, _, first = read[0]
     columns = first.column_names
     if target is not None and target not in columns:
@@ -309,8 +358,10 @@ def _combine(read: list[tuple[Path, str, pa.Table]], *, channel: str, target: st
     weight_name = None
     if csv_weights:
         if target is not None or fmt != formats.CSV:
-            raise DataError("csv_weights=1 reads weights from the second column of label-first CSV "
-                            "files; remove 'target' or csv_weights")
+            raise DataError(
+                "csv_weights=1 reads weights from the second column of label-first CSV "
+                "files; remove 'target' or csv_weights"
+            )
         if len(columns) < 3:
             raise DataError(f"{first_path}: csv_weights=1 needs a label, a weight and features")
         weight_name = columns[1]
@@ -340,19 +391,26 @@ def _combine(read: list[tuple[Path, str, pa.Table]], *, channel: str, target: st
     if weights is not None and (weights.isna().any() or (weights < 0).any()):
         raise DataError(f"the '{channel}' channel has missing or negative weights (csv_weights=1)")
     layout = {
-        formats.CSV: f"header row, label '{label_name}'" if header
+        formats.CSV: f"header row, label '{label_name}'"
+        if header
         else "no header, label in the first column",
         formats.LIBSVM: formats.LIBSVM_INDEX_NOTE.split(",")[0],
     }.get(fmt, f"label '{label_name}'")
-    log.info("channel '%s': %d rows, %d features from %d file(s) (%s %s, %s%s)",
-             channel, len(features), features.shape[1], len(read), fmt,
-             "from the ContentType" if source == "ContentType" else "detected from the files",
-             layout, ", weights in the second column" if weight_name else "")
+    log.info(
+        "channel '%s': %d rows, %d features from %d file(s) (%s %s, %s%s)",
+        channel,
+        len(features),
+        features.shape[1],
+        len(read),
+        fmt,
+        "from the ContentType" if source == "ContentType" else "detected from the files",
+        layout,
+        ", weights in the second column" if weight_name else "",
+    )
     return ChannelTable(features, labels, [p for p, _, _ in read], weights, fmt)
 
 
-def align_libsvm_widths(train: ChannelTable, validation: ChannelTable) -> tuple[ChannelTable,
-                                                                                ChannelTable]:
+def align_libsvm_widths(train: ChannelTable, validation: ChannelTable) -> tuple[ChannelTable, ChannelTable]:
     """libsvm channels may mention different highest indices: both get the widest set of columns,
     the features one never mentions being missing values."""
     if train.format != formats.LIBSVM or validation.format != formats.LIBSVM:

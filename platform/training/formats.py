@@ -31,12 +31,19 @@ from ..memory import MemoryGuard
 CSV, LIBSVM, PARQUET, JSONLINES = "csv", "libsvm", "parquet", "jsonlines"
 FORMATS = (CSV, LIBSVM, PARQUET, JSONLINES)
 MEDIA_TYPES = {
-    "text/csv": CSV, "text/x-csv": CSV, "application/csv": CSV,
-    "text/libsvm": LIBSVM, "text/x-libsvm": LIBSVM, "application/x-libsvm": LIBSVM,
-    "application/x-parquet": PARQUET, "application/parquet": PARQUET,
+    "text/csv": CSV,
+    "text/x-csv": CSV,
+    "application/csv": CSV,
+    "text/libsvm": LIBSVM,
+    "text/x-libsvm": LIBSVM,
+    "application/x-libsvm": LIBSVM,
+    "application/x-parquet": PARQUET,
+    "application/parquet": PARQUET,
     "application/vnd.apache.parquet": PARQUET,
-    "application/jsonlines": JSONLINES, "application/x-jsonlines": JSONLINES,
-    "application/json-lines": JSONLINES, "application/jsonl": JSONLINES,
+    "application/jsonlines": JSONLINES,
+    "application/x-jsonlines": JSONLINES,
+    "application/json-lines": JSONLINES,
+    "application/jsonl": JSONLINES,
 }
 LIBSVM_INDEX_NOTE = (
     "libsvm indices are column numbers as written, the way XGBoost's own reader takes them: "
@@ -147,9 +154,16 @@ def _bounded(path: Path, guard: MemoryGuard | None) -> IO[bytes]:
     return io.BufferedReader(_Bounded(path, guard), buffer_size=1 << 20)
 
 
-def read_csv(path: Path, *, header: bool, first_row: list[str], encoding: str = "utf-8",
-             label: str | None = None, feature_type: pa.DataType = FLOAT64,
-             guard: MemoryGuard | None = None) -> pa.Table:
+def read_csv(
+    path: Path,
+    *,
+    header: bool,
+    first_row: list[str],
+    encoding: str = "utf-8",
+    label: str | None = None,
+    feature_type: pa.DataType = FLOAT64,
+    guard: MemoryGuard | None = None,
+) -> pa.Table:
     """A CSV file, read a block at a time with feature columns parsed straight to `feature_type`
     (float32 for the tree plugins): the peak is about the final table, never a wider copy, and
     each block is charged to `guard` as it arrives (a gzip of millions of tiny rows stops there).
@@ -159,18 +173,19 @@ def read_csv(path: Path, *, header: bool, first_row: list[str], encoding: str = 
     label_name = label if label is not None else names[0]
     stream = pa.input_stream(str(path), compression="gzip" if is_gzip(path) else None)
     # Smaller blocks when the budget is small, so that the blocks read ahead stay within it.
-    block = CSV_BLOCK_BYTES if guard is None else max(1 << 20, min(CSV_BLOCK_BYTES,
-                                                                   guard.remaining() // 16))
-    read_options = pacsv.ReadOptions(autogenerate_column_names=not header, encoding=encoding,
-                                     block_size=block)
+    block = CSV_BLOCK_BYTES if guard is None else max(1 << 20, min(CSV_BLOCK_BYTES, guard.remaining() // 16))
+    read_options = pacsv.ReadOptions(
+        autogenerate_column_names=not header, encoding=encoding, block_size=block
+    )
     text = _text_columns(path, read_options)
     convert_options = pacsv.ConvertOptions(
-        column_types={name: pa.string() if name in text else feature_type
-                      for name in names if name != label_name})
+        column_types={
+            name: pa.string() if name in text else feature_type for name in names if name != label_name
+        }
+    )
     batches = []
     try:
-        with pacsv.open_csv(stream, read_options=read_options,
-                            convert_options=convert_options) as reader:
+        with pacsv.open_csv(stream, read_options=read_options, convert_options=convert_options) as reader:
             for batch in reader:
                 if guard is not None:
                     guard.charge(batch.nbytes, str(path))
@@ -202,12 +217,14 @@ def _text_columns(path: Path, read_options: pacsv.ReadOptions) -> set[str]:
     return {f.name for f in schema if is_text(f.type)}
 
 
-_CONVERSION_ERROR = re.compile(r"In CSV column #(\d+): .*CSV conversion error to float: invalid value (.*)$",
-                               re.DOTALL)
+_CONVERSION_ERROR = re.compile(
+    r"In CSV column #(\d+): .*CSV conversion error to float: invalid value (.*)$", re.DOTALL
+)
 
 
-def read_libsvm(path: Path, feature_type: pa.DataType = FLOAT64,
-                guard: MemoryGuard | None = None) -> pa.Table:
+def read_libsvm(
+    path: Path, feature_type: pa.DataType = FLOAT64, guard: MemoryGuard | None = None
+) -> pa.Table:
     """`label idx:value ...` lines; absent features are missing values, as XGBoost reads them.
     The dense table is width x rows, the width set by the highest index: one line `1 3000000:1`
     makes three million features, so the size is charged to `guard` before it is made."""
@@ -215,15 +232,15 @@ def read_libsvm(path: Path, feature_type: pa.DataType = FLOAT64,
 
     try:
         with _bounded(path, guard) as handle:
-            matrix, labels = load_svmlight_file(handle, zero_based=True,
-                                                dtype=feature_type.to_pandas_dtype())
+            matrix, labels = load_svmlight_file(handle, zero_based=True, dtype=feature_type.to_pandas_dtype())
     except (ValueError, EOFError, OSError) as exc:
         raise DataError(f"{path} is not valid libsvm text: {exc}") from None
     if guard is not None:
         rows, width = matrix.shape
-        guard.charge(rows * width * feature_type.byte_width,
-                     f"{path}: {rows:,} rows of {width:,} features (its highest index is "
-                     f"{width - 1:,})")
+        guard.charge(
+            rows * width * feature_type.byte_width,
+            f"{path}: {rows:,} rows of {width:,} features (its highest index is {width - 1:,})",
+        )
     # Written entries (explicit zeros included) keep their value; absent ones are missing.
     dense = np.full(matrix.shape, np.nan, dtype=feature_type.to_pandas_dtype())
     written = matrix.tocoo()
@@ -244,8 +261,10 @@ def read_parquet(path: Path, guard: MemoryGuard | None = None) -> pa.Table:
         parquet = pq.ParquetFile(source)
         if guard is not None:
             metadata = parquet.metadata
-            guard.charge(metadata.num_rows * metadata.num_columns * 8,
-                         f"{path}: {metadata.num_rows:,} rows of {metadata.num_columns} columns")
+            guard.charge(
+                metadata.num_rows * metadata.num_columns * 8,
+                f"{path}: {metadata.num_rows:,} rows of {metadata.num_columns} columns",
+            )
         return parquet.read()
     except (pa.ArrowInvalid, OSError) as exc:
         raise DataError(f"{path} is not a readable Parquet file: {exc}") from None
@@ -265,20 +284,19 @@ def read_jsonlines(path: Path, guard: MemoryGuard | None = None) -> pa.Table:
             source = str(path)
         return pajson.read_json(source)
     except pa.ArrowInvalid as exc:
-        raise DataError(
-            f"{path} is not JSON Lines of objects keyed by column name: {exc}"
-        ) from None
+        raise DataError(f"{path} is not JSON Lines of objects keyed by column name: {exc}") from None
 
 
 def pad_columns(table: pa.Table, names: list[str]) -> pa.Table:
     """Add the libsvm feature columns a file never mentions, as missing values."""
     for name in names:
         if name not in table.column_names:
-            table = table.append_column(name, pa.nulls(table.num_rows, table.column(1).type
-                                                       if table.num_columns > 1 else pa.float64()))
+            table = table.append_column(
+                name,
+                pa.nulls(table.num_rows, table.column(1).type if table.num_columns > 1 else pa.float64()),
+            )
     return table.select(names)
 
 
 def libsvm_columns(width: int) -> list[str]:
     return ["label", *(f"f{i}" for i in range(width))]
-

@@ -46,12 +46,9 @@ class LabelEncoding:
                 )
             return cls(task, [])
         # Each distinct label once (pandas' hash table), not every row in Python.
-        classes = sorted({_plain(v) for v in pd.unique(labels.to_numpy())},
-                         key=lambda v: (str(type(v)), v))
+        classes = sorted({_plain(v) for v in pd.unique(labels.to_numpy())}, key=lambda v: (str(type(v)), v))
         if len(classes) < 2:
-            raise DataError(
-                f"classification needs at least two classes; the labels hold only {classes!r}"
-            )
+            raise DataError(f"classification needs at least two classes; the labels hold only {classes!r}")
         return cls(task, classes)
 
     def encode(self, labels: pd.Series, channel: str) -> np.ndarray:

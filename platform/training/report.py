@@ -88,9 +88,14 @@ def _score(task: str, labels: np.ndarray, predicted: np.ndarray) -> float:
     return value if task == CLASSIFICATION else -value
 
 
-def permutation_importance(algorithm: Algorithm, model: object, data: Dataset, task: str,
-                           deadline: float = math.inf,
-                           stop_requested: Callable[[], bool] = lambda: False) -> pd.Series:
+def permutation_importance(
+    algorithm: Algorithm,
+    model: object,
+    data: Dataset,
+    task: str,
+    deadline: float = math.inf,
+    stop_requested: Callable[[], bool] = lambda: False,
+) -> pd.Series:
     """How much the score falls when each feature's values are shuffled, largest first: for at
     most 4 x MAX_FEATURES features, and those reached before `deadline` (time.monotonic())."""
     baseline = _score(task, data.labels, np.asarray(algorithm.predict(model, data.features, LABEL)))
@@ -101,8 +106,11 @@ def permutation_importance(algorithm: Algorithm, model: object, data: Dataset, t
         if stop_requested():
             raise ReportStopped
         if time.monotonic() > deadline:
-            log.warning("training report: permutation importance covers %d of %d features (its "
-                        "time is up)", len(drops), len(candidates))
+            log.warning(
+                "training report: permutation importance covers %d of %d features (its time is up)",
+                len(drops),
+                len(candidates),
+            )
             break
         # A shallow copy: only the shuffled column is new (the others are shared, copy-on-write).
         shuffled = data.features.copy(deep=False)
@@ -118,8 +126,9 @@ def permutation_importance(algorithm: Algorithm, model: object, data: Dataset, t
 def start_loading_matplotlib() -> threading.Thread:
     """Import matplotlib in the background while the model fits: the import takes about half a
     second, which a job would otherwise spend waiting at its end."""
-    thread = threading.Thread(target=lambda: importlib.import_module("matplotlib.figure"),
-                              name="import-matplotlib", daemon=True)
+    thread = threading.Thread(
+        target=lambda: importlib.import_module("matplotlib.figure"), name="import-matplotlib", daemon=True
+    )
     thread.start()
     return thread
 
@@ -136,8 +145,7 @@ def _figure(path: Path, draw: object) -> Path:
 
 
 def _learning_curve(history: MetricHistory, folder: Path) -> Path | None:
-    series = {n: s for n, s in history.series().items()
-              if not n.startswith("cv-") and len(s[0]) > 1}
+    series = {n: s for n, s in history.series().items() if not n.startswith("cv-") and len(s[0]) > 1}
     if not series:
         return None
 
@@ -163,13 +171,14 @@ def _importance_figure(importance: pd.Series, folder: Path) -> Path:
     return _figure(folder / "feature-importance.png", draw)
 
 
-def _confusion_figure(labels: np.ndarray, predicted: np.ndarray, classes: list[str],
-                      folder: Path) -> tuple[Path, np.ndarray]:
+def _confusion_figure(
+    labels: np.ndarray, predicted: np.ndarray, classes: list[str], folder: Path
+) -> tuple[Path, np.ndarray]:
     """Actual against predicted classes: the MAX_CLASSES most frequent actual classes, any other
     counted as "other", so that the figure stays readable and small whatever the class count."""
     labels, predicted = labels.astype(int), predicted.astype(int)
     if len(classes) > MAX_CLASSES:
-        kept = np.argsort(-np.bincount(labels, minlength=len(classes)), kind="stable")[:MAX_CLASSES - 1]
+        kept = np.argsort(-np.bincount(labels, minlength=len(classes)), kind="stable")[: MAX_CLASSES - 1]
         position = np.full(len(classes), MAX_CLASSES - 1)
         position[kept] = np.arange(len(kept))
         labels, predicted = position[labels], position[predicted]
@@ -207,9 +216,18 @@ def _image(path: Path) -> str:
     return f'<figure><img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}"></figure>'
 
 
-def write_report(folder: Path, *, algorithm: Algorithm, model: Any, task: str,
-                 classes: list[str], history: MetricHistory, evaluation: Dataset,
-                 evaluation_name: str, stop_requested: Callable[[], bool] = lambda: False) -> Path:
+def write_report(
+    folder: Path,
+    *,
+    algorithm: Algorithm,
+    model: Any,
+    task: str,
+    classes: list[str],
+    history: MetricHistory,
+    evaluation: Dataset,
+    evaluation_name: str,
+    stop_requested: Callable[[], bool] = lambda: False,
+) -> Path:
     """Draw the figures and write report.html (figures inlined, so the page stands alone).
     `model` is the saved model as the plugin loaded it back. Bounded whatever the data: MAX_ROWS
     rows, MAX_CLASSES classes, 4 x MAX_FEATURES permuted features within TIME_BUDGET_S; raises
@@ -229,8 +247,7 @@ def write_report(folder: Path, *, algorithm: Algorithm, model: Any, task: str,
     figures.append(figure)
     importance = permutation_importance(algorithm, model, sample, task, deadline, stop_requested)
     figures.append(_importance_figure(importance, folder))
-    rows = "".join(f"<tr><td>{html.escape(n)}</td><td>{v:.6g}</td></tr>"
-                   for n, v in history.last().items())
+    rows = "".join(f"<tr><td>{html.escape(n)}</td><td>{v:.6g}</td></tr>" for n, v in history.last().items())
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>sagecraft training report</title>
 <style>body{{font-family:sans-serif;max-width:60rem;margin:2rem auto}}

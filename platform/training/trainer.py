@@ -47,17 +47,29 @@ VALIDATION_CHANNEL = "validation"
 
 # Hyperparameters the core reads itself, whichever algorithm is chosen.
 CORE_HYPERPARAMETERS = (
-    hp.Hyperparameter("algorithm", str, "Which installed algorithm plugin trains the model.",
-                      required=True),
-    hp.Hyperparameter("target", str, "Name of the label column in files with a header row. "
-                      "Absent: files have no header and the label is the first column."),
-    hp.Hyperparameter("task", str, "classification or regression; inferred when absent.",
-                      choices=TASKS),
-    hp.Hyperparameter("kfold", int, "k-fold cross-validation before the final fit: metrics per "
-                      "fold and their mean, out-of-fold predictions in output/data/.", minimum=2),
-    hp.Hyperparameter("csv_weights", int, "1: the column after the label holds each row's weight "
-                      "(label-first CSV, as SageMaker's built-in XGBoost reads it).", default=0,
-                      choices=(0, 1)),
+    hp.Hyperparameter("algorithm", str, "Which installed algorithm plugin trains the model.", required=True),
+    hp.Hyperparameter(
+        "target",
+        str,
+        "Name of the label column in files with a header row. "
+        "Absent: files have no header and the label is the first column.",
+    ),
+    hp.Hyperparameter("task", str, "classification or regression; inferred when absent.", choices=TASKS),
+    hp.Hyperparameter(
+        "kfold",
+        int,
+        "k-fold cross-validation before the final fit: metrics per "
+        "fold and their mean, out-of-fold predictions in output/data/.",
+        minimum=2,
+    ),
+    hp.Hyperparameter(
+        "csv_weights",
+        int,
+        "1: the column after the label holds each row's weight "
+        "(label-first CSV, as SageMaker's built-in XGBoost reads it).",
+        default=0,
+        choices=(0, 1),
+    ),
 )
 _CORE_NAMES = {h.name for h in CORE_HYPERPARAMETERS}
 
@@ -112,12 +124,15 @@ def _channels(path: Path) -> dict[str, dict[str, Any]]:
                 raise ConfigurationError(f"{path}: channel '{name}': {key} must be a string")
         mode = channel.get("TrainingInputMode", "File")
         if mode not in INPUT_MODES:
-            raise ConfigurationError(f"{path}: channel '{name}': TrainingInputMode must be "
-                                     f"{', '.join(INPUT_MODES[:-1])} or {INPUT_MODES[-1]}")
+            raise ConfigurationError(
+                f"{path}: channel '{name}': TrainingInputMode must be "
+                f"{', '.join(INPUT_MODES[:-1])} or {INPUT_MODES[-1]}"
+            )
         distribution = channel.get("S3DistributionType", "FullyReplicated")
         if distribution not in DISTRIBUTIONS:
-            raise ConfigurationError(f"{path}: channel '{name}': S3DistributionType must be "
-                                     f"{' or '.join(DISTRIBUTIONS)}")
+            raise ConfigurationError(
+                f"{path}: channel '{name}': S3DistributionType must be {' or '.join(DISTRIBUTIONS)}"
+            )
         if mode == "Pipe":
             raise ConfigurationError(
                 f"channel '{name}' uses Pipe mode; sagecraft reads File or FastFile channels"
@@ -129,13 +144,18 @@ def _hosts(path: Path) -> tuple[list[str], str]:
     """The job's hosts, in SageMaker's order, and this one."""
     resources = _config_object(path)
     hosts = resources.get("hosts", ["algo-1"])
-    if (not isinstance(hosts, list) or not hosts or not all(isinstance(h, str) and h for h in hosts)
-            or len(set(hosts)) != len(hosts)):
+    if (
+        not isinstance(hosts, list)
+        or not hosts
+        or not all(isinstance(h, str) and h for h in hosts)
+        or len(set(hosts)) != len(hosts)
+    ):
         raise ConfigurationError(f"{path}: hosts must be a list of host names, each once")
     current = resources.get("current_host", hosts[0])
     if not isinstance(current, str) or current not in hosts:
-        raise ConfigurationError(f"{path}: current_host {str(current)[:100]!r} is not among the "
-                                 f"hosts ({', '.join(hosts[:10])})")
+        raise ConfigurationError(
+            f"{path}: current_host {str(current)[:100]!r} is not among the hosts ({', '.join(hosts[:10])})"
+        )
     return hosts, current
 
 
@@ -148,25 +168,41 @@ def _split_hyperparameters(
         raise HyperparameterError(
             f"hyperparameter 'algorithm' is required; installed algorithms: {installed}"
         )
-    core = hp.validate({k: v for k, v in given.items() if k in _CORE_NAMES}, CORE_HYPERPARAMETERS,
-                       owner="sagecraft")
+    core = hp.validate(
+        {k: v for k, v in given.items() if k in _CORE_NAMES}, CORE_HYPERPARAMETERS, owner="sagecraft"
+    )
     return core, {k: v for k, v in given.items() if k not in _CORE_NAMES}
 
 
 def _read_channels(
-    paths: SageMakerPaths, job: TrainingJob, target: str | None, csv_weights: bool,
+    paths: SageMakerPaths,
+    job: TrainingJob,
+    target: str | None,
+    csv_weights: bool,
     feature_dtype: str,
 ) -> tuple[ChannelTable, ChannelTable | None]:
     guard = MemoryGuard.for_training()  # both channels together
-    train = read_channel(paths.channel_dir(TRAIN_CHANNEL), channel=TRAIN_CHANNEL, target=target,
-                         content_type=job.content_type(TRAIN_CHANNEL), csv_weights=csv_weights,
-                         feature_dtype=feature_dtype, guard=guard)
+    train = read_channel(
+        paths.channel_dir(TRAIN_CHANNEL),
+        channel=TRAIN_CHANNEL,
+        target=target,
+        content_type=job.content_type(TRAIN_CHANNEL),
+        csv_weights=csv_weights,
+        feature_dtype=feature_dtype,
+        guard=guard,
+    )
     validation_dir = paths.channel_dir(VALIDATION_CHANNEL)
     if not validation_dir.exists() and VALIDATION_CHANNEL not in job.channels:
         return train, None
-    validation = read_channel(validation_dir, channel=VALIDATION_CHANNEL, target=target,
-                              content_type=job.content_type(VALIDATION_CHANNEL),
-                              csv_weights=csv_weights, feature_dtype=feature_dtype, guard=guard)
+    validation = read_channel(
+        validation_dir,
+        channel=VALIDATION_CHANNEL,
+        target=target,
+        content_type=job.content_type(VALIDATION_CHANNEL),
+        csv_weights=csv_weights,
+        feature_dtype=feature_dtype,
+        guard=guard,
+    )
     train, validation = align_libsvm_widths(train, validation)
     if list(validation.features.columns) != list(train.features.columns):
         raise DataError(
@@ -195,8 +231,9 @@ def _checkpoint_dir(paths: SageMakerPaths) -> Path | None:
     writes the file when the job has a CheckpointConfig), or an existing checkpoints/ folder."""
     config = read_json_config(paths.checkpoint_config_file, required=False)
     if config is not None and not isinstance(config, dict):
-        raise ConfigurationError(f"{paths.checkpoint_config_file} must hold a JSON object, not "
-                                 f"{type(config).__name__}")
+        raise ConfigurationError(
+            f"{paths.checkpoint_config_file} must hold a JSON object, not {type(config).__name__}"
+        )
     if isinstance(config, dict) and "LocalPath" in config and not isinstance(config["LocalPath"], str):
         raise ConfigurationError(f"{paths.checkpoint_config_file}: LocalPath must be a string")
     if isinstance(config, dict) and config.get("LocalPath"):
@@ -213,8 +250,9 @@ def _weights(table: ChannelTable) -> np.ndarray | None:
     return None if table.weights is None else table.weights.to_numpy(dtype=np.float32)
 
 
-def _task(core: dict[str, Any], algorithm: Algorithm, hyperparameters: dict[str, Any],
-          train: ChannelTable) -> str:
+def _task(
+    core: dict[str, Any], algorithm: Algorithm, hyperparameters: dict[str, Any], train: ChannelTable
+) -> str:
     return core.get("task") or algorithm.infer_task(hyperparameters) or infer_task(train.labels)
 
 
@@ -226,29 +264,41 @@ def train(paths: SageMakerPaths) -> None:
     plugins = installed_plugins()
     algorithm = plugins.algorithm(algorithm_name)
     validated = hp.validate(
-        plugin_given, algorithm.info.hyperparameters,
+        plugin_given,
+        algorithm.info.hyperparameters,
         accept_extra=algorithm.info.accepts_extra_hyperparameters,
-        owner=f"algorithm '{algorithm_name}'", also_known=sorted(_CORE_NAMES),
+        owner=f"algorithm '{algorithm_name}'",
+        also_known=sorted(_CORE_NAMES),
     )
     hyperparameters = {**validated.values, **validated.extra}
-    log.info("algorithm '%s' (%s), hyperparameters %s", algorithm_name,
-             algorithm.source.describe(), hyperparameters)
+    log.info(
+        "algorithm '%s' (%s), hyperparameters %s",
+        algorithm_name,
+        algorithm.source.describe(),
+        hyperparameters,
+    )
     paths.output_data_dir.mkdir(parents=True, exist_ok=True)
-    plugins.manager.hook.training_started(algorithm=algorithm_name, hyperparameters=hyperparameters,
-                                          output_data_dir=paths.output_data_dir)
+    plugins.manager.hook.training_started(
+        algorithm=algorithm_name, hyperparameters=hyperparameters, output_data_dir=paths.output_data_dir
+    )
 
     target = core.values.get("target")
-    train_table, validation_table = _read_channels(paths, job, target,
-                                                   bool(core.values.get("csv_weights")),
-                                                   algorithm.info.feature_dtype)
+    train_table, validation_table = _read_channels(
+        paths, job, target, bool(core.values.get("csv_weights")), algorithm.info.feature_dtype
+    )
     task = _task(core.values, algorithm, hyperparameters, train_table)
     encoding = LabelEncoding.fit(task, train_table.labels)
     levels = categories.levels(train_table.features)
     if levels:
-        log.info("categorical features: %s",
-                 ", ".join(f"{name} ({len(values)} categories)" for name, values in levels.items()))
-    train_set = Dataset(categories.encode(train_table.features, levels),
-                        encoding.encode(train_table.labels, TRAIN_CHANNEL), _weights(train_table))
+        log.info(
+            "categorical features: %s",
+            ", ".join(f"{name} ({len(values)} categories)" for name, values in levels.items()),
+        )
+    train_set = Dataset(
+        categories.encode(train_table.features, levels),
+        encoding.encode(train_table.labels, TRAIN_CHANNEL),
+        _weights(train_table),
+    )
     validation_set = None
     if validation_table is not None:
         validation_set = Dataset(
@@ -276,8 +326,9 @@ def train(paths: SageMakerPaths) -> None:
     )
     if folds := core.values.get("kfold"):
         log.info("%d-fold cross-validation of %s", folds, algorithm_name)
-        cross_validate(algorithm, train_set, validation_set, hyperparameters, context, folds,
-                       paths.output_data_dir)
+        cross_validate(
+            algorithm, train_set, validation_set, hyperparameters, context, folds, paths.output_data_dir
+        )
         if stop.is_set():
             raise TrainingStoppedError(
                 "stopped by SIGTERM during cross-validation, before the final model was fitted: "
@@ -289,19 +340,24 @@ def train(paths: SageMakerPaths) -> None:
         log.warning("stopped by SIGTERM: saving the model trained so far")
 
     if not job.is_leader:
-        log.warning("host %s is not the first host (%s): it does not write the model",
-                    job.current_host, job.hosts[0])
+        log.warning(
+            "host %s is not the first host (%s): it does not write the model", job.current_host, job.hosts[0]
+        )
         return
     manifest = Manifest(
         algorithm=algorithm_name,
         task=task,
-        features=[Feature(str(name), "category" if str(name) in levels else str(dtype),
-                          levels.get(str(name)))
-                  for name, dtype in train_table.features.dtypes.items()],
+        features=[
+            Feature(str(name), "category" if str(name) in levels else str(dtype), levels.get(str(name)))
+            for name, dtype in train_table.features.dtypes.items()
+        ],
         target=target,
         classes=encoding.classes,
-        plugin={"name": algorithm_name, "distribution": algorithm.source.distribution,
-                "version": algorithm.source.version},
+        plugin={
+            "name": algorithm_name,
+            "distribution": algorithm.source.distribution,
+            "version": algorithm.source.version,
+        },
         libraries=runtime_libraries(dict(algorithm.info.libraries)),
         hyperparameters=hyperparameters,
     )
@@ -313,20 +369,30 @@ def train(paths: SageMakerPaths) -> None:
         raise OutputWriteError(_write_failure_message(paths.model_dir, exc)) from exc
     loaded = _load_back(paths.model_dir, algorithm, manifest)
     log.info("model written to %s", paths.model_dir)
-    evaluation, evaluation_name = ((validation_set, "validation") if validation_set is not None
-                                   else (train_set, "training"))
+    evaluation, evaluation_name = (
+        (validation_set, "validation") if validation_set is not None else (train_set, "training")
+    )
     try:
-        report = write_report(paths.output_data_dir / "report", algorithm=algorithm,
-                              model=loaded, task=task, classes=encoding.classes,
-                              history=history, evaluation=evaluation,
-                              evaluation_name=evaluation_name, stop_requested=stop.is_set)
+        report = write_report(
+            paths.output_data_dir / "report",
+            algorithm=algorithm,
+            model=loaded,
+            task=task,
+            classes=encoding.classes,
+            history=history,
+            evaluation=evaluation,
+            evaluation_name=evaluation_name,
+            stop_requested=stop.is_set,
+        )
         log.info("training report: %s", report)
     except ReportStopped:
         log.warning("the training report was stopped by SIGTERM; the model is saved")
     except Exception:  # the report is an extra: the saved model must not be lost to its failure
         log.exception("the training report could not be written; the model is saved")
     plugins.manager.hook.training_finished(
-        algorithm=algorithm_name, model_dir=paths.model_dir, output_data_dir=paths.output_data_dir,
+        algorithm=algorithm_name,
+        model_dir=paths.model_dir,
+        output_data_dir=paths.output_data_dir,
         manifest=manifest.to_json(),
     )
 

@@ -89,18 +89,19 @@ def _as_matrix(features: pd.DataFrame) -> np.ndarray:
 def _check_max_features(value: Any, n_features: int) -> None:
     if isinstance(value, int) and value > n_features:
         raise HyperparameterError(
-            f"hyperparameter 'max_features' (mtry) = {value} exceeds the number of features, "
-            f"{n_features}"
+            f"hyperparameter 'max_features' (mtry) = {value} exceeds the number of features, {n_features}"
         )
 
 
 def _check_criterion(value: str | None, task: str) -> None:
-    allowed = ("gini", "entropy", "log_loss") if task == CLASSIFICATION else (
-        "squared_error", "absolute_error", "friedman_mse", "poisson")
+    allowed = (
+        ("gini", "entropy", "log_loss")
+        if task == CLASSIFICATION
+        else ("squared_error", "absolute_error", "friedman_mse", "poisson")
+    )
     if value is not None and value not in allowed:
         raise HyperparameterError(
-            f"hyperparameter 'criterion' = {value!r} does not fit {task}; choose one of: "
-            f"{', '.join(allowed)}"
+            f"hyperparameter 'criterion' = {value!r} does not fit {task}; choose one of: {', '.join(allowed)}"
         )
 
 
@@ -159,8 +160,7 @@ def _fit_in_stages(model: Forest, matrix: np.ndarray, train: Dataset, context: F
     model.set_params(warm_start=False)
 
 
-def _scores(model: Forest, name: str, data: Dataset, metrics: list[str],
-            task: str) -> dict[str, float]:
+def _scores(model: Forest, name: str, data: Dataset, metrics: list[str], task: str) -> dict[str, float]:
     """The metrics of the forest's predictions for one data set, as `<name>-<metric>`."""
     matrix = _as_matrix(data.features)
     proba = model.predict_proba(matrix) if task == CLASSIFICATION else None

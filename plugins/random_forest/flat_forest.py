@@ -24,8 +24,13 @@ FLAT_MAX_ROWS = 512
 def tree_nodes(tree: object) -> TreeNodes:
     """A scikit-learn `Tree` in the core's layout."""
     missing = getattr(tree, "missing_go_to_left", None)  # scikit-learn >= 1.3 routes NaN
-    return TreeNodes(tree.feature, tree.threshold, tree.children_left, tree.children_right,
-                     np.zeros(tree.node_count, bool) if missing is None else missing)
+    return TreeNodes(
+        tree.feature,
+        tree.threshold,
+        tree.children_left,
+        tree.children_right,
+        np.zeros(tree.node_count, bool) if missing is None else missing,
+    )
 
 
 @dataclass(frozen=True)
@@ -45,8 +50,7 @@ class FlatForest:
                 totals = value.sum(axis=1, keepdims=True)
                 value = np.divide(value, totals, out=np.zeros_like(value), where=totals > 0)
             values.append(value)
-        trees = FlatTrees.from_trees((tree_nodes(e.tree_) for e in forest.estimators_),
-                                    forest.n_features_in_)
+        trees = FlatTrees.from_trees((tree_nodes(e.tree_) for e in forest.estimators_), forest.n_features_in_)
         return cls(trees, np.concatenate(values))
 
     def predict_values(self, matrix: np.ndarray) -> np.ndarray:

@@ -57,8 +57,10 @@ def _check_archive(data: bytes, path: Path) -> None:
     except (zipfile.BadZipFile, ValueError, EOFError, NotImplementedError) as exc:
         raise ModelLoadError(f"{path} is not a skops archive: {exc}") from None
     if expanded > max_model_file_bytes():
-        raise ModelLoadError(f"{path} expands to {expanded:,} bytes, over the limit of "
-                             f"{max_model_file_bytes():,} ({MAX_MODEL_FILE_SETTING})")
+        raise ModelLoadError(
+            f"{path} expands to {expanded:,} bytes, over the limit of "
+            f"{max_model_file_bytes():,} ({MAX_MODEL_FILE_SETTING})"
+        )
 
 
 def _rebuilt_forest(model: object, path: Path) -> Forest:
@@ -71,10 +73,12 @@ def _rebuilt_forest(model: object, path: Path) -> Forest:
     n_features = getattr(model, "n_features_in_", None)
     estimators = getattr(model, "estimators_", None)
     classes = np.asarray(getattr(model, "classes_", ())) if classifier else None
-    if not (isinstance(n_features, int) and n_features >= 1 and isinstance(estimators, list)
-            and estimators) or (classes is not None and (classes.ndim != 1 or not len(classes))):
-        raise ModelLoadError(f"{path} is not a fitted random forest (no trees, no feature count "
-                             "or no classes)")
+    if not (
+        isinstance(n_features, int) and n_features >= 1 and isinstance(estimators, list) and estimators
+    ) or (classes is not None and (classes.ndim != 1 or not len(classes))):
+        raise ModelLoadError(
+            f"{path} is not a fitted random forest (no trees, no feature count or no classes)"
+        )
     n_classes = 1 if classes is None else len(classes)
     # One request's rows are few: joblib's thread start costs more than the trees (9 ms vs 30 ms).
     fresh = (RandomForestClassifier if classifier else RandomForestRegressor)(n_jobs=1)
@@ -86,8 +90,12 @@ def _rebuilt_forest(model: object, path: Path) -> Forest:
         if not isinstance(tree, Tree):
             raise ModelLoadError(f"{where} is not a fitted decision tree")
         try:  # a Tree's arrays are views sized by its own counts, which the file also gives
-            if (tree.n_features != n_features or tree.n_outputs != 1 or tree.value.ndim != 3
-                    or tree.value.shape[1:] != (1, n_classes)):
+            if (
+                tree.n_features != n_features
+                or tree.n_outputs != 1
+                or tree.value.ndim != 3
+                or tree.value.shape[1:] != (1, n_classes)
+            ):
                 raise ModelLoadError(f"{where}: its features, outputs or classes are not the forest's")
             _check_tree(tree, n_features, where)
         except (ValueError, TypeError, AttributeError, OverflowError) as exc:

@@ -128,9 +128,7 @@ def _tuning_metric(context: FitContext) -> str | None:
     return metric if data_name == "validation" and metric else None
 
 
-def _booster_params(
-    hyperparameters: dict[str, Any], objective: str, context: FitContext
-) -> dict[str, Any]:
+def _booster_params(hyperparameters: dict[str, Any], objective: str, context: FitContext) -> dict[str, Any]:
     params = {k: v for k, v in hyperparameters.items() if k not in PLUGIN_ONLY}
     params["objective"] = objective
     if objective.startswith("multi:"):
@@ -236,8 +234,7 @@ class _RejectUnusedParameters(xgb.callback.TrainingCallback):
 
 
 def _dmatrix(data: Dataset) -> xgb.DMatrix:
-    return xgb.DMatrix(data.features, label=data.labels, weight=data.weights,
-                       enable_categorical=True)
+    return xgb.DMatrix(data.features, label=data.labels, weight=data.weights, enable_categorical=True)
 
 
 @hookimpl
@@ -256,8 +253,11 @@ def fit(
     evals = [(_dmatrix(train), "train")]
     if validation is not None:
         evals.append((_dmatrix(validation), "validation"))
-    resumed = (latest_checkpoint(context.checkpoint_dir, context.logger)
-               if context.checkpoint_dir is not None else None)
+    resumed = (
+        latest_checkpoint(context.checkpoint_dir, context.logger)
+        if context.checkpoint_dir is not None
+        else None
+    )
     done = resumed.num_boosted_rounds() if resumed is not None else 0
     if done >= rounds:
         context.logger.info("the checkpoint already holds all %d rounds", rounds)
@@ -267,21 +267,35 @@ def fit(
         callbacks: list[xgb.callback.TrainingCallback] = [
             _RejectUnusedParameters(caught, passed_through),
             _MetricLines(context),
-            CheckpointAndStop(context.checkpoint_dir, hyperparameters["checkpoint_rounds"],
-                              context.stop_requested, context.logger),
+            CheckpointAndStop(
+                context.checkpoint_dir,
+                hyperparameters["checkpoint_rounds"],
+                context.stop_requested,
+                context.logger,
+            ),
             Progress(rounds - done, context.logger),
         ]
         watched = _watched_metric(params, context)
         extra = _split_metrics(params, context.task)
         if early_stopping:
-            callbacks.append(xgb.callback.EarlyStopping(
-                rounds=early_stopping, metric_name=watched, data_name="validation",
-                save_best=False, maximize=True if watched in MAXIMISED_METRICS else None,
-            ))
+            callbacks.append(
+                xgb.callback.EarlyStopping(
+                    rounds=early_stopping,
+                    metric_name=watched,
+                    data_name="validation",
+                    save_best=False,
+                    maximize=True if watched in MAXIMISED_METRICS else None,
+                )
+            )
         try:
             booster = xgb.train(
-                params, evals[0][0], num_boost_round=rounds - done, evals=evals, verbose_eval=False,
-                callbacks=callbacks, xgb_model=resumed,
+                params,
+                evals[0][0],
+                num_boost_round=rounds - done,
+                evals=evals,
+                verbose_eval=False,
+                callbacks=callbacks,
+                xgb_model=resumed,
                 custom_metric=_extra_metric_function(extra, context.task, objective) if extra else None,
             )
         except xgb.core.XGBoostError as exc:
@@ -292,8 +306,11 @@ def fit(
     for warning in caught:
         context.logger.warning("xgboost: %s", str(warning.message).strip())
     if early_stopping and booster.num_boosted_rounds() > booster.best_iteration + 1:
-        context.logger.info("early stopping: keeping rounds 0-%d of %d",
-                            booster.best_iteration, booster.num_boosted_rounds() - 1)
+        context.logger.info(
+            "early stopping: keeping rounds 0-%d of %d",
+            booster.best_iteration,
+            booster.num_boosted_rounds() - 1,
+        )
         booster = booster[: booster.best_iteration + 1]
     return XGBoostModel(booster, objective, context.n_classes)
 
@@ -325,10 +342,14 @@ def predict(model: XGBoostModel, features: pd.DataFrame, output: str) -> np.ndar
     if output == RAW_MARGIN:
         return model.margin(matrix)
     if output in (CONTRIBUTIONS, LEAVES):
-        data = (xgb.DMatrix(features, enable_categorical=True) if categorical else
-                xgb.DMatrix(matrix, missing=np.nan, feature_names=model.booster.feature_names))
-        result = model.booster.predict(data, pred_contribs=output == CONTRIBUTIONS,
-                                       pred_leaf=output == LEAVES)
+        data = (
+            xgb.DMatrix(features, enable_categorical=True)
+            if categorical
+            else xgb.DMatrix(matrix, missing=np.nan, feature_names=model.booster.feature_names)
+        )
+        result = model.booster.predict(
+            data, pred_contribs=output == CONTRIBUTIONS, pred_leaf=output == LEAVES
+        )
         # Multi-class contributions are (rows, classes, features + 1): one flat row per record.
         return result.reshape(len(matrix), -1)
     if model.n_classes == 0:

@@ -27,8 +27,11 @@ KEEP = 3  # the newest checkpoints kept; older ones are deleted as new ones are 
 
 def _checkpoints(folder: Path) -> list[tuple[int, Path]]:
     """(rounds, path) of every checkpoint file, newest first."""
-    found = [(int(match.group(1)), path) for path in folder.iterdir()
-             if (match := CHECKPOINT_NAME.match(path.name)) and path.is_file()]
+    found = [
+        (int(match.group(1)), path)
+        for path in folder.iterdir()
+        if (match := CHECKPOINT_NAME.match(path.name)) and path.is_file()
+    ]
     return sorted(found, reverse=True)
 
 
@@ -38,12 +41,12 @@ def latest_checkpoint(folder: Path, logger: logging.Logger) -> xgb.Booster | Non
         try:  # checked as any model file: the checkpoint folder is synced from a bucket
             booster, _ = read_booster(path)
         except ModelLoadError as exc:
-            logger.warning("checkpoint %s does not load (an incomplete upload?): skipped: %s",
-                           path, exc)
+            logger.warning("checkpoint %s does not load (an incomplete upload?): skipped: %s", path, exc)
             continue
         if booster.num_boosted_rounds() != rounds:
-            logger.warning("checkpoint %s holds %d rounds, not %d: skipped", path,
-                           booster.num_boosted_rounds(), rounds)
+            logger.warning(
+                "checkpoint %s holds %d rounds, not %d: skipped", path, booster.num_boosted_rounds(), rounds
+            )
             continue
         logger.info("resuming from checkpoint %s (%d rounds done)", path, rounds)
         return booster
@@ -64,8 +67,13 @@ def write_checkpoint(booster: xgb.Booster, folder: Path) -> Path:
 class Progress(xgb.callback.TrainingCallback):
     """Logs each tenth of the rounds with the time left (sagecraft.progress)."""
 
-    def __init__(self, total: int, logger: logging.Logger, quiet_s: float = QUIET_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        total: int,
+        logger: logging.Logger,
+        quiet_s: float = QUIET_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.progress = FitProgress(total, "round", logger, quiet_s, clock)
 
     def after_iteration(self, model: xgb.Booster, epoch: int, evals_log: dict) -> bool:
@@ -77,8 +85,9 @@ class CheckpointAndStop(xgb.callback.TrainingCallback):
     """After each round: a checkpoint every `every` rounds (when there is a folder), and an end to
     training, with a last checkpoint, once `stop_requested()` says so."""
 
-    def __init__(self, folder: Path | None, every: int, stop_requested: Callable[[], bool],
-                 logger: logging.Logger) -> None:
+    def __init__(
+        self, folder: Path | None, every: int, stop_requested: Callable[[], bool], logger: logging.Logger
+    ) -> None:
         self.folder, self.every = folder, every
         self.stop_requested, self.logger = stop_requested, logger
 

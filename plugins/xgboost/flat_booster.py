@@ -49,8 +49,9 @@ class FlatBooster:
             return self.trees.sums(matrix, self.leaf_value, self.base_margin)[:, 0]
         out = np.empty((len(matrix), len(self.groups)), np.float32)
         for group, trees in enumerate(self.groups):
-            out[:, group] = self.trees.sums(matrix, self.leaf_value,
-                                            self.base_margin[group:group + 1], trees)[:, 0]
+            out[:, group] = self.trees.sums(
+                matrix, self.leaf_value, self.base_margin[group : group + 1], trees
+            )[:, 0]
         return out
 
 
@@ -61,8 +62,10 @@ def _base_margin_candidates(base_score: float, objective: str) -> list[np.float3
     score = np.float32(base_score)
     with np.errstate(all="ignore"):
         if objective in ("binary:logistic", "binary:logitraw", "reg:logistic"):
-            exact = [-np.log(np.float32(1) / score - np.float32(1)),
-                     np.float32(-np.log(1 / float(score) - 1))]
+            exact = [
+                -np.log(np.float32(1) / score - np.float32(1)),
+                np.float32(-np.log(1 / float(score) - 1)),
+            ]
         elif objective in ("count:poisson", "reg:gamma", "reg:tweedie") or family == "survival":
             exact = [np.log(score), np.float32(np.log(float(score)))]
         else:
@@ -83,8 +86,10 @@ def _probe_rows(trees: FlatTrees, n_features: int) -> np.ndarray:
     """Rows whose values sit exactly on the model's splits, just above them, or are missing, so
     that the probes take both sides of every kind of split."""
     rng = np.random.default_rng(SEED)
-    splits = {f: (trees.threshold[~trees.is_leaf & (trees.feature == f)]).astype(np.float32)
-              for f in range(n_features)}
+    splits = {
+        f: (trees.threshold[~trees.is_leaf & (trees.feature == f)]).astype(np.float32)
+        for f in range(n_features)
+    }
     rows = rng.normal(size=(PROBE_ROWS, n_features)).astype(np.float32)
     for feature, values in splits.items():
         if not values.size:
@@ -100,8 +105,9 @@ def _probe_rows(trees: FlatTrees, n_features: int) -> np.ndarray:
     return rows
 
 
-def flatten(booster: xgb.Booster, objective: str,
-            document: dict[str, Any] | None = None) -> FlatBooster | None:
+def flatten(
+    booster: xgb.Booster, objective: str, document: dict[str, Any] | None = None
+) -> FlatBooster | None:
     """The booster as flat trees, or None (logged) when the flat margins would not be XGBoost's.
     `document` is XGBoost's JSON of the booster where the caller has it (`load_booster`)."""
     if document is None:
@@ -113,13 +119,15 @@ def flatten(booster: xgb.Booster, objective: str,
         return None
     model = gbm["model"]
     trees = model["trees"]
-    if not trees or any(any(t["split_type"]) or int(t["tree_param"]["size_leaf_vector"]) > 1
-                        for t in trees):
+    if not trees or any(any(t["split_type"]) or int(t["tree_param"]["size_leaf_vector"]) > 1 for t in trees):
         log.info("fast path off: categorical splits or vector leaves are left to XGBoost")
         return None
     flat = FlatTrees.from_trees((tree_nodes(t) for t in trees), booster.num_features())
-    leaf_value = np.where(flat.is_leaf, np.concatenate(
-        [np.asarray(t["split_conditions"], np.float32) for t in trees]), np.float32(0))[:, None]
+    leaf_value = np.where(
+        flat.is_leaf,
+        np.concatenate([np.asarray(t["split_conditions"], np.float32) for t in trees]),
+        np.float32(0),
+    )[:, None]
     tree_group = np.asarray(model["tree_info"])
     n_groups = int(tree_group.max()) + 1
     groups = tuple(np.flatnonzero(tree_group == g) for g in range(n_groups))

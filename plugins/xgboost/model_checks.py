@@ -20,8 +20,17 @@ from sagecraft.errors import ModelLoadError
 from sagecraft.flat_trees import TreeNodes, check_values
 from sagecraft.manifest import Manifest
 
-NODE_ARRAYS = ("left_children", "right_children", "parents", "split_indices", "split_conditions",
-               "default_left", "split_type", "sum_hessian", "loss_changes")
+NODE_ARRAYS = (
+    "left_children",
+    "right_children",
+    "parents",
+    "split_indices",
+    "split_conditions",
+    "default_left",
+    "split_type",
+    "sum_hessian",
+    "loss_changes",
+)
 CATEGORICAL = 1
 NO_PARENT = (2**31 - 1, -1)  # the root's parent as XGBoost writes it (its own marker, masked)
 MAX_CATEGORIES = 1 << 20  # codes a categorical split may name where the model lists no categories
@@ -32,8 +41,13 @@ def tree_nodes(tree: dict[str, Any]) -> TreeNodes:
     the core goes left when value <= threshold, so the threshold is the float32 below the split."""
     split = np.asarray(tree["split_conditions"], np.float32)
     below = np.nextafter(split, np.float32(-np.inf))
-    return TreeNodes(np.asarray(tree["split_indices"]), below, np.asarray(tree["left_children"]),
-                     np.asarray(tree["right_children"]), np.asarray(tree["default_left"], bool))
+    return TreeNodes(
+        np.asarray(tree["split_indices"]),
+        below,
+        np.asarray(tree["left_children"]),
+        np.asarray(tree["right_children"]),
+        np.asarray(tree["default_left"], bool),
+    )
 
 
 def check_against_manifest(document: dict[str, Any], manifest: Manifest, where: str) -> None:
@@ -44,16 +58,17 @@ def check_against_manifest(document: dict[str, Any], manifest: Manifest, where: 
     manifest.require_features(n_features, where)
     named = list(document["learner"].get("feature_names") or [])
     if named and named != manifest.feature_names:  # XGBoost matches a table's columns by name
-        raise ModelLoadError(f"{where}: the model's feature names are not those its manifest.json "
-                             "lists")
+        raise ModelLoadError(f"{where}: the model's feature names are not those its manifest.json lists")
     booster = document["learner"]["gradient_booster"]
     if booster["name"] == "gblinear":
         return
     model = booster["gbtree"]["model"] if booster["name"] == "dart" else booster["model"]
     for feature, names in zip(manifest.features, category_names(model, n_features, where), strict=True):
         if names is not None and feature.categories is not None and names != feature.categories:
-            raise ModelLoadError(f"{where}: the model's categories of feature '{feature.name}' "
-                                 "are not those its manifest.json lists")
+            raise ModelLoadError(
+                f"{where}: the model's categories of feature '{feature.name}' "
+                "are not those its manifest.json lists"
+            )
 
 
 def trees_of(document: dict[str, Any]) -> tuple[list[dict[str, Any]], list[int]]:
@@ -85,27 +100,38 @@ def _check_base_score(raw: Any, where: str) -> None:
         raise ModelLoadError(f"{where}: base_score {str(raw)[:40]!r} is not a finite number")
 
 
-def _check_forest_layout(document: dict[str, Any], trees: list[dict[str, Any]], groups: list[int],
-                         n_groups: int, where: str) -> None:
+def _check_forest_layout(
+    document: dict[str, Any], trees: list[dict[str, Any]], groups: list[int], n_groups: int, where: str
+) -> None:
     """XGBoost files each tree under its `id` and finds a round's trees by `iteration_indptr`:
     ids must be 0, 1, ... in order, the counts agree, and each tree belong to an output."""
     booster = document["learner"]["gradient_booster"]
     model = booster["gbtree"]["model"] if booster["name"] == "dart" else booster["model"]
     declared = _integer(model["gbtree_model_param"]["num_trees"], "num_trees", where)
     if declared != len(trees) or [_integer(t["id"], "a tree id", where) for t in trees] != list(
-            range(len(trees))):
-        raise ModelLoadError(f"{where}: its {len(trees)} trees are not numbered 0 to "
-                             f"{len(trees) - 1} in order, or num_trees says {declared}")
+        range(len(trees))
+    ):
+        raise ModelLoadError(
+            f"{where}: its {len(trees)} trees are not numbered 0 to "
+            f"{len(trees) - 1} in order, or num_trees says {declared}"
+        )
     if len(groups) != len(trees) or any(g >= n_groups for g in groups):
-        raise ModelLoadError(f"{where}: tree_info does not give each of its {len(trees)} trees "
-                             f"one of the model's {n_groups} outputs")
-    if _integer(model["gbtree_model_param"].get("num_parallel_tree", 1), "num_parallel_tree",
-                where) < 1:
+        raise ModelLoadError(
+            f"{where}: tree_info does not give each of its {len(trees)} trees "
+            f"one of the model's {n_groups} outputs"
+        )
+    if _integer(model["gbtree_model_param"].get("num_parallel_tree", 1), "num_parallel_tree", where) < 1:
         raise ModelLoadError(f"{where}: num_parallel_tree is below 1")
     if "iteration_indptr" in model:
         indptr = np.asarray(model["iteration_indptr"])
-        if (indptr.dtype.kind not in "iu" or indptr.ndim != 1 or not len(indptr) or indptr[0] != 0
-                or indptr[-1] != len(trees) or (np.diff(indptr.astype(np.int64)) < 0).any()):
+        if (
+            indptr.dtype.kind not in "iu"
+            or indptr.ndim != 1
+            or not len(indptr)
+            or indptr[0] != 0
+            or indptr[-1] != len(trees)
+            or (np.diff(indptr.astype(np.int64)) < 0).any()
+        ):
             raise ModelLoadError(f"{where}: iteration_indptr does not divide its trees into rounds")
     if booster["name"] == "dart" and len(booster.get("weight_drop", [])) != len(trees):
         raise ModelLoadError(f"{where}: weight_drop does not hold one weight per tree")
@@ -124,33 +150,41 @@ def _check_parents(parents: np.ndarray, nodes: TreeNodes, where: str) -> None:
         raise ModelLoadError(f"{where}: its parent links do not match its child links")
 
 
-def _check_categories(tree: dict[str, Any], nodes: TreeNodes, widths: np.ndarray,
-                      where: str) -> None:
+def _check_categories(tree: dict[str, Any], nodes: TreeNodes, widths: np.ndarray, where: str) -> None:
     """A categorical split's categories (those that go right, as codes) are a segment of the tree's
     `categories`; XGBoost sets a bit per code, so codes must be below the feature's category count
     (`widths`, from the model's category encoder, or MAX_CATEGORIES without one)."""
     split_type = np.asarray(tree["split_type"])
     categorical = split_type == CATEGORICAL
-    listed, segments, sizes = (np.asarray(tree[k], np.int64) for k in
-                               ("categories_nodes", "categories_segments", "categories_sizes"))
+    listed, segments, sizes = (
+        np.asarray(tree[k], np.int64) for k in ("categories_nodes", "categories_segments", "categories_sizes")
+    )
     if not np.isin(split_type, (0, CATEGORICAL)).all():
         raise ModelLoadError(f"{where}: a split type other than numerical or categorical")
-    if (categorical & (nodes.left == -1)).any() or not np.array_equal(
-            listed, np.flatnonzero(categorical)) or not len(listed) == len(segments) == len(sizes):
+    if (
+        (categorical & (nodes.left == -1)).any()
+        or not np.array_equal(listed, np.flatnonzero(categorical))
+        or not len(listed) == len(segments) == len(sizes)
+    ):
         raise ModelLoadError(f"{where}: its categorical splits and their category lists disagree")
     codes = np.asarray(tree["categories"])
     if not len(listed):
         return
-    if (codes.dtype.kind not in "iu" or segments.min() < 0 or sizes.min() < 0
-            or (segments + sizes).max() > len(codes)):
+    if (
+        codes.dtype.kind not in "iu"
+        or segments.min() < 0
+        or sizes.min() < 0
+        or (segments + sizes).max() > len(codes)
+    ):
         raise ModelLoadError(f"{where}: a categorical split points outside its categories")
     codes = codes.astype(np.int64)
     for node, start, size in zip(listed, segments, sizes, strict=True):
         width = widths[int(np.asarray(nodes.feature)[node])]
-        chosen = codes[start:start + size]
+        chosen = codes[start : start + size]
         if size and (chosen.min() < 0 or chosen.max() >= width):
-            raise ModelLoadError(f"{where}: node {node} splits on a category code outside the "
-                                 f"feature's {width} categories")
+            raise ModelLoadError(
+                f"{where}: node {node} splits on a category code outside the feature's {width} categories"
+            )
 
 
 def _category_widths(model: dict[str, Any], n_features: int, where: str) -> np.ndarray:
@@ -171,28 +205,42 @@ def category_names(model: dict[str, Any], n_features: int, where: str) -> list[l
     segments = np.asarray(cats["feature_segments"])
     sorted_idx = np.asarray(cats["sorted_idx"])
     encoders = cats.get("enc", [])
-    if (segments.dtype.kind not in "iu" or len(segments) != n_features + 1 or segments[0] != 0
-            or (np.diff(segments.astype(np.int64)) < 0).any() or segments[-1] != len(sorted_idx)
-            or len(encoders) != n_features):
+    if (
+        segments.dtype.kind not in "iu"
+        or len(segments) != n_features + 1
+        or segments[0] != 0
+        or (np.diff(segments.astype(np.int64)) < 0).any()
+        or segments[-1] != len(sorted_idx)
+        or len(encoders) != n_features
+    ):
         raise ModelLoadError(f"{where}: its category encoder does not describe its features")
     counts = np.diff(segments.astype(np.int64))
     for feature, (encoder, count) in enumerate(zip(encoders, counts, strict=True)):
         start = int(segments[feature])
-        order = np.asarray(sorted_idx[start:start + count], np.int64)
+        order = np.asarray(sorted_idx[start : start + count], np.int64)
         if not np.array_equal(np.sort(order), np.arange(count)):
             raise ModelLoadError(f"{where}: feature {feature}'s category order is not a permutation")
         offsets = np.asarray(encoder.get("offsets", ()))
         values = encoder.get("values", ())
-        if count and (offsets.dtype.kind not in "iu" or len(offsets) != count + 1
-                      or offsets[0] != 0 or (np.diff(offsets.astype(np.int64)) < 0).any()
-                      or offsets[-1] != len(values)):
+        if count and (
+            offsets.dtype.kind not in "iu"
+            or len(offsets) != count + 1
+            or offsets[0] != 0
+            or (np.diff(offsets.astype(np.int64)) < 0).any()
+            or offsets[-1] != len(values)
+        ):
             raise ModelLoadError(f"{where}: feature {feature}'s category names are malformed")
         raw = np.asarray(values)
         if not count:
             continue
-        names = ([bytes(raw[a:b].astype(np.uint8)).decode("utf-8", "replace")
-                  for a, b in itertools.pairwise(offsets)] if len(offsets) else
-                 [str(v) for v in raw.tolist()])
+        names = (
+            [
+                bytes(raw[a:b].astype(np.uint8)).decode("utf-8", "replace")
+                for a, b in itertools.pairwise(offsets)
+            ]
+            if len(offsets)
+            else [str(v) for v in raw.tolist()]
+        )
         if len(set(names)) != count:
             raise ModelLoadError(f"{where}: feature {feature} names a category twice")
         described[feature] = names  # in code order
@@ -208,15 +256,19 @@ def check_document(document: dict[str, Any], where: str) -> None:
         learner = document["learner"]
         parameters = learner["learner_model_param"]
         n_features = _integer(parameters["num_feature"], "num_feature", where)
-        n_groups = max(1, _integer(parameters["num_class"], "num_class", where),
-                       _integer(parameters.get("num_target", 1), "num_target", where))
+        n_groups = max(
+            1,
+            _integer(parameters["num_class"], "num_class", where),
+            _integer(parameters.get("num_target", 1), "num_target", where),
+        )
         _check_base_score(parameters["base_score"], where)
         booster = learner["gradient_booster"]
         if booster["name"] == "gblinear":
             weights = np.asarray(booster["model"]["weights"], np.float64)
             if weights.ndim != 1 or len(weights) != (n_features + 1) * n_groups:
-                raise ModelLoadError(f"{where}: {len(weights)} linear weights for {n_features} "
-                                     f"features and {n_groups} outputs")
+                raise ModelLoadError(
+                    f"{where}: {len(weights)} linear weights for {n_features} features and {n_groups} outputs"
+                )
             check_values(weights[:, None], f"{where}, linear weights")
             return
         trees, groups = trees_of(document)
@@ -235,8 +287,10 @@ def check_document(document: dict[str, Any], where: str) -> None:
             if leaf_width > 1:  # vector leaves, one value per output, in base_weights
                 weights = np.asarray(tree["base_weights"], np.float64)
                 if leaf_width != n_groups or weights.shape != (n_nodes * leaf_width,):
-                    raise ModelLoadError(f"{at}: leaves of {leaf_width} values for a model of "
-                                         f"{n_groups} outputs, or {weights.size} leaf values")
+                    raise ModelLoadError(
+                        f"{at}: leaves of {leaf_width} values for a model of "
+                        f"{n_groups} outputs, or {weights.size} leaf values"
+                    )
                 check_values(weights.reshape(n_nodes, leaf_width), at)
             # Leaf values, thresholds and the statistics beside them: XGBoost writes a non-finite
             # one as bare `inf` or `nan`, which is not JSON, and feature contributions divide by
@@ -251,5 +305,7 @@ def check_document(document: dict[str, Any], where: str) -> None:
     except ModelLoadError:
         raise
     except (KeyError, TypeError, ValueError, IndexError, AttributeError, orjson.JSONDecodeError) as exc:
-        raise ModelLoadError(f"{where} does not describe an XGBoost model XGBoost can predict with: "
-                             f"{type(exc).__name__}: {exc}") from None
+        raise ModelLoadError(
+            f"{where} does not describe an XGBoost model XGBoost can predict with: "
+            f"{type(exc).__name__}: {exc}"
+        ) from None

@@ -35,12 +35,12 @@ class _UBJSON:
     def take(self, size: int) -> bytes:
         if size < 0 or size > len(self.data) - self.at:
             raise self.fail(f"a length of {size} bytes runs past the end of the file")
-        chunk = self.data[self.at:self.at + size]
+        chunk = self.data[self.at : self.at + size]
         self.at += size
         return chunk
 
     def peek(self) -> bytes:
-        return self.data[self.at:self.at + 1]
+        return self.data[self.at : self.at + 1]
 
     def marker(self) -> str:
         return self.take(1).decode("latin-1")
@@ -102,8 +102,7 @@ class _UBJSON:
                 dtype = np.dtype(_NUMBERS[typed])
                 if count < 0 or count > (len(self.data) - self.at) // dtype.itemsize:
                     raise self.fail(f"an array of {count} numbers runs past the end of the file")
-                return np.frombuffer(self.take(count * dtype.itemsize), dtype).astype(
-                    dtype.newbyteorder("="))
+                return np.frombuffer(self.take(count * dtype.itemsize), dtype).astype(dtype.newbyteorder("="))
             if count < 0 or count > len(self.data) - self.at:  # every element takes a byte at least
                 raise self.fail(f"an array of {count} values runs past the end of the file")
             return [self.value(depth + 1) for _ in range(count)]
@@ -122,8 +121,9 @@ def read_document(data: bytes) -> dict[str, Any]:
     """The model document in `data`, a UBJSON or JSON XGBoost model file. Raises ModelLoadError
     for anything else, naming what is wrong and where."""
     if data[:1] != b"{":
-        raise ModelLoadError("not an XGBoost model in JSON or UBJSON (XGBoost's binary and "
-                             "pickled formats are not read)")
+        raise ModelLoadError(
+            "not an XGBoost model in JSON or UBJSON (XGBoost's binary and pickled formats are not read)"
+        )
     if data[1:2] in (b'"', b" ", b"\n", b"\r", b"\t", b"}"):
         try:
             document = orjson.loads(data)
