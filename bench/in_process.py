@@ -20,7 +20,7 @@ def run_one(model_dir: Path, body: Path, seconds: float) -> None:
     """One process: load, say "ready", wait for "go" on stdin, parse+predict until the time is up;
     prints the rows it finished and the seconds it took."""
     from sagecraft.loaded_model import LoadedModel
-    from sagecraft.serving.codecs import decode_csv
+    from sagecraft.serving.csv_bodies import decode_csv
 
     model = LoadedModel.load(model_dir)
     data = body.read_bytes()

@@ -47,7 +47,7 @@ from .model_types import (
 )
 
 PROJECT_NAME = "sagecraft"
-HOOK_API_VERSION = 2
+HOOK_API_VERSION = 3
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
@@ -180,7 +180,12 @@ def training_finished(
 def predict(model: Any, features: pd.DataFrame, output: str) -> Any:
     """Predict for the rows of `features` and return a numpy array with one entry per row.
 
-    Called for every request, in a worker thread. `features` has the training columns in their
+    Called for every request. A request of a few rows (a body of at most 16 KiB, at most 64 rows)
+    is predicted on the server's event loop, often with other requests' rows (a thread hop costs
+    more than the work): a `predict` that blocks (on a lock, the network, a long computation)
+    then stalls every request of that process, /ping included. Larger requests are predicted in
+    a worker thread, possibly several at once. A plugin whose `predict` must always run in a
+    thread sets `AlgorithmInfo(predict_in_thread=True)`. `features` has the training columns in their
     training order. `output` is one of `sagecraft.hooks.LABEL` (class codes 0..k-1 for
     classification, which the core maps back to the original labels; values for regression),
     `PROBABILITIES` (n_rows x n_classes), `RAW_MARGIN` (the untransformed score), `CONTRIBUTIONS`

@@ -42,6 +42,9 @@ class AlgorithmInfo:
     sagecraft provides makes the plugin unavailable, with a message saying so. `feature_dtype` is
     the type numeric training features are read as: "float32" halves the memory of a large
     channel and loses nothing for tree libraries, which compare float32 thresholds anyway.
+    `predict_in_thread=True` sends every request's `predict` to the prediction pool, small ones
+    included (by default a request of a few rows is predicted on the event loop: see the
+    `predict` hook); set it when `predict` may block or take long for a few rows.
     """
 
     description: str
@@ -50,6 +53,7 @@ class AlgorithmInfo:
     libraries: Mapping[str, str] = field(default_factory=dict)
     api_version: int = 1
     feature_dtype: str = "float64"
+    predict_in_thread: bool = False
 
 
 @dataclass(frozen=True)

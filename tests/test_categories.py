@@ -134,7 +134,7 @@ def test_a_literal_backslash_n_inside_a_quoted_category_is_kept() -> None:
     """A shell's literal `\\n` separates rows, but not inside a quoted cell: the category
     `C:\\new` stays itself (it was split into two rows and read as a missing value)."""
     from sagecraft.categories import FeatureNames
-    from sagecraft.serving.codecs import decode_csv
+    from sagecraft.serving.csv_bodies import decode_csv
 
     features = FeatureNames(["path", "x"], {"path": ["C:\\new", "D:\\old"]})
     table = decode_csv(b'"C:\\new",1.5\\n"D:\\old",2', features)

@@ -18,8 +18,8 @@ from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 
 from sagecraft.errors import BadRequestError
 from sagecraft.model_types import LABEL, PROBABILITIES, RAW_MARGIN
-from sagecraft.serving import codecs
-from sagecraft.serving.codecs import decode_csv
+from sagecraft.serving import csv_bodies, json_bodies
+from sagecraft.serving.csv_bodies import decode_csv
 from sagecraft_random_forest.algorithm import ServingForest, predict
 from sagecraft_random_forest.flat_forest import FLAT_MAX_ROWS, FlatForest
 from sagecraft_xgboost import algorithm as xgboost_plugin
@@ -229,7 +229,7 @@ def test_small_csv_fast_path_reads_what_the_general_path_reads(rows: list[list[s
         general = decode_csv(body, names, first_row=2).to_numpy()  # first_row > 1: general path
     except BadRequestError:
         general = None
-    fast = codecs.read_csv_numbers(body, names)
+    fast = csv_bodies.read_csv_numbers(body, names)
     if fast is not None:  # it answers only what the general path answers the same way
         assert general is not None and np.array_equal(fast, general, equal_nan=True)
     try:
@@ -273,10 +273,10 @@ def test_small_json_fast_path_reads_what_the_general_path_reads(rows: list[list[
     names = ["f0", "f1", "f2"]
     body = _json_document(rows, shape)
     try:
-        general = codecs.decode_json(body, names).to_numpy()
+        general = json_bodies.decode_json(body, names).to_numpy()
     except BadRequestError:
         general = None
-    fast = codecs.read_json_numbers(body, names)
+    fast = json_bodies.read_json_numbers(body, names)
     if fast is not None:  # it answers only what the general path answers the same way
         assert general is not None and np.array_equal(fast, general, equal_nan=True)
     if shape in ("instances", "list") and all(

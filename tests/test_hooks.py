@@ -139,6 +139,35 @@ FUTURE = """
         return None
 """
 
+# Answers class code 0 (setosa) when `predict` runs on the server's main thread, the event loop's,
+# and 1 (versicolor) in a worker thread; THREADED_WHERE declares predict_in_thread.
+WHERE = """
+    import json, threading
+    import numpy as np
+    from sagecraft.hooks import AlgorithmInfo, hookimpl
+
+    @hookimpl
+    def algorithm_info():
+        return AlgorithmInfo(description="answers where predict ran", api_version=3,
+                             predict_in_thread=IN_THREAD)
+
+    @hookimpl
+    def fit(train):
+        return {}
+
+    @hookimpl
+    def save_model(model, model_dir):
+        (model_dir / "where.json").write_text("{}")
+
+    @hookimpl
+    def load_model(model_dir):
+        return {}
+
+    @hookimpl
+    def predict(model, features):
+        return np.full(len(features), int(threading.current_thread() is not threading.main_thread()))
+"""
+
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -150,6 +179,11 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     install_test_plugin(
         site, "sagecraft-future", {"future": "sagecraft_future"}, {"sagecraft_future": FUTURE}
     )
+    for name, in_thread in (("where", False), ("threaded_where", True)):
+        source = WHERE.replace("IN_THREAD", str(in_thread))
+        install_test_plugin(
+            site, f"sagecraft-{name}", {name: f"sagecraft_{name}"}, {f"sagecraft_{name}": source}
+        )
     return site
 
 
@@ -240,6 +274,25 @@ def test_hook_predict_is_wrapped_by_an_extension_plugin(
         assert server.invoke("5.0,3.4,1.5,0.2").text == "setosa\n"
         server.stop()
         assert re.search(r"TIMED 1 rows in \d", server.log())
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(("algorithm", "small_in_thread"), [("where", False), ("threaded_where", True)])
+def test_hook_predict_runs_small_requests_on_the_event_loop_unless_the_plugin_asks_for_a_thread(
+    site: Path, tmp_path: Path, algorithm: str, small_in_thread: bool
+) -> None:
+    """What the hook's documentation says: a few rows are predicted on the event loop (the main
+    thread), a large request in a worker thread; `predict_in_thread` sends every request there."""
+    tree = _probe_job(tmp_path, site, algorithm=algorithm)
+    assert tree.train().returncode == 0, tree.explain()
+    server = Server(tree.base, pythonpath=site).wait_ready()
+    try:
+        small = "setosa" if not small_in_thread else "versicolor"
+        assert server.invoke("1,2,3,4").text == f"{small}\n"
+        assert server.invoke("1,2,3,4", accept="application/json").json() == {"predictions": [small]}
+        large = server.invoke("1,2,3,4\n" * 5000)  # over 16 KiB: always in the pool
+        assert set(large.text.split()) == {"versicolor"}
     finally:
         server.stop()
 

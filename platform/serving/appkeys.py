@@ -10,6 +10,7 @@ from aiohttp import web
 
 from ..content_registry import ContentTypeRegistry
 from ..environment import ServingSettings
+from ..errors import NotReadyError
 from .registry import ModelRegistry
 from .request_format import RequestFormats
 
@@ -17,18 +18,32 @@ from .request_format import RequestFormats
 SINGLE_MODEL = "model"
 
 
+@dataclass(frozen=True)
+class Services:
+    """What exists once the plugins are loaded: the content types, the request formats seen so
+    far, and the model registry. Set once, complete, by `lifecycle`."""
+
+    content_types: ContentTypeRegistry
+    formats: RequestFormats
+    registry: ModelRegistry
+
+
 @dataclass
 class Runtime:
-    """What exists once the plugins are loaded: the content types, the request formats seen so
-    far, and the model registry."""
+    """A server process's state: its services (None until the plugins are loaded), whether
+    starting has ended (successfully or not), and its counters."""
 
-    content_types: ContentTypeRegistry | None = None
-    formats: RequestFormats | None = None
-    registry: ModelRegistry | None = None
+    services: Services | None = None
     started: asyncio.Event = field(default_factory=asyncio.Event)
     in_flight: int = 0  # invocations this worker holds now
     releasing: bool = False  # a release of freed memory to the OS is under way
     released_at: float = -1e9  # when the last one started (the event loop's clock)
+
+    def ready(self) -> Services:
+        """The services; NotReadyError (503) while the plugins are still loading."""
+        if self.services is None:
+            raise NotReadyError("the server is still starting")
+        return self.services
 
 
 SETTINGS = web.AppKey("settings", ServingSettings)

@@ -17,7 +17,7 @@ import pandas as pd
 
 from ..content_registry import NumberRows
 from ..loaded_model import LoadedModel
-from .codecs import feature_table
+from .tables import feature_table
 
 MAX_BATCH_ROWS = 256
 # Measured, 2 workers, 16 connections of single-row requests, against flushing on the next turn:

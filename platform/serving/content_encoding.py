@@ -13,8 +13,8 @@ import tempfile
 import zlib
 from typing import IO
 
-from ..errors import BadRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
-from .invocation import SPOOL_BYTES
+from ..errors import BadRequestError, UnsupportedMediaTypeError
+from .bodies import SPOOL_BYTES, too_large
 
 IDENTITY = "identity"
 # zlib's window bits: gzip framing, zlib framing (HTTP's "deflate"); raw deflate as sent by some
@@ -54,10 +54,7 @@ def inflate(body: IO[bytes], coding: str, limit: int) -> IO[bytes]:
                     piece = inflater.decompress(chunk, limit - total + 1)
                     total += len(piece)
                     if total > limit:
-                        raise PayloadTooLargeError(
-                            f"the body expands to more than the limit of {limit} bytes "
-                            f"(Content-Encoding: {coding}); raise SAGECRAFT_MAX_PAYLOAD_MB"
-                        )
+                        raise too_large(limit, coding=coding)
                     out.write(piece)
                     chunk = inflater.unconsumed_tail
             if not inflater.eof:

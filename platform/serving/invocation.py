@@ -1,72 +1,334 @@
-"""One invocation: read the body (spooled to disk when large), decode, predict, encode.
+"""One invocation, from its headers to its answer: the request path of /invocations and of a
+multi-model endpoint's /models/<name>/invoke.
 
-Line-oriented bodies (CSV, JSON Lines) larger than a slice are decoded and predicted a slice of whole
-lines at a time, so a 100 MB batch or a 1 GB asynchronous payload never exists as one big table.
+Two paths, chosen by the body's declared size:
+- **small** (at most SMALL_BODY_BYTES, not compressed): read as bytes and decoded on the event
+  loop; up to INLINE_ROWS rows are predicted there too (with other requests' rows, by the batcher,
+  when the answer is the label), because a thread hop costs more than a few rows' work. A plugin
+  whose `predict` must not run on the loop says so (`AlgorithmInfo.predict_in_thread`), and its
+  small requests go to the pool whole.
+- **large**: the body is spooled (to disk beyond SPOOL_BYTES), inflated if compressed, and decoded,
+  predicted and encoded in the prediction pool. Line-oriented bodies (CSV, JSON Lines) larger than
+  a slice go a slice of whole lines at a time, so a 100 MB batch or a 1 GB asynchronous payload
+  never exists as one big table, and the answer is spooled and streamed back.
+
 With `record_errors`, a record that cannot be read answers an error marker on its own line while
-the other records are predicted (batch transform keeps every record's place). Answers are spooled
-too, so a large request's answer is written slice by slice and streamed back.
+the other records are predicted (batch transform keeps every record's place).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
 import tempfile
-from collections.abc import Iterator
-from typing import IO
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor
+from typing import IO, Any, TypeVar
 
 import numpy as np
 import orjson
 import pandas as pd
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 
-from ..content_registry import ContentTypeRegistry
-from ..errors import BadRequestError, PayloadTooLargeError
+from ..content_registry import SMALL_BODY_BYTES, ContentTypeRegistry
+from ..environment import ServingSettings
+from ..errors import (
+    BadRequestError,
+    OverloadedError,
+    PredictionTimeoutError,
+    RequestTimeoutError,
+    SagecraftError,
+)
 from ..loaded_model import LoadedModel
 from ..media_types import JSONLINES
+from ..memory import release_memory
+from .appkeys import EXECUTOR, RUNTIME, SETTINGS, Runtime, Services
+from .bodies import SPOOL_BYTES, declared_length, read_body, read_bytes
+from .content_encoding import IDENTITY, content_coding, inflate
+from .middleware import error_response
 from .outputs import PREDICTED_LABEL, predict_output
+from .request_format import TARGET_MODEL, RequestFormat, check_header_length
+from .tables import feature_table
 
+T = TypeVar("T")
+# A small body is predicted on the event loop when it holds at most this many rows: 16 KiB can
+# hold 4,000 rows of one feature, and the loop must stay free for /ping.
+INLINE_ROWS = 64
 SLICE_BYTES = 2 * 1024 * 1024  # measured: peak memory grows ~80 MiB whatever the payload size
-SPOOL_BYTES = 32 * 1024 * 1024
-READ_CHUNK = 1024 * 1024
+SEND_CHUNK = 1024 * 1024
+# After a body of this size, memory is handed back to the OS, at most once per interval (see
+# _release_soon): a release per 10,000-row request cost the serving benchmark about a tenth.
+RELEASE_AFTER_BYTES = 1024 * 1024
+RELEASE_INTERVAL_S = 1.0
 
 
-def _too_large(size: int, limit: int) -> PayloadTooLargeError:
-    return PayloadTooLargeError(
-        f"the body has {size} bytes, over the limit of {limit}; raise SAGECRAFT_MAX_PAYLOAD_MB"
+async def invoke(request: web.Request, model_name: str) -> web.StreamResponse:
+    """Answer one invocation of `model_name`.
+
+    A worker holds at most `max_concurrent_requests` invocations: beyond that it answers 503 with
+    Retry-After at once instead of queueing without bound. Each has `request_timeout_s` to arrive
+    (else 408) and be answered (else 504)."""
+    settings, runtime = request.app[SETTINGS], request.app[RUNTIME]
+    services = runtime.ready()
+    if runtime.in_flight >= settings.max_concurrent_requests:
+        raise OverloadedError(
+            f"this worker is answering {runtime.in_flight} requests, its limit "
+            "(SAGECRAFT_MAX_CONCURRENT_REQUESTS); retry shortly"
+        )
+    runtime.in_flight += 1
+    try:
+        deadline = asyncio.get_running_loop().time() + settings.request_timeout_s
+        return await _invoke(request, model_name, settings, services, deadline)
+    finally:
+        runtime.in_flight -= 1
+
+
+async def _invoke(
+    request: web.Request, model_name: str, settings: ServingSettings, services: Services, deadline: float
+) -> web.StreamResponse:
+    check_header_length(TARGET_MODEL, request.headers.get(TARGET_MODEL))
+    form = services.formats.of(request.headers)
+    coding = content_coding(request.headers.get("Content-Encoding"))
+    # A compressed body is small or large by what it inflates to, which only inflating tells.
+    small = (
+        request.content_length is not None
+        and request.content_length <= SMALL_BODY_BYTES
+        and coding == IDENTITY
     )
+    # One timer for the request; what it interrupts decides the answer. None where nothing can
+    # wait: the body has arrived, the model is loaded, and a small request's work runs on the
+    # event loop, where a timer could not interrupt it anyway (measured: a timer costs about a
+    # tenth of the single-row throughput).
+    waits = not (small and request.content.is_eof() and services.registry.is_ready(model_name))
+    timer = asyncio.timeout_at(deadline) if waits else contextlib.nullcontext()
+    result: bytes | IO[bytes]
+    reading = True
+    try:
+        async with timer:
+            if small:
+                data = await read_bytes(request, settings.max_payload_bytes)
+                reading = False
+                result = await _answer_small(request.app, model_name, services, form, data)
+            else:
+                body = await read_body(request, settings.max_payload_bytes)
+                reading = False
+                result = await _answer_large(request.app, model_name, services, form, body, coding)
+    except TimeoutError:
+        if reading:
+            raise RequestTimeoutError(
+                f"the body did not arrive within {settings.request_timeout_s:g} s (SAGECRAFT_REQUEST_TIMEOUT)"
+            ) from None
+        raise PredictionTimeoutError(
+            f"the prediction did not finish within {settings.request_timeout_s:g} s "
+            "(SAGECRAFT_REQUEST_TIMEOUT); send fewer rows per request"
+        ) from None
+    return await _send(request, result, form.accept)
 
 
-def declared_length(request: web.Request, limit: int) -> int | None:
-    """The request's Content-Length (None when chunked); PayloadTooLargeError when over `limit`."""
-    length = request.content_length
-    if length is not None and length > limit:
-        raise _too_large(length, limit)
-    return length
-
-
-async def read_bytes(request: web.Request, limit: int) -> bytes:
-    """The body in memory, for a request whose Content-Length is at most SPOOL_BYTES."""
-    declared_length(request, limit)
-    return await request.read()
-
-
-async def read_body(request: web.Request, limit: int) -> IO[bytes]:
-    """The body as a file: in memory up to SPOOL_BYTES, on disk beyond, never over `limit`."""
-    length = declared_length(request, limit)
-    if length is not None and length <= SPOOL_BYTES:
-        return io.BytesIO(await request.read())
-    body: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 (returned)
-    total = 0
-    async for chunk in request.content.iter_chunked(READ_CHUNK):
-        total += len(chunk)
-        if total > limit:
-            body.close()
-            raise PayloadTooLargeError(
-                f"the body exceeds the limit of {limit} bytes; raise SAGECRAFT_MAX_PAYLOAD_MB"
+async def _answer_small(
+    app: web.Application, model_name: str, services: Services, form: RequestFormat, data: bytes
+) -> bytes | IO[bytes]:
+    """The answer to a small body, decoded on the event loop and, for a few rows, predicted there
+    too. Labels are predicted with other requests' rows (see batching.py). Many rows in few
+    bytes, per-record errors and plugins that predict in a thread go to the pool."""
+    types, registry, executor = services.content_types, services.registry, app[EXECUTOR]
+    record_errors = app[SETTINGS].record_errors
+    async with registry.use(model_name) as model:
+        if record_errors or model.algorithm.info.predict_in_thread:
+            return await _in_thread(
+                executor,
+                answer_bytes,
+                model,
+                types,
+                form.content_type,
+                data,
+                form.accept,
+                record_errors,
+                form.output,
             )
-        body.write(chunk)
+        if app[SETTINGS].batching and form.output == PREDICTED_LABEL:
+            # Plain numbers skip the DataFrame: the batcher builds one for the whole batch.
+            rows = types.read_numbers(form.content_type, data, model.feature_names)
+            if rows is None:
+                rows = types.decode(form.content_type, data, model.feature_names)
+            if len(rows) <= INLINE_ROWS:
+                return types.encode(form.accept, await registry.batcher(model_name).predict(rows))
+            features = (
+                rows
+                if isinstance(rows, pd.DataFrame)
+                else feature_table(np.asarray(rows, dtype=np.float64), model.feature_names)
+            )
+        else:
+            features = types.decode(form.content_type, data, model.feature_names)
+        if len(features) <= INLINE_ROWS:
+            return encode_answer(model, types, features, form.accept, form.output)
+        return await _in_thread(executor, encode_answer, model, types, features, form.accept, form.output)
+
+
+async def _answer_large(
+    app: web.Application,
+    model_name: str,
+    services: Services,
+    form: RequestFormat,
+    body: IO[bytes],
+    coding: str,
+) -> IO[bytes]:
+    """The answer to a large (or compressed) body, all of its work in the prediction pool."""
+    executor, settings = app[EXECUTOR], app[SETTINGS]
+    if coding != IDENTITY:
+        body = await _in_thread(executor, inflate, body, coding, settings.max_payload_bytes)
+    size = body.seek(0, io.SEEK_END)
     body.seek(0)
-    return body
+    async with services.registry.use(model_name) as model:
+        try:
+            return await _in_thread(
+                executor,
+                answer,
+                model,
+                services.content_types,
+                form.content_type,
+                body,
+                form.accept,
+                settings.record_errors,
+                form.output,
+            )
+        finally:
+            if size >= RELEASE_AFTER_BYTES:  # what it decoded to is garbage now
+                _release_soon(app)
+
+
+def _release_soon(app: web.Application) -> None:
+    """Give freed memory back to the OS in the pool, one release at a time and at most one per
+    RELEASE_INTERVAL_S (a full collection holds the GIL for about 5 ms: worth it after a body of
+    megabytes now and then, not after every such request under load)."""
+    runtime: Runtime = app[RUNTIME]
+    now = asyncio.get_running_loop().time()
+    if runtime.releasing or now - runtime.released_at < RELEASE_INTERVAL_S:
+        return
+    runtime.releasing, runtime.released_at = True, now
+
+    def release() -> None:
+        try:
+            release_memory()
+        finally:
+            runtime.releasing = False
+
+    asyncio.get_running_loop().run_in_executor(app[EXECUTOR], release)
+
+
+async def _in_thread(executor: Executor, function: Callable[..., T], *args: Any) -> T:
+    """`function(*args)` in the prediction pool, so that the event loop keeps answering /ping."""
+    return await asyncio.get_running_loop().run_in_executor(executor, function, *args)
+
+
+async def _send(request: web.Request, result: bytes | IO[bytes], content_type: str) -> web.StreamResponse:
+    """Small answers in one piece; large ones streamed from their spool file."""
+    if isinstance(result, bytes):
+        return web.Response(body=result, headers={"Content-Type": content_type})
+    with result:
+        size = result.seek(0, io.SEEK_END)
+        result.seek(0)
+        if size <= SEND_CHUNK:
+            return web.Response(body=result.read(), headers={"Content-Type": content_type})
+        response = web.StreamResponse(headers={"Content-Type": content_type})
+        response.content_length = size
+        await response.prepare(request)
+        while chunk := result.read(SEND_CHUNK):
+            await response.write(chunk)
+        await response.write_eof()
+        return response
+
+
+async def expect_continue(request: web.Request) -> web.Response | None:
+    """`Expect: 100-continue`: the client waits for a word before it sends the body. Say continue
+    only for a body this endpoint would read: a 413 (too large by Content-Length), 415, 406 or 400
+    (headers it cannot serve) goes back instead, and the connection closes, so that the client
+    never sends a body only to have it refused (aiohttp's own handler says continue to any)."""
+    expect = request.headers.get("Expect", "")
+    if request.version != HttpVersion11:
+        return None
+    if expect.lower() != "100-continue":
+        raise web.HTTPExpectationFailed(text=f"Unknown Expect: {expect[:100]}")
+    settings, services = request.app[SETTINGS], request.app[RUNTIME].services
+    try:
+        declared_length(request, settings.max_payload_bytes)
+        content_coding(request.headers.get("Content-Encoding"))
+        if services is not None:
+            services.formats.of(request.headers)
+    except SagecraftError as exc:
+        response = error_response(exc.status, exc.kind, str(exc))
+        response.force_close()
+        return response
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0  # the answer's own size counts from here, as aiohttp does
+    return None
+
+
+# --- the work, in the prediction pool (or, for a few rows, on the event loop) ----------------
+
+
+def encode_answer(
+    model: LoadedModel, types: ContentTypeRegistry, features: pd.DataFrame, accept: str, output: str
+) -> bytes:
+    """The encoded answer for a decoded table."""
+    return types.encode(accept, predict_output(model, features, output))
+
+
+def answer_bytes(
+    model: LoadedModel,
+    types: ContentTypeRegistry,
+    content_type: str,
+    data: bytes,
+    accept: str,
+    record_errors: bool = False,
+    output: str = PREDICTED_LABEL,
+) -> bytes:
+    """Decode, predict and encode a body held in memory."""
+    if _per_record(types, content_type, accept, record_errors):
+        return _predict_records(model, types, content_type, data, accept, output)
+    return encode_answer(model, types, types.decode(content_type, data, model.feature_names), accept, output)
+
+
+def answer(
+    model: LoadedModel,
+    types: ContentTypeRegistry,
+    content_type: str,
+    body: IO[bytes],
+    accept: str,
+    record_errors: bool = False,
+    output: str = PREDICTED_LABEL,
+) -> IO[bytes]:
+    """Decode, predict and encode a spooled body, slice by slice when it is line-oriented and
+    large. Returns the answer as a file (in memory when small) for the handler to send."""
+    with body:
+        sliced = content_type in types.line_oriented and not _per_record(
+            types, content_type, accept, record_errors
+        )
+        if sliced and _size(body) > SLICE_BYTES:
+            if accept in types.line_oriented_out:
+                out = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 (returned)
+                for predictions in _slices(model, types, content_type, body, output):
+                    out.write(types.encode(accept, predictions))
+                out.seek(0)
+                return out
+            return _spooled(
+                types.encode(accept, np.concatenate(list(_slices(model, types, content_type, body, output))))
+            )
+        return _spooled(answer_bytes(model, types, content_type, body.read(), accept, record_errors, output))
+
+
+def _per_record(types: ContentTypeRegistry, content_type: str, accept: str, record_errors: bool) -> bool:
+    """Whether each line gets its own answer (or error marker): with `record_errors`, when both
+    the body and the answer are one record per line."""
+    return record_errors and content_type in types.line_oriented and accept in types.line_oriented_out
+
+
+def _size(body: IO[bytes]) -> int:
+    position = body.tell()
+    size = body.seek(0, io.SEEK_END)
+    body.seek(position)
+    return size
 
 
 def _line_slices(body: IO[bytes]) -> Iterator[bytes]:
@@ -138,46 +400,3 @@ def _predict_records(
         answers = types.encode(accept, predictions).rstrip(b"\n").split(b"\n")
     by_line = dict(zip(good, answers, strict=True))
     return b"".join((markers.get(i) or by_line[i]) + b"\n" for i in range(len(lines)))
-
-
-def encode_answer(
-    model: LoadedModel, types: ContentTypeRegistry, features: pd.DataFrame, accept: str, output: str
-) -> bytes:
-    """The encoded answer for a decoded table."""
-    return types.encode(accept, predict_output(model, features, output))
-
-
-def answer(
-    model: LoadedModel,
-    types: ContentTypeRegistry,
-    content_type: str,
-    body: IO[bytes],
-    accept: str,
-    record_errors: bool = False,
-    output: str = PREDICTED_LABEL,
-) -> IO[bytes]:
-    """Decode, predict and encode one request; runs in a worker thread. Returns the answer as a
-    file (in memory when small) for the handler to send."""
-    with body:
-        line_oriented = content_type in types.line_oriented
-        if record_errors and line_oriented and accept in types.line_oriented_out:
-            return _spooled(_predict_records(model, types, content_type, body.read(), accept, output))
-        if line_oriented and _size(body) > SLICE_BYTES:
-            if accept in types.line_oriented_out:
-                out = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 (returned)
-                for predictions in _slices(model, types, content_type, body, output):
-                    out.write(types.encode(accept, predictions))
-                out.seek(0)
-                return out
-            return _spooled(
-                types.encode(accept, np.concatenate(list(_slices(model, types, content_type, body, output))))
-            )
-        features = types.decode(content_type, body.read(), model.feature_names)
-        return _spooled(encode_answer(model, types, features, accept, output))
-
-
-def _size(body: IO[bytes]) -> int:
-    position = body.tell()
-    size = body.seek(0, io.SEEK_END)
-    body.seek(position)
-    return size

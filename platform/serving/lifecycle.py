@@ -29,7 +29,7 @@ from ..loaded_model import LoadedModel
 from ..memory import container_memory_bytes
 from ..plugins import PluginSet, installed_plugins
 from ..server import create_app
-from .appkeys import EXECUTOR, RUNTIME, SINGLE_MODEL
+from .appkeys import EXECUTOR, RUNTIME, SINGLE_MODEL, Services
 from .balanced_accept import ABSENT, BalancedSite, ConnectionCounts
 from .registry import ModelRegistry, load_within
 from .request_format import RequestFormats
@@ -131,19 +131,18 @@ async def _drain(site: BalancedSite, app: web.Application, timeout_s: float) -> 
 
 
 def _registry(app: web.Application, plugins: PluginSet, settings: ServingSettings) -> ModelRegistry:
-    runtime = app[RUNTIME]
-    runtime.content_types = plugins.content_types
-    runtime.content_types.max_rows = settings.max_rows
-    runtime.content_types.max_decoded_bytes = settings.max_decoded_bytes
-    runtime.formats = RequestFormats(runtime.content_types, settings)
-    runtime.registry = ModelRegistry(
+    types = plugins.content_types
+    types.max_rows = settings.max_rows
+    types.max_decoded_bytes = settings.max_decoded_bytes
+    registry = ModelRegistry(
         app[EXECUTOR],
         LoadedModel.load,
         memory_budget(settings),
         settings.evict_idle_models,
         settings.model_load_timeout_s,
     )
-    return runtime.registry
+    app[RUNTIME].services = Services(types, RequestFormats(types, settings), registry)
+    return registry
 
 
 async def _serve_one_process(settings: ServingSettings, model_dir: Path, listener: socket.socket) -> int:

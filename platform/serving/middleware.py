@@ -8,8 +8,9 @@ import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from ..errors import PayloadTooLargeError, SagecraftError
+from ..errors import SagecraftError
 from .appkeys import SETTINGS
+from .bodies import too_large
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +49,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             request, error_response(exc.status, exc.kind, str(exc), exc.headers or None)
         )
     except web.HTTPRequestEntityTooLarge:
-        limit = request.app[SETTINGS].max_payload_bytes
-        exc = PayloadTooLargeError(
-            f"the body exceeds the limit of {limit} bytes; raise SAGECRAFT_MAX_PAYLOAD_MB"
-        )
-        return _unread_body_closes(request, error_response(exc.status, exc.kind, str(exc)))
+        too = too_large(request.app[SETTINGS].max_payload_bytes)
+        return _unread_body_closes(request, error_response(too.status, too.kind, str(too)))
     except ConnectionResetError as exc:  # aiohttp's ClientConnectionResetError too
         # The client went away (its answer has nowhere to go): one line, not an ERROR.
         log.info(

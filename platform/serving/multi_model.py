@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from urllib.parse import quote
 
@@ -11,6 +10,7 @@ from aiohttp import web
 
 from ..errors import BadRequestError, ModelNotFoundError, NotReadyError
 from .appkeys import RUNTIME, SETTINGS, Runtime
+from .invocation import expect_continue, invoke
 from .registry import ModelRegistry
 
 PAGE_SIZE = 100
@@ -20,9 +20,9 @@ MAX_PAGE_SIZE = 1000
 async def _registry(request: web.Request) -> ModelRegistry:
     runtime: Runtime = request.app[RUNTIME]
     await runtime.started.wait()
-    if runtime.registry is None:
+    if runtime.services is None:
         raise NotReadyError("the server could not load its plugins; see the log")
-    return runtime.registry
+    return runtime.services.registry
 
 
 def model_folder(url: object, models_dir: Path) -> Path:
@@ -128,17 +128,15 @@ async def unload_model(request: web.Request) -> web.Response:
     return web.json_response({"status": f"model '{name}' unloaded"})
 
 
-def add_model_routes(
-    app: web.Application,
-    invoke: Callable[[web.Request, str], Awaitable[web.Response]],
-    expect_handler: Callable[[web.Request], Awaitable[web.Response | None]] | None = None,
-) -> None:
-    async def invoke_model(request: web.Request) -> web.Response:
+def add_model_routes(app: web.Application) -> None:
+    """The model API's routes, on a multi-model endpoint's application."""
+
+    async def invoke_model(request: web.Request) -> web.StreamResponse:
         await _registry(request)
         return await invoke(request, request.match_info["name"])
 
     app.router.add_post("/models", load_model)
     app.router.add_get("/models", list_models)
-    app.router.add_post("/models/{name:.+}/invoke", invoke_model, expect_handler=expect_handler)
+    app.router.add_post("/models/{name:.+}/invoke", invoke_model, expect_handler=expect_continue)
     app.router.add_get("/models/{name:.+}", describe_model)
     app.router.add_delete("/models/{name:.+}", unload_model)

@@ -1,0 +1,66 @@
+"""Predictions to response bodies: CSV, JSON, JSON Lines and NPY."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+import numpy as np
+import orjson
+
+from ..errors import NotAcceptableError
+
+
+def _is_numeric(predictions: np.ndarray) -> bool:
+    return predictions.dtype.kind in "biuf"
+
+
+def _record_cells(record: dict) -> list[Any]:
+    """A multi-output record (see outputs.predict_output) as CSV cells, lists flattened."""
+    cells: list[Any] = []
+    for value in record.values():
+        cells.extend(value if isinstance(value, list) else [value])
+    return cells
+
+
+def encode_csv(predictions: np.ndarray) -> bytes:
+    if predictions.ndim == 1 and len(predictions) and isinstance(predictions[0], dict):
+        predictions = np.array([_record_cells(r) for r in predictions], dtype=object)
+    if _is_numeric(predictions):
+        predictions = np.ascontiguousarray(predictions)  # orjson reads contiguous arrays only
+        if predictions.ndim == 1:
+            body = orjson.dumps(predictions, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1]
+            return body.replace(b",", b"\n") + b"\n"
+        rows = (orjson.dumps(row, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1] for row in predictions)
+        return b"\n".join(rows) + b"\n"
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerows([row] if predictions.ndim == 1 else row for row in predictions.tolist())
+    return out.getvalue().encode("utf-8")
+
+
+def _jsonable(predictions: np.ndarray) -> Any:
+    # orjson serialises contiguous numeric arrays directly (a column slice is not contiguous).
+    return np.ascontiguousarray(predictions) if _is_numeric(predictions) else predictions.tolist()
+
+
+def encode_json(predictions: np.ndarray) -> bytes:
+    return orjson.dumps({"predictions": _jsonable(predictions)}, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def encode_jsonlines(predictions: np.ndarray) -> bytes:
+    lines = [orjson.dumps(item, option=orjson.OPT_SERIALIZE_NUMPY) for item in _jsonable(predictions)]
+    return b"\n".join(lines) + b"\n"
+
+
+def encode_npy(predictions: np.ndarray) -> bytes:
+    if predictions.ndim == 1 and len(predictions) and isinstance(predictions[0], dict):
+        raise NotAcceptableError(
+            "application/x-npy cannot hold several outputs per record; accept text/csv or application/json"
+        )
+    if predictions.dtype == object:
+        predictions = predictions.astype(str)
+    out = io.BytesIO()
+    np.save(out, predictions, allow_pickle=False)
+    return out.getvalue()
