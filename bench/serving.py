@@ -625,7 +625,7 @@ def report(results: dict, extras: dict, args: argparse.Namespace) -> list[str]:
         f"| {batch[1]:.0f} rows/s; peak RSS of the busiest worker {batch[3]} MiB "
         f"(largest worker before the batch: {batch[2]} MiB) |",
     ]
-    lines += ["", "## Targets (issue 4)", "", *targets(results, extras)]
+    lines += ["", "## Targets", "", *targets(results, extras)]
     return lines
 
 

@@ -16,6 +16,11 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+__all__ = [
+    "FeatureNames",
+    "numeric_matrix",
+]
+
 log = logging.getLogger(__name__)
 
 MANY_LEVELS = 1000  # past this a column looks like an identifier: warned about, still encoded

@@ -1,13 +1,14 @@
 """The content types the server reads and writes, as registered by plugins.
 
-Built-in CSV, JSON, JSON Lines and NPY codecs register through the same `register_content_types`
-hook as a third party's, from `sagecraft.codecs`.
+The six built-in types (CSV, JSON, JSON Lines, NPY, libsvm, Parquet) register through the same
+`register_content_types` hook as a third party's, from `sagecraft.serving.codecs`.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from typing import Protocol, cast
 
 import numpy as np
 import pandas as pd
@@ -20,9 +21,32 @@ from .errors import (
     TooManyRowsError,
     UnsupportedMediaTypeError,
 )
-from .media_types import ALIASES
+from .media_types import canonical
 
-Decoder = Callable[[bytes, Sequence[str]], pd.DataFrame]
+__all__ = [
+    "SMALL_BODY_BYTES",
+    "ContentTypeRegistry",
+    "Decoder",
+    "Encoder",
+    "LineDecoder",
+    "NumberReader",
+    "NumberRows",
+]
+
+
+class Decoder(Protocol):
+    """decoder(body, feature_names) -> the rows as a DataFrame, one column per feature."""
+
+    def __call__(self, body: bytes, features: Sequence[str], /) -> pd.DataFrame: ...
+
+
+class LineDecoder(Protocol):
+    """A line-oriented decoder (`add_decoder(..., line_oriented=True)`): also called with
+    `first_row=N` for a slice of a larger body whose first line is row N."""
+
+    def __call__(self, body: bytes, features: Sequence[str], /, first_row: int = 1) -> pd.DataFrame: ...
+
+
 # Rows of plain numbers: a float64 matrix, or lists of floats (no numpy call per request).
 NumberRows = np.ndarray | list[list[float]]
 NumberReader = Callable[[bytes, Sequence[str]], NumberRows | None]
@@ -40,7 +64,7 @@ def _bare(media_type: str) -> str:
     bare = media_type.split(";", 1)[0].strip().lower()
     if "/" not in bare:
         raise PluginError(f"'{media_type}' is not a media type such as text/csv")
-    return ALIASES.get(bare, bare)
+    return canonical(bare)
 
 
 def _check_range(table: pd.DataFrame, features: Sequence[str], first_row: int) -> None:
@@ -73,7 +97,7 @@ class ContentTypeRegistry:
     """
 
     def __init__(self) -> None:
-        self.decoders: dict[str, Decoder] = {}
+        self.decoders: dict[str, Decoder | LineDecoder] = {}
         self.number_readers: dict[str, NumberReader] = {}
         self.encoders: dict[str, Encoder] = {}
         self.line_oriented: set[str] = set()
@@ -103,7 +127,7 @@ class ContentTypeRegistry:
     def add_decoder(
         self,
         media_type: str,
-        decoder: Decoder,
+        decoder: Decoder | LineDecoder,
         *,
         line_oriented: bool = False,
         numbers: NumberReader | None = None,
@@ -153,7 +177,7 @@ class ContentTypeRegistry:
         """Rows of `body`; `first_row` numbers them when the body is one slice of a larger one."""
         self.check_decodable(content_type)
         if first_row != 1:
-            table = self.decoders[content_type](body, features, first_row=first_row)
+            table = cast(LineDecoder, self.decoders[content_type])(body, features, first_row=first_row)
         elif not body.strip():
             raise BadRequestError("the request body is empty")
         else:

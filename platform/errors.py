@@ -2,6 +2,38 @@
 
 from __future__ import annotations
 
+__all__ = [
+    "BadRequestError",
+    "ConfigurationError",
+    "DataError",
+    "DataTooLargeError",
+    "DecodedTooLargeError",
+    "HyperparameterError",
+    "InsufficientMemoryError",
+    "ModelAlreadyLoadedError",
+    "ModelLoadError",
+    "ModelLoadTimeoutError",
+    "ModelNotFoundError",
+    "NotAcceptableError",
+    "NotReadyError",
+    "OutputWriteError",
+    "OverloadedError",
+    "PayloadTooLargeError",
+    "PluginConflictError",
+    "PluginError",
+    "PredictionTimeoutError",
+    "RequestError",
+    "RequestTimeoutError",
+    "SagecraftError",
+    "TooManyRowsError",
+    "TrainingError",
+    "TrainingStoppedError",
+    "UnknownAlgorithmError",
+    "UnservableModelError",
+    "UnsupportedMediaTypeError",
+    "UnsupportedOutputError",
+]
+
 
 class SagecraftError(Exception):
     """Base of every error sagecraft raises on purpose.
@@ -17,9 +49,6 @@ class SagecraftError(Exception):
     @property
     def kind(self) -> str:
         return type(self).__name__
-
-    def to_json(self) -> dict[str, object]:
-        return {"code": self.status, "type": self.kind, "message": str(self)}
 
 
 # --- plugins -------------------------------------------------------------------------------

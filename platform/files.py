@@ -3,7 +3,7 @@ of bounded size.
 
 A model folder is whatever the user's archive or bucket held: a FIFO named `manifest.json` would
 block the thread that opens it forever, and a device such as `/dev/zero` would be read without
-end. (Training channels are filtered to regular files as they are listed: data.channel_files.)
+end. (Training channels are filtered to regular files as they are listed: training.channel_files.)
 `read_regular` opens without blocking, refuses anything but a regular
 file, and reads no more than its limit, whatever the file claims.
 """
@@ -17,7 +17,13 @@ from pathlib import Path
 from .environment import MAX_MODEL_FILE_SETTING, max_model_file_bytes
 from .errors import ModelLoadError, SagecraftError
 
-__all__ = ["describe_kind", "read_model_file", "read_regular"]
+__all__ = [
+    "MAX_MODEL_FILE_SETTING",
+    "describe_kind",
+    "max_model_file_bytes",
+    "read_model_file",
+    "read_regular",
+]
 
 _KINDS = (
     (stat.S_ISFIFO, "a FIFO"),

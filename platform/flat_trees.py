@@ -29,6 +29,12 @@ import numpy as np
 
 from .errors import ModelLoadError
 
+__all__ = [
+    "FlatTrees",
+    "TreeNodes",
+    "check_values",
+]
+
 log = logging.getLogger(__name__)
 
 

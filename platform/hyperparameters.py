@@ -18,6 +18,12 @@ from typing import Any
 
 from .errors import HyperparameterError
 
+__all__ = [
+    "Hyperparameter",
+    "did_you_mean",
+    "string_list",
+]
+
 RESERVED_PREFIX = "sagemaker_"
 TUNING_OBJECTIVE_KEY = "_tuning_objective_metric"
 _PYTHON_LITERALS = {"True": True, "False": False, "None": None}
@@ -93,7 +99,7 @@ class Hyperparameter:
 
     @property
     def type_name(self) -> str:
-        return getattr(self.type, "type_name", None) or getattr(self.type, "__name__", "value")
+        return str(getattr(self.type, "type_name", None) or getattr(self.type, "__name__", "value"))
 
     def convert(self, value: Any, spelled: str | None = None) -> Any:
         """The value in this declaration's type, or HyperparameterError naming the problem.
@@ -213,9 +219,9 @@ def validate(
     `also_known` are names validated elsewhere (the core's own), offered as spelling hints.
     """
     by_name: dict[str, Hyperparameter] = {}
-    for declaration in declared:
-        for name in (declaration.name, *declaration.aliases):
-            by_name[name] = declaration
+    for entry in declared:
+        for name in (entry.name, *entry.aliases):
+            by_name[name] = entry
     values: dict[str, Any] = {}
     spelled: dict[str, str] = {}
     extra: dict[str, Any] = {}

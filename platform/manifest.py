@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import platform as stdlib_platform
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -16,6 +17,12 @@ from typing import Any
 
 from .errors import ModelLoadError
 from .files import read_regular
+
+__all__ = [
+    "MANIFEST_FILE",
+    "Feature",
+    "Manifest",
+]
 
 MANIFEST_FILE = "manifest.json"
 FORMAT_VERSION = 1
@@ -76,6 +83,38 @@ class Manifest:
         path = model_dir / MANIFEST_FILE
         path.write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")
         return path
+
+    @classmethod
+    def of_trained_model(
+        cls,
+        *,
+        algorithm: str,
+        plugin: Mapping[str, str],
+        plugin_libraries: Mapping[str, str],
+        task: str,
+        dtypes: Mapping[Any, Any],
+        levels: Mapping[str, list[str]],
+        target: str | None,
+        classes: Sequence[Any],
+        hyperparameters: Mapping[str, Any],
+    ) -> Manifest:
+        """The manifest of a model just trained: `plugin` names the plugin's distribution and
+        version, `dtypes` are the training table's column types in order, and the columns in
+        `levels` (see categories.levels) are categorical, with their training categories."""
+        features = [
+            Feature(str(name), "category" if str(name) in levels else str(dtype), levels.get(str(name)))
+            for name, dtype in dtypes.items()
+        ]
+        return cls(
+            algorithm=algorithm,
+            task=task,
+            features=features,
+            target=target,
+            classes=list(classes),
+            plugin=dict(plugin),
+            libraries=runtime_libraries(dict(plugin_libraries)),
+            hyperparameters=dict(hyperparameters),
+        )
 
     @classmethod
     def read(cls, model_dir: Path) -> Manifest:

@@ -1,10 +1,28 @@
-"""Parse Content-Type and Accept headers and choose the response's content type."""
+"""The media-type vocabulary of requests, answers and training channels: one name for each type,
+the spellings clients and SageMaker use for it, and the parsing of a header or ContentType value.
+
+A request's `Content-Type`, an `Accept` entry and a channel's `ContentType` resolve through the
+same aliases, so a type that a request may use is a type a channel may use, and the reverse.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from dataclasses import dataclass, field
 
-from .errors import NotAcceptableError
+__all__ = [
+    "ALIASES",
+    "CSV",
+    "JSON",
+    "JSONLINES",
+    "LIBSVM",
+    "NPY",
+    "PARQUET",
+    "MediaType",
+    "canonical",
+    "media_type",
+    "parse",
+    "short_name",
+]
 
 CSV = "text/csv"
 JSON = "application/json"
@@ -19,6 +37,7 @@ ALIASES = {
     "application/csv": CSV,
     "application/x-jsonlines": JSONLINES,
     "application/jsonl": JSONLINES,
+    "application/json-lines": JSONLINES,
     "application/x-ndjson": JSONLINES,
     "application/npy": NPY,
     "text/x-libsvm": LIBSVM,
@@ -26,52 +45,49 @@ ALIASES = {
     "application/parquet": PARQUET,
     "application/vnd.apache.parquet": PARQUET,
 }
+# The word logs and messages use for a type: "a channel of libsvm data".
+_SHORT_NAMES = {
+    CSV: "csv",
+    JSON: "json",
+    JSONLINES: "jsonlines",
+    NPY: "npy",
+    LIBSVM: "libsvm",
+    PARQUET: "parquet",
+}
+
+
+@dataclass(frozen=True)
+class MediaType:
+    """A parsed header value: the canonical type and its parameters (names lower-case, values as
+    given, without quotes)."""
+
+    name: str
+    parameters: dict[str, str] = field(default_factory=dict)
+
+
+def canonical(bare: str) -> str:
+    """The canonical name of a bare, lower-case media type (aliases resolved)."""
+    return ALIASES.get(bare, bare)
+
+
+def parse(value: str) -> MediaType:
+    """`text/csv; label_size=1; charset="utf-8"` -> MediaType("text/csv", {"label_size": "1",
+    "charset": "utf-8"})."""
+    bare, *parameters = (part.strip() for part in value.split(";"))
+    found: dict[str, str] = {}
+    for parameter in filter(None, parameters):
+        key, _, raw = parameter.partition("=")
+        found[key.strip().lower()] = raw.strip().strip('"')
+    return MediaType(canonical(bare.lower()), found)
 
 
 def media_type(header: str | None) -> str | None:
-    """The bare, lower-case media type of a header value, aliases resolved; None when absent."""
+    """The bare, canonical media type of a header value; None when absent or empty."""
     if header is None:
         return None
-    bare = header.split(";", 1)[0].strip().lower()
-    return ALIASES.get(bare, bare) or None
+    return canonical(header.split(";", 1)[0].strip().lower()) or None
 
 
-def _accept_entries(accept: str) -> list[str]:
-    """The media ranges of an Accept header, best first (q-values honoured, q=0 dropped)."""
-    ranked = []
-    for position, entry in enumerate(accept.split(",")):
-        parts = [p.strip() for p in entry.split(";")]
-        if not parts[0]:
-            continue
-        quality = 1.0
-        for parameter in parts[1:]:
-            name, _, value = parameter.partition("=")
-            if name.strip().lower() == "q":
-                try:
-                    quality = float(value)
-                except ValueError:
-                    quality = 0.0
-        if quality > 0:
-            ranked.append((-quality, position, parts[0].lower()))
-    return [media for _, _, media in sorted(ranked)]
-
-
-def negotiate(accept: str | None, supported: Iterable[str], default: str) -> str:
-    """The content type to answer with: the first acceptable supported type, or `default`."""
-    supported = list(supported)
-    if accept is None or not accept.strip():
-        return default
-    for entry in _accept_entries(accept):
-        entry = ALIASES.get(entry, entry)
-        if entry == "*/*":
-            return default
-        if entry in supported:
-            return entry
-        if entry.endswith("/*"):
-            family = entry[:-1]
-            if default.startswith(family):
-                return default
-            for candidate in supported:
-                if candidate.startswith(family):
-                    return candidate
-    raise NotAcceptableError(f"cannot answer with Accept: {accept[:200]}; supported: {', '.join(supported)}")
+def short_name(name: str) -> str:
+    """The type's word for logs and messages ("csv", "libsvm"); the type itself when it has none."""
+    return _SHORT_NAMES.get(name, name)

@@ -14,6 +14,13 @@ import numpy as np
 from .errors import HyperparameterError
 from .model_types import CLASSIFICATION, REGRESSION
 
+__all__ = [
+    "DEFAULT_METRIC",
+    "Metric",
+    "check_metric_names",
+    "evaluate",
+]
+
 
 def format_metric_line(iteration: int, metrics: Mapping[str, float]) -> str:
     fields = "\t".join(f"{name}:{value:.6g}" for name, value in metrics.items())

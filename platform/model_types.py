@@ -13,6 +13,21 @@ import pandas as pd
 
 from .hyperparameters import Hyperparameter
 
+__all__ = [
+    "CLASSIFICATION",
+    "CONTRIBUTIONS",
+    "LABEL",
+    "LEAVES",
+    "PROBABILITIES",
+    "RAW_MARGIN",
+    "REGRESSION",
+    "TASKS",
+    "AlgorithmInfo",
+    "Dataset",
+    "FitContext",
+    "MetricsSink",
+]
+
 CLASSIFICATION = "classification"
 REGRESSION = "regression"
 TASKS = (CLASSIFICATION, REGRESSION)

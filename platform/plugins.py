@@ -124,7 +124,8 @@ class Algorithm:
 
 
 class PluginSet:
-    """The loaded plugins: algorithms by name, content types, and what could not be loaded."""
+    """The loaded plugins: algorithms by name, content types, what could not be loaded, and the
+    training hooks, called here as the algorithm hooks are called on `Algorithm`."""
 
     def __init__(
         self,
@@ -139,6 +140,22 @@ class PluginSet:
         self.records = records
         self.content_types = content_types
         self.problems = problems
+
+    def training_started(
+        self, *, algorithm: str, hyperparameters: dict[str, Any], output_data_dir: Path
+    ) -> None:
+        """The `training_started` hook, on every plugin that implements it."""
+        self.manager.hook.training_started(
+            algorithm=algorithm, hyperparameters=hyperparameters, output_data_dir=output_data_dir
+        )
+
+    def training_finished(
+        self, *, algorithm: str, model_dir: Path, output_data_dir: Path, manifest: dict[str, Any]
+    ) -> None:
+        """The `training_finished` hook, on every plugin that implements it."""
+        self.manager.hook.training_finished(
+            algorithm=algorithm, model_dir=model_dir, output_data_dir=output_data_dir, manifest=manifest
+        )
 
     def algorithm(self, name: str) -> Algorithm:
         """The algorithm registered under `name`, or an error that says what is installed."""
@@ -286,7 +303,9 @@ def build_plugin_set(
 ) -> PluginSet:
     """Register sagecraft's own codecs, then every entry point; bind algorithms and content types."""
     builder = _Builder(settings or PluginSettings(only=None, trace_hooks=False))
-    builder.register(codecs, PluginSource(CORE_PLUGIN, "sagecraft.codecs", "sagecraft", sagecraft_version()))
+    builder.register(
+        codecs, PluginSource(CORE_PLUGIN, "sagecraft.serving.codecs", "sagecraft", sagecraft_version())
+    )
     builder.load_entry_points(entry_points)
     content_types = builder.content_types()
     algorithms = builder.algorithms()

@@ -9,6 +9,11 @@ import logging
 import time
 from collections.abc import Callable
 
+__all__ = [
+    "QUIET_S",
+    "FitProgress",
+]
+
 QUIET_S = 5.0  # fits shorter than this log no progress
 
 

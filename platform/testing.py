@@ -20,6 +20,12 @@ from .environment import SageMakerPaths
 from .loaded_model import LoadedModel
 from .training.trainer import train as run_training_job
 
+__all__ = [
+    "load",
+    "train",
+    "write_training_job",
+]
+
 
 def write_training_job(
     base: Path,

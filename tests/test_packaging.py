@@ -32,6 +32,31 @@ def test_ruff_is_clean() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_ruff_format_is_clean() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "ruff", "format", "--check", str(REPO)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, "run `ruff format`:\n" + result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_mypy_is_clean() -> None:
+    """The package ships py.typed, so its types must hold: the core and both plugins, as
+    installed (pyproject.toml's [tool.mypy] names the packages)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--config-file", str(REPO / "pyproject.toml")],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=REPO,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("dist")
@@ -52,6 +77,16 @@ def test_wheel_holds_the_three_packages_and_nothing_that_shadows(wheel: Path) ->
     assert "sagecraft/hooks.py" in names and "sagecraft/server.py" in names
     assert "sagecraft_xgboost/algorithm.py" in names
     assert not any(name.startswith(("platform/", "xgboost/", "tests/")) for name in names)
+    # Every file of the source tree ships: a package left out of pyproject.toml's list fails here.
+    folders = {"platform": "sagecraft", "plugins/random_forest": "sagecraft_random_forest",
+               "plugins/xgboost": "sagecraft_xgboost"}  # fmt: skip
+    shipped = {
+        f"{package}/{path.relative_to(REPO / folder).as_posix()}"
+        for folder, package in folders.items()
+        for path in (REPO / folder).rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    }
+    assert shipped - set(names) == set()
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "[sagecraft]" in text and "random_forest = sagecraft_random_forest" in text

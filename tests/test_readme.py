@@ -39,3 +39,26 @@ def test_every_environment_variable_read_is_in_the_table() -> None:
     table = README.split("## Environment variables", 1)[1].split("\n## ", 1)[0]
     missing = {name for name in read if f"`{name}`" not in table}
     assert not missing, f"variables read but not documented: {sorted(missing)}"
+
+
+def test_the_layout_table_names_every_module() -> None:
+    """One line a module in platform/ (a plugin's modules may share its folder's line)."""
+    table = README.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    unlisted = []
+    for path in sorted((REPO / "platform").rglob("*.py")):
+        if path.name == "__init__.py":
+            continue
+        relative = path.relative_to(REPO).as_posix()
+        short = f"`{path.name}`"
+        if not any(
+            f"`{relative}`" in row
+            or (short in row and row.startswith(f"| `{path.parent.relative_to(REPO).as_posix()}/"))
+            for row in rows
+        ):
+            unlisted.append(relative)
+    for path in sorted((REPO / "plugins").rglob("*.py")):
+        folder = f"`{path.parent.relative_to(REPO).as_posix()}/`"
+        if path.name != "__init__.py" and not any(folder in row and f"`{path.name}`" in row for row in rows):
+            unlisted.append(path.relative_to(REPO).as_posix())
+    assert not unlisted, f"modules missing from the README's Layout table: {unlisted}"

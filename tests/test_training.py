@@ -203,8 +203,9 @@ FAILURES = {
         ["starts with a header row (y, a, b)", "Set target="],
     ),
     "text in a feature column": (
+        # The label is split off first: 'oops' is in the model's first feature, f0.
         lambda p: _headerless(p, "1,2,3\n4,oops,6\n"),
-        ["feature column 'f1'", "'oops'", "not numeric"],
+        ["feature column 'f0'", "'oops'", "not numeric"],
     ),
     "text labels for regression": (
         lambda p: _iris(p, task="regression"),
@@ -288,3 +289,20 @@ def test_tuning_objective_is_evaluated_and_watched_by_early_stopping(
         assert "early stopping: keeping rounds 0-" in result.stderr
     else:
         assert len(lines) == 300
+
+
+def test_a_host_that_is_not_the_leader_stops_before_reading_data(tmp_path: Path) -> None:
+    """A one-host algorithm on a job of two hosts: the second host checks the configuration like
+    the first, then exits 0 without reading a byte of its channel (here not even CSV) or writing
+    a model."""
+    tree = _headerless(tmp_path, "\x00\x01 not csv at all\n")
+    tree.write_config("resourceconfig.json", {"current_host": "algo-2", "hosts": ["algo-1", "algo-2"]})
+    result = tree.train()
+    assert result.returncode == 0, tree.explain()
+    assert "host algo-2 is not the first host (algo-1)" in result.stderr
+    assert "reads no data" in result.stderr
+    assert not tree.model_dir.exists() or not any(tree.model_dir.iterdir())
+    bad = _headerless(tmp_path / "bad", "1,2\n", algorithm="no_such_algorithm")
+    bad.write_config("resourceconfig.json", {"current_host": "algo-2", "hosts": ["algo-1", "algo-2"]})
+    assert bad.train().returncode == 1  # a configuration error fails every host alike
+    assert "unknown algorithm 'no_such_algorithm'" in (bad.failure or "")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -40,7 +41,7 @@ def decode_libsvm(
     body: bytes, features: Sequence[str], first_row: int = 1, *, limits: ContentTypeRegistry | None = None
 ) -> pd.DataFrame:
     """`[label] index:value ...` per line; the index is the feature's column number, as in
-    training (see formats.LIBSVM_INDEX_NOTE); a leading label is ignored, absent features are
+    training (see training.formats.LIBSVM_INDEX_NOTE); a leading label is ignored, absent features are
     missing values. A line of two bytes is a row of every feature, so the matrix is checked
     against `limits` before it is made."""
     lines = body_text(body).strip("\r\n").split("\n")
@@ -116,11 +117,11 @@ def decode_parquet(
     if table.num_rows == 0:
         raise BadRequestError("the request holds no rows")
     categorical = getattr(features, "categories", None) or {}
-    columns = {}
+    decoded: dict[str, Any] = {}
     for name, column in zip(features, table.columns, strict=True):
         kind = column.type
         if name in categorical:
-            columns[name] = column.to_pandas().astype(object)
+            decoded[name] = column.to_pandas().astype(object)
             continue
         if not (
             pa.types.is_integer(kind)
@@ -129,7 +130,7 @@ def decode_parquet(
             or pa.types.is_boolean(kind)
         ):
             raise BadRequestError(f"Parquet column for feature '{name}' holds {kind}, not numbers")
-        columns[name] = column.cast(pa.float64()).to_numpy(zero_copy_only=False)
+        decoded[name] = column.cast(pa.float64()).to_numpy(zero_copy_only=False)
     if not categorical:
-        return feature_table(checked_finite(np.column_stack(list(columns.values())), features), features)
-    return pd.DataFrame(columns, columns=feature_columns(tuple(features)))
+        return feature_table(checked_finite(np.column_stack(list(decoded.values())), features), features)
+    return pd.DataFrame(decoded, columns=feature_columns(tuple(features)))

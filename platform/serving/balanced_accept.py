@@ -44,7 +44,7 @@ class _HalfCloseTolerant(RequestHandler):
 
     __slots__ = ()
 
-    def eof_received(self) -> bool:
+    def eof_received(self) -> bool:  # type: ignore[override]  # True: keep the transport open
         bodies = [payload for _, payload in self._messages]
         if self._current_request is not None:
             bodies.append(self._current_request.content)

@@ -11,6 +11,7 @@ batches form only under load.
 from __future__ import annotations
 
 import asyncio
+from typing import TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -25,7 +26,7 @@ MAX_BATCH_ROWS = 256
 EXTRA_TURNS = 2
 
 
-Rows = NumberRows | pd.DataFrame  # plain numbers (from a fast reader) or a decoded table
+Rows: TypeAlias = NumberRows | pd.DataFrame  # plain numbers (from a fast reader) or a decoded table
 
 
 class PredictionBatcher:

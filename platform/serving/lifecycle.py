@@ -17,8 +17,9 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -34,6 +35,7 @@ from .balanced_accept import ABSENT, BalancedSite, ConnectionCounts
 from .registry import ModelRegistry, load_within
 from .request_format import RequestFormats
 
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 Prepared = tuple[PluginSet, LoadedModel]
@@ -290,9 +292,9 @@ def _serve_workers(settings: ServingSettings, model_dir: Path, listener: socket.
                         os.kill(straggler, signal.SIGKILL)
             time.sleep(0.05)
             continue
-        slot = workers.pop(pid, None)
-        if slot is None:
+        if pid not in workers:
             continue
+        slot = workers.pop(pid)
         counts.counts[slot] = ABSENT  # the others must not wait for it
         if not stopping:
             log.warning("worker %d exited (status %d); starting a new one", pid, status)
@@ -301,7 +303,8 @@ def _serve_workers(settings: ServingSettings, model_dir: Path, listener: socket.
     return 0
 
 
-def _run_loop(coroutine: Awaitable[int] | Awaitable[Prepared | int]) -> object:
+def _run_loop(coroutine: Coroutine[Any, Any, T]) -> T:
+    """`coroutine` run to its end on uvloop where installed, else on asyncio's loop."""
     try:
         import uvloop
     except ImportError:

@@ -18,7 +18,7 @@ from ..errors import BadRequestError, UnsupportedOutputError
 from ..loaded_model import LoadedModel
 from ..model_types import CONTRIBUTIONS, LABEL, LEAVES, PROBABILITIES, RAW_MARGIN
 
-PREDICTED_LABEL, _, PROBABILITY, *_ = KINDS
+PREDICTED_LABEL = KINDS[0]
 # Output kinds answered by the plugin's predict as they are.
 _PLUGIN_OUTPUTS = {"raw_margin": RAW_MARGIN, "contributions": CONTRIBUTIONS, "leaves": LEAVES}
 

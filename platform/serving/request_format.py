@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from ..content_registry import ContentTypeRegistry
 from ..environment import ServingSettings
 from ..errors import BadRequestError
-from ..media_types import CSV, media_type, negotiate
+from ..media_types import CSV, media_type
+from .negotiation import negotiate
 from .outputs import requested_output
 
 CONTENT_TYPE = "Content-Type"

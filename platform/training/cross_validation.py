@@ -14,6 +14,7 @@ import json
 import logging
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -120,7 +121,7 @@ def _write(
         json.dumps({"folds": scores, "mean": mean, "std": std}, indent=2) + "\n"
     )
     classes = list(context.classes)
-    table = {"row": np.arange(train.n_rows), "fold": fold_of}
+    table: dict[str, Any] = {"row": np.arange(train.n_rows), "fold": fold_of}
     if context.task == CLASSIFICATION:
         table["label"] = [classes[int(c)] for c in train.labels]
         table["predicted"] = [classes[int(c)] for c in predicted]

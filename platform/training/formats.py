@@ -17,7 +17,7 @@ import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -25,26 +25,13 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
+from .. import media_types
 from ..errors import DataError
+from ..media_types import CSV, JSONLINES, LIBSVM, PARQUET
 from ..memory import MemoryGuard
 
-CSV, LIBSVM, PARQUET, JSONLINES = "csv", "libsvm", "parquet", "jsonlines"
-FORMATS = (CSV, LIBSVM, PARQUET, JSONLINES)
-MEDIA_TYPES = {
-    "text/csv": CSV,
-    "text/x-csv": CSV,
-    "application/csv": CSV,
-    "text/libsvm": LIBSVM,
-    "text/x-libsvm": LIBSVM,
-    "application/x-libsvm": LIBSVM,
-    "application/x-parquet": PARQUET,
-    "application/parquet": PARQUET,
-    "application/vnd.apache.parquet": PARQUET,
-    "application/jsonlines": JSONLINES,
-    "application/x-jsonlines": JSONLINES,
-    "application/json-lines": JSONLINES,
-    "application/jsonl": JSONLINES,
-}
+# The media types a training channel may hold (sagecraft.media_types resolves their aliases).
+CHANNEL_TYPES = (CSV, LIBSVM, PARQUET, JSONLINES)
 LIBSVM_INDEX_NOTE = (
     "libsvm indices are column numbers as written, the way XGBoost's own reader takes them: "
     "`3:0.5` is feature f3, and a file whose indices start at 1 leaves f0 empty (missing)"
@@ -59,7 +46,7 @@ FLOAT64 = pa.float64()
 
 @dataclass(frozen=True)
 class FormatSpec:
-    """A channel's format and the options its ContentType gives."""
+    """A channel's format (a media type) and the options its ContentType gives."""
 
     name: str
     header: bool | None = None  # CSV: True/False when `header=present|absent` says so
@@ -69,17 +56,15 @@ class FormatSpec:
     @classmethod
     def from_content_type(cls, content_type: str, channel: str) -> FormatSpec:
         """Parse e.g. `text/csv;label_size=1;header=present;charset=utf-8`."""
-        media_type, *parameters = (part.strip() for part in content_type.split(";"))
-        name = MEDIA_TYPES.get(media_type.lower())
-        if name is None:
-            raise DataError(
-                f"channel '{channel}' has ContentType '{content_type}'; sagecraft reads "
-                f"{', '.join(sorted(MEDIA_TYPES))}"
+        parsed = media_types.parse(content_type)
+        if parsed.name not in CHANNEL_TYPES:
+            known = sorted(
+                {*CHANNEL_TYPES, *(a for a, name in media_types.ALIASES.items() if name in CHANNEL_TYPES)}
             )
-        options = {}
-        for parameter in filter(None, parameters):
-            key, _, value = parameter.partition("=")
-            options[key.strip().lower()] = value.strip().strip('"').lower()
+            raise DataError(
+                f"channel '{channel}' has ContentType '{content_type}'; sagecraft reads {', '.join(known)}"
+            )
+        options = {key: value.lower() for key, value in parsed.parameters.items()}
         label_size = options.get("label_size", "1")
         if label_size != "1":
             raise DataError(
@@ -89,7 +74,7 @@ class FormatSpec:
         header = {"present": True, "absent": False}.get(options.get("header", ""))
         if "header" in options and header is None:
             raise DataError(f"channel '{channel}': header must be 'present' or 'absent'")
-        return cls(name, header, options.get("charset", "utf-8"), "ContentType")
+        return cls(parsed.name, header, options.get("charset", "utf-8"), "ContentType")
 
 
 def is_gzip(path: Path) -> bool:
@@ -150,7 +135,7 @@ class _Bounded(io.RawIOBase):
 def _bounded(path: Path, guard: MemoryGuard | None) -> IO[bytes]:
     """`path` opened for a reader that holds it whole: bounded by `guard` when there is one."""
     if guard is None:
-        return gzip.open(path, "rb") if is_gzip(path) else path.open("rb")
+        return cast(IO[bytes], gzip.open(path, "rb")) if is_gzip(path) else path.open("rb")
     return io.BufferedReader(_Bounded(path, guard), buffer_size=1 << 20)
 
 

@@ -1,4 +1,4 @@
-"""The training report: `output/data/report.html` and its PNG figures, for a person to look at.
+"""The training report: `output/data/report/report.html` and its PNG figures, for a person to look at.
 
 Written after the model is saved, from what the job already has: the metric lines it printed (a
 table, and a learning curve when there are rounds), and the saved model loaded back through its
@@ -46,7 +46,8 @@ class ReportStopped(Exception):
 
 @dataclass
 class MetricHistory:
-    """Every metric line the job printed: a `log_metrics` sink that also prints."""
+    """Every metric line the job printed (the trainer's `log_metrics` prints a line, then records
+    it here), for the report's learning curve."""
 
     rounds: list[int] = field(default_factory=list)
     lines: list[dict[str, float]] = field(default_factory=list)
@@ -100,7 +101,7 @@ def permutation_importance(
     most 4 x MAX_FEATURES features, and those reached before `deadline` (time.monotonic())."""
     baseline = _score(task, data.labels, np.asarray(algorithm.predict(model, data.features, LABEL)))
     rng = np.random.default_rng(SEED)
-    drops = {}
+    drops: dict[str, float] = {}
     candidates = list(data.features.columns)[: MAX_FEATURES * 4]
     for name in candidates:
         if stop_requested():
@@ -133,12 +134,12 @@ def start_loading_matplotlib() -> threading.Thread:
     return thread
 
 
-def _figure(path: Path, draw: object) -> Path:
+def _figure(path: Path, draw: Callable[[Any], None]) -> Path:
     # The object-oriented API without pyplot: no global figure state, no GUI backend chosen.
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(7, 4.5), dpi=100)
-    draw(figure.subplots())  # type: ignore[operator]
+    draw(figure.subplots())
     figure.tight_layout()
     figure.savefig(path)
     return path
@@ -149,7 +150,7 @@ def _learning_curve(history: MetricHistory, folder: Path) -> Path | None:
     if not series:
         return None
 
-    def draw(axes: object) -> None:
+    def draw(axes: Any) -> None:
         for name, (xs, ys) in sorted(series.items()):
             axes.plot(xs, ys, label=name)
         axes.set_xlabel("round")
@@ -163,7 +164,7 @@ def _learning_curve(history: MetricHistory, folder: Path) -> Path | None:
 def _importance_figure(importance: pd.Series, folder: Path) -> Path:
     shown = importance.head(MAX_FEATURES)[::-1]
 
-    def draw(axes: object) -> None:
+    def draw(axes: Any) -> None:
         axes.barh(list(shown.index), list(shown.to_numpy()))
         axes.set_xlabel("score lost when the feature is shuffled")
         axes.set_title("Permutation feature importance")
@@ -187,7 +188,7 @@ def _confusion_figure(
     matrix = np.zeros((k, k), dtype=int)
     np.add.at(matrix, (labels, predicted), 1)
 
-    def draw(axes: object) -> None:
+    def draw(axes: Any) -> None:
         axes.imshow(matrix, cmap="Blues")
         axes.set_xticks(range(k), classes, rotation=45, ha="right")
         axes.set_yticks(range(k), classes)
@@ -201,7 +202,7 @@ def _confusion_figure(
 
 
 def _residual_figure(labels: np.ndarray, predicted: np.ndarray, folder: Path) -> Path:
-    def draw(axes: object) -> None:
+    def draw(axes: Any) -> None:
         axes.scatter(predicted, labels - predicted, s=6, alpha=0.5)
         axes.axhline(0, color="grey", linewidth=1)
         axes.set_xlabel("predicted")

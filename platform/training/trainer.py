@@ -1,11 +1,17 @@
-"""The training journey: configuration, plugin, hyperparameters, data, fit, save, or a failure file.
+"""The training job, step by step: `train` reads top to bottom as what a job does.
+
+1. configuration and plugin (`_choose`): the job's files, the algorithm, its hyperparameters;
+2. a host that is not the leader stops here, before it reads any data;
+3. data (`_prepare`): the channels read, the task settled, labels and categories encoded;
+4. cross-validation when asked, then the fit, with SIGTERM turned into a stop request;
+5. the model saved with its manifest and loaded back as the server would (`_save`);
+6. the training report and the `training_finished` hooks.
 
 `run_training` is what `sagecraft train` calls; it returns the process's exit status.
 """
 
 from __future__ import annotations
 
-import errno
 import logging
 import signal
 import threading
@@ -18,9 +24,8 @@ import numpy as np
 
 from .. import categories
 from .. import hyperparameters as hp
-from ..environment import SageMakerPaths, read_json_config
+from ..environment import SageMakerPaths
 from ..errors import (
-    ConfigurationError,
     DataError,
     HyperparameterError,
     ModelLoadError,
@@ -29,19 +34,20 @@ from ..errors import (
     TrainingStoppedError,
     UnservableModelError,
 )
-from ..manifest import Feature, Manifest, runtime_libraries
+from ..manifest import Manifest
 from ..memory import MemoryGuard
 from ..metrics import print_metrics
 from ..model_types import TASKS, Dataset, FitContext
-from ..plugins import Algorithm, installed_plugins
+from ..plugins import Algorithm, PluginSet, installed_plugins
 from .cross_validation import cross_validate
 from .data import ChannelTable, align_libsvm_widths, read_channel
+from .failure import write_failure, write_failure_message
+from .job import TrainingJob, checkpoint_dir
 from .labels import LabelEncoding, infer_task
 from .report import MetricHistory, ReportStopped, start_loading_matplotlib, write_report
 
 log = logging.getLogger(__name__)
 
-FAILURE_LIMIT = 1024
 TRAIN_CHANNEL = "train"
 VALIDATION_CHANNEL = "validation"
 
@@ -75,135 +81,160 @@ _CORE_NAMES = {h.name for h in CORE_HYPERPARAMETERS}
 
 
 @dataclass(frozen=True)
-class TrainingJob:
-    """What the configuration files say, decoded."""
+class Choice:
+    """What the configuration decides before any data is read."""
 
-    hyperparameters: hp.DecodedHyperparameters
-    channels: dict[str, dict[str, Any]]
-    current_host: str
-    hosts: list[str]
-
-    @classmethod
-    def read(cls, paths: SageMakerPaths) -> TrainingJob:
-        """The three files under input/config, checked: ConfigurationError naming the file and
-        the field for anything of the wrong shape."""
-        raw = _config_object(paths.hyperparameters_file)
-        channels = _channels(paths.input_data_config_file)
-        hosts, current = _hosts(paths.resource_config_file)
-        return cls(hp.decode(raw), channels, current, hosts)
-
-    def content_type(self, channel: str) -> str | None:
-        return (self.channels.get(channel) or {}).get("ContentType")
-
-    @property
-    def is_leader(self) -> bool:
-        return self.current_host == self.hosts[0]
+    job: TrainingJob
+    plugins: PluginSet
+    algorithm: Algorithm
+    core: dict[str, Any]  # the core's own hyperparameters (CORE_HYPERPARAMETERS), validated
+    hyperparameters: dict[str, Any]  # the algorithm's, validated (and its extra names, if it takes them)
 
 
-INPUT_MODES = ("File", "FastFile", "Pipe")
-DISTRIBUTIONS = ("FullyReplicated", "ShardedByS3Key")
+@dataclass(frozen=True)
+class Prepared:
+    """The channels, ready to fit: encoded datasets and what was learnt reading them."""
+
+    task: str
+    train: Dataset
+    validation: Dataset | None
+    encoding: LabelEncoding
+    levels: dict[str, list[str]]  # categorical features and their training categories
+    dtypes: Mapping[Any, Any]  # the training table's columns and their types, in order
 
 
-def _config_object(path: Path) -> dict[str, Any]:
-    """A config file's JSON object ({} when the optional file is absent)."""
-    value = read_json_config(path, required=False)
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise ConfigurationError(f"{path} must hold a JSON object, not {type(value).__name__}")
-    return value
-
-
-def _channels(path: Path) -> dict[str, dict[str, Any]]:
-    channels = _config_object(path)
-    for name, channel in channels.items():
-        if not isinstance(channel, dict):
-            raise ConfigurationError(f"{path}: channel '{name}' must be a JSON object")
-        for key in ("ContentType", "RecordWrapperType"):
-            if key in channel and not isinstance(channel[key], str):
-                raise ConfigurationError(f"{path}: channel '{name}': {key} must be a string")
-        mode = channel.get("TrainingInputMode", "File")
-        if mode not in INPUT_MODES:
-            raise ConfigurationError(
-                f"{path}: channel '{name}': TrainingInputMode must be "
-                f"{', '.join(INPUT_MODES[:-1])} or {INPUT_MODES[-1]}"
-            )
-        distribution = channel.get("S3DistributionType", "FullyReplicated")
-        if distribution not in DISTRIBUTIONS:
-            raise ConfigurationError(
-                f"{path}: channel '{name}': S3DistributionType must be {' or '.join(DISTRIBUTIONS)}"
-            )
-        if mode == "Pipe":
-            raise ConfigurationError(
-                f"channel '{name}' uses Pipe mode; sagecraft reads File or FastFile channels"
-            )
-    return channels
-
-
-def _hosts(path: Path) -> tuple[list[str], str]:
-    """The job's hosts, in SageMaker's order, and this one."""
-    resources = _config_object(path)
-    hosts = resources.get("hosts", ["algo-1"])
-    if (
-        not isinstance(hosts, list)
-        or not hosts
-        or not all(isinstance(h, str) and h for h in hosts)
-        or len(set(hosts)) != len(hosts)
-    ):
-        raise ConfigurationError(f"{path}: hosts must be a list of host names, each once")
-    current = resources.get("current_host", hosts[0])
-    if not isinstance(current, str) or current not in hosts:
-        raise ConfigurationError(
-            f"{path}: current_host {str(current)[:100]!r} is not among the hosts ({', '.join(hosts[:10])})"
+def train(paths: SageMakerPaths) -> None:
+    """Run one training job end to end; raises SagecraftError for anything the user must fix."""
+    choice = _choose(TrainingJob.read(paths))
+    if not choice.job.is_leader:
+        log.warning(
+            "host %s is not the first host (%s): algorithm '%s' trains on one host, so this host "
+            "reads no data and writes no model",
+            choice.job.current_host,
+            choice.job.hosts[0],
+            choice.algorithm.name,
         )
-    return hosts, current
+        return
+    paths.output_data_dir.mkdir(parents=True, exist_ok=True)
+    choice.plugins.training_started(
+        algorithm=choice.algorithm.name,
+        hyperparameters=choice.hyperparameters,
+        output_data_dir=paths.output_data_dir,
+    )
+    data = _prepare(paths, choice)
+    stop = _stop_on_sigterm()
+    history = MetricHistory()
+    start_loading_matplotlib()
+    context = _fit_context(paths, choice, data, history, stop)
+    model = _fit(paths, choice, data, context, stop)
+    manifest = Manifest.of_trained_model(
+        algorithm=choice.algorithm.name,
+        plugin={
+            "name": choice.algorithm.name,
+            "distribution": choice.algorithm.source.distribution,
+            "version": choice.algorithm.source.version,
+        },
+        plugin_libraries=choice.algorithm.info.libraries,
+        task=data.task,
+        dtypes=data.dtypes,
+        levels=data.levels,
+        target=choice.core.get("target"),
+        classes=data.encoding.classes,
+        hyperparameters=choice.hyperparameters,
+    )
+    loaded = _save(paths.model_dir, choice.algorithm, model, manifest)
+    _report(paths, choice.algorithm, loaded, data, history, stop)
+    choice.plugins.training_finished(
+        algorithm=choice.algorithm.name,
+        model_dir=paths.model_dir,
+        output_data_dir=paths.output_data_dir,
+        manifest=manifest.to_json(),
+    )
 
 
-def _split_hyperparameters(
-    job: TrainingJob,
-) -> tuple[hp.ValidatedHyperparameters, dict[str, Any]]:
+def _choose(job: TrainingJob) -> Choice:
+    """The algorithm and both sets of hyperparameters, validated: HyperparameterError naming the
+    value at fault, UnknownAlgorithmError naming the installed algorithms."""
     given = job.hyperparameters.values
+    plugins = installed_plugins()
     if "algorithm" not in given:
-        installed = ", ".join(sorted(installed_plugins().algorithms)) or "none"
+        installed = ", ".join(sorted(plugins.algorithms)) or "none"
         raise HyperparameterError(
             f"hyperparameter 'algorithm' is required; installed algorithms: {installed}"
         )
     core = hp.validate(
         {k: v for k, v in given.items() if k in _CORE_NAMES}, CORE_HYPERPARAMETERS, owner="sagecraft"
     )
-    return core, {k: v for k, v in given.items() if k not in _CORE_NAMES}
-
-
-def _read_channels(
-    paths: SageMakerPaths,
-    job: TrainingJob,
-    target: str | None,
-    csv_weights: bool,
-    feature_dtype: str,
-) -> tuple[ChannelTable, ChannelTable | None]:
-    guard = MemoryGuard.for_training()  # both channels together
-    train = read_channel(
-        paths.channel_dir(TRAIN_CHANNEL),
-        channel=TRAIN_CHANNEL,
-        target=target,
-        content_type=job.content_type(TRAIN_CHANNEL),
-        csv_weights=csv_weights,
-        feature_dtype=feature_dtype,
-        guard=guard,
+    algorithm = plugins.algorithm(core.values["algorithm"])
+    validated = hp.validate(
+        {k: v for k, v in given.items() if k not in _CORE_NAMES},
+        algorithm.info.hyperparameters,
+        accept_extra=algorithm.info.accepts_extra_hyperparameters,
+        owner=f"algorithm '{algorithm.name}'",
+        also_known=sorted(_CORE_NAMES),
     )
-    validation_dir = paths.channel_dir(VALIDATION_CHANNEL)
-    if not validation_dir.exists() and VALIDATION_CHANNEL not in job.channels:
+    hyperparameters = {**validated.values, **validated.extra}
+    log.info(
+        "algorithm '%s' (%s), hyperparameters %s",
+        algorithm.name,
+        algorithm.source.describe(),
+        hyperparameters,
+    )
+    return Choice(job, plugins, algorithm, dict(core.values), hyperparameters)
+
+
+def _prepare(paths: SageMakerPaths, choice: Choice) -> Prepared:
+    """Read the channels and encode them as the algorithm receives them."""
+    train_table, validation_table = _read_channels(paths, choice)
+    task = (
+        choice.core.get("task")
+        or choice.algorithm.infer_task(choice.hyperparameters)
+        or infer_task(train_table.labels)
+    )
+    encoding = LabelEncoding.fit(task, train_table.labels)
+    levels = categories.levels(train_table.features)
+    if levels:
+        log.info(
+            "categorical features: %s",
+            ", ".join(f"{name} ({len(values)} categories)" for name, values in levels.items()),
+        )
+
+    def dataset(table: ChannelTable, channel: str) -> Dataset:
+        weights = None if table.weights is None else table.weights.to_numpy(dtype=np.float32)
+        return Dataset(
+            categories.encode(table.features, levels), encoding.encode(table.labels, channel), weights
+        )
+
+    return Prepared(
+        task=task,
+        train=dataset(train_table, TRAIN_CHANNEL),
+        validation=None if validation_table is None else dataset(validation_table, VALIDATION_CHANNEL),
+        encoding=encoding,
+        levels=levels,
+        dtypes=train_table.features.dtypes.to_dict(),
+    )
+
+
+def _read_channels(paths: SageMakerPaths, choice: Choice) -> tuple[ChannelTable, ChannelTable | None]:
+    """The train channel, and the validation channel when the job has one, with the same
+    features; both count against one MemoryGuard."""
+    guard = MemoryGuard.for_training()
+
+    def read(channel: str) -> ChannelTable:
+        return read_channel(
+            paths.channel_dir(channel),
+            channel=channel,
+            target=choice.core.get("target"),
+            content_type=choice.job.content_type(channel),
+            csv_weights=bool(choice.core.get("csv_weights")),
+            feature_dtype=choice.algorithm.info.feature_dtype,
+            guard=guard,
+        )
+
+    train = read(TRAIN_CHANNEL)
+    if not paths.channel_dir(VALIDATION_CHANNEL).exists() and VALIDATION_CHANNEL not in choice.job.channels:
         return train, None
-    validation = read_channel(
-        validation_dir,
-        channel=VALIDATION_CHANNEL,
-        target=target,
-        content_type=job.content_type(VALIDATION_CHANNEL),
-        csv_weights=csv_weights,
-        feature_dtype=feature_dtype,
-        guard=guard,
-    )
-    train, validation = align_libsvm_widths(train, validation)
+    train, validation = align_libsvm_widths(train, read(VALIDATION_CHANNEL))
     if list(validation.features.columns) != list(train.features.columns):
         raise DataError(
             f"the validation channel's features ({', '.join(validation.features.columns)}) differ "
@@ -226,182 +257,65 @@ def _stop_on_sigterm() -> threading.Event:
     return stop
 
 
-def _checkpoint_dir(paths: SageMakerPaths) -> Path | None:
-    """The checkpoint folder when the job has one: checkpointconfig.json's LocalPath (SageMaker
-    writes the file when the job has a CheckpointConfig), or an existing checkpoints/ folder."""
-    config = read_json_config(paths.checkpoint_config_file, required=False)
-    if config is not None and not isinstance(config, dict):
-        raise ConfigurationError(
-            f"{paths.checkpoint_config_file} must hold a JSON object, not {type(config).__name__}"
-        )
-    if isinstance(config, dict) and "LocalPath" in config and not isinstance(config["LocalPath"], str):
-        raise ConfigurationError(f"{paths.checkpoint_config_file}: LocalPath must be a string")
-    if isinstance(config, dict) and config.get("LocalPath"):
-        folder = Path(config["LocalPath"])
-    elif config is not None or paths.default_checkpoint_dir.is_dir():
-        folder = paths.default_checkpoint_dir
-    else:
-        return None
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-def _weights(table: ChannelTable) -> np.ndarray | None:
-    return None if table.weights is None else table.weights.to_numpy(dtype=np.float32)
-
-
-def _task(
-    core: dict[str, Any], algorithm: Algorithm, hyperparameters: dict[str, Any], train: ChannelTable
-) -> str:
-    return core.get("task") or algorithm.infer_task(hyperparameters) or infer_task(train.labels)
-
-
-def train(paths: SageMakerPaths) -> None:
-    """Run one training job end to end; raises SagecraftError for anything the user must fix."""
-    job = TrainingJob.read(paths)
-    core, plugin_given = _split_hyperparameters(job)
-    algorithm_name = core.values["algorithm"]
-    plugins = installed_plugins()
-    algorithm = plugins.algorithm(algorithm_name)
-    validated = hp.validate(
-        plugin_given,
-        algorithm.info.hyperparameters,
-        accept_extra=algorithm.info.accepts_extra_hyperparameters,
-        owner=f"algorithm '{algorithm_name}'",
-        also_known=sorted(_CORE_NAMES),
-    )
-    hyperparameters = {**validated.values, **validated.extra}
-    log.info(
-        "algorithm '%s' (%s), hyperparameters %s",
-        algorithm_name,
-        algorithm.source.describe(),
-        hyperparameters,
-    )
-    paths.output_data_dir.mkdir(parents=True, exist_ok=True)
-    plugins.manager.hook.training_started(
-        algorithm=algorithm_name, hyperparameters=hyperparameters, output_data_dir=paths.output_data_dir
-    )
-
-    target = core.values.get("target")
-    train_table, validation_table = _read_channels(
-        paths, job, target, bool(core.values.get("csv_weights")), algorithm.info.feature_dtype
-    )
-    task = _task(core.values, algorithm, hyperparameters, train_table)
-    encoding = LabelEncoding.fit(task, train_table.labels)
-    levels = categories.levels(train_table.features)
-    if levels:
-        log.info(
-            "categorical features: %s",
-            ", ".join(f"{name} ({len(values)} categories)" for name, values in levels.items()),
-        )
-    train_set = Dataset(
-        categories.encode(train_table.features, levels),
-        encoding.encode(train_table.labels, TRAIN_CHANNEL),
-        _weights(train_table),
-    )
-    validation_set = None
-    if validation_table is not None:
-        validation_set = Dataset(
-            categories.encode(validation_table.features, levels),
-            encoding.encode(validation_table.labels, VALIDATION_CHANNEL),
-            _weights(validation_table),
-        )
-    stop = _stop_on_sigterm()
-    history = MetricHistory()
-    start_loading_matplotlib()
-
+def _fit_context(
+    paths: SageMakerPaths, choice: Choice, data: Prepared, history: MetricHistory, stop: threading.Event
+) -> FitContext:
     def log_metrics(iteration: int, metrics: Mapping[str, float]) -> None:
         print_metrics(iteration, metrics)
         history.record(iteration, metrics)
 
-    context = FitContext(
-        task=task,
-        classes=encoding.classes,
-        feature_names=list(train_table.features.columns),
-        tuning_objective_metric=job.hyperparameters.tuning_objective_metric,
+    return FitContext(
+        task=data.task,
+        classes=data.encoding.classes,
+        feature_names=[str(name) for name in data.dtypes],
+        tuning_objective_metric=choice.job.hyperparameters.tuning_objective_metric,
         log_metrics=log_metrics,
-        logger=logging.getLogger(f"sagecraft.algorithm.{algorithm_name}"),
-        checkpoint_dir=_checkpoint_dir(paths),
+        logger=logging.getLogger(f"sagecraft.algorithm.{choice.algorithm.name}"),
+        checkpoint_dir=checkpoint_dir(paths),
         stop_requested=stop.is_set,
     )
-    if folds := core.values.get("kfold"):
-        log.info("%d-fold cross-validation of %s", folds, algorithm_name)
+
+
+def _fit(
+    paths: SageMakerPaths, choice: Choice, data: Prepared, context: FitContext, stop: threading.Event
+) -> Any:
+    """Cross-validate when `kfold` asks, then fit the final model on the whole train channel."""
+    algorithm = choice.algorithm
+    if folds := choice.core.get("kfold"):
+        log.info("%d-fold cross-validation of %s", folds, algorithm.name)
         cross_validate(
-            algorithm, train_set, validation_set, hyperparameters, context, folds, paths.output_data_dir
+            algorithm,
+            data.train,
+            data.validation,
+            choice.hyperparameters,
+            context,
+            folds,
+            paths.output_data_dir,
         )
         if stop.is_set():
             raise TrainingStoppedError(
                 "stopped by SIGTERM during cross-validation, before the final model was fitted: "
                 "no model was written"
             )
-    log.info("fitting %s (%s, %d rows)", algorithm_name, task, train_set.n_rows)
-    model = algorithm.fit(train_set, validation_set, hyperparameters, context)
+    log.info("fitting %s (%s, %d rows)", algorithm.name, data.task, data.train.n_rows)
+    model = algorithm.fit(data.train, data.validation, choice.hyperparameters, context)
     if stop.is_set():
         log.warning("stopped by SIGTERM: saving the model trained so far")
+    return model
 
-    if not job.is_leader:
-        log.warning(
-            "host %s is not the first host (%s): it does not write the model", job.current_host, job.hosts[0]
-        )
-        return
-    manifest = Manifest(
-        algorithm=algorithm_name,
-        task=task,
-        features=[
-            Feature(str(name), "category" if str(name) in levels else str(dtype), levels.get(str(name)))
-            for name, dtype in train_table.features.dtypes.items()
-        ],
-        target=target,
-        classes=encoding.classes,
-        plugin={
-            "name": algorithm_name,
-            "distribution": algorithm.source.distribution,
-            "version": algorithm.source.version,
-        },
-        libraries=runtime_libraries(dict(algorithm.info.libraries)),
-        hyperparameters=hyperparameters,
-    )
+
+def _save(model_dir: Path, algorithm: Algorithm, model: Any, manifest: Manifest) -> Any:
+    """Write the model and its manifest, then load it back as the server loads it (the plugin's
+    object): a model that trains must serve. One that does not is removed, so that no endpoint is
+    ever deployed with it."""
     try:
-        paths.model_dir.mkdir(parents=True, exist_ok=True)
-        algorithm.save_model(model, paths.model_dir)
-        manifest.write(paths.model_dir)
+        model_dir.mkdir(parents=True, exist_ok=True)
+        algorithm.save_model(model, model_dir)
+        manifest.write(model_dir)
     except OSError as exc:
-        raise OutputWriteError(_write_failure_message(paths.model_dir, exc)) from exc
-    loaded = _load_back(paths.model_dir, algorithm, manifest)
-    log.info("model written to %s", paths.model_dir)
-    evaluation, evaluation_name = (
-        (validation_set, "validation") if validation_set is not None else (train_set, "training")
-    )
+        raise OutputWriteError(write_failure_message(model_dir, exc)) from exc
     try:
-        report = write_report(
-            paths.output_data_dir / "report",
-            algorithm=algorithm,
-            model=loaded,
-            task=task,
-            classes=encoding.classes,
-            history=history,
-            evaluation=evaluation,
-            evaluation_name=evaluation_name,
-            stop_requested=stop.is_set,
-        )
-        log.info("training report: %s", report)
-    except ReportStopped:
-        log.warning("the training report was stopped by SIGTERM; the model is saved")
-    except Exception:  # the report is an extra: the saved model must not be lost to its failure
-        log.exception("the training report could not be written; the model is saved")
-    plugins.manager.hook.training_finished(
-        algorithm=algorithm_name,
-        model_dir=paths.model_dir,
-        output_data_dir=paths.output_data_dir,
-        manifest=manifest.to_json(),
-    )
-
-
-def _load_back(model_dir: Path, algorithm: Algorithm, manifest: Manifest) -> Any:
-    """The saved model as the server loads it (the plugin's object): a model that trains must
-    serve. One that does not is removed, so that no endpoint is ever deployed with it."""
-    try:
-        return algorithm.load_model(model_dir, manifest)
+        loaded = algorithm.load_model(model_dir, manifest)
     except ModelLoadError as exc:
         for path in model_dir.iterdir():
             if path.is_file():
@@ -410,43 +324,40 @@ def _load_back(model_dir: Path, algorithm: Algorithm, manifest: Manifest) -> Any
             f"the trained model does not load back, so it could not be served ({exc}); check the "
             "hyperparameters that shape the saved model (base_score, for one)"
         ) from None
+    log.info("model written to %s", model_dir)
+    return loaded
 
 
-_WRITE_HINTS = {
-    errno.ENOSPC: "the disk is full: raise the training job's VolumeSizeInGB",
-    errno.EDQUOT: "the disk quota is exhausted: raise the training job's VolumeSizeInGB",
-    errno.EROFS: "the folder is on a read-only file system",
-    errno.EACCES: "the process may not write there",
-    errno.EFBIG: "a file grew over the size limit set for the process",
-}
-
-
-def _write_failure_message(folder: Path, exc: OSError) -> str:
-    hint = _WRITE_HINTS.get(exc.errno or 0, "check the folder and the space left on its disk")
-    reason = exc.strerror or str(exc)
-    if exc.filename and Path(exc.filename) != folder:
-        reason += f" ({exc.filename})"
-    return f"could not write the model to {folder}: {reason}; {hint}"
-
-
-def failure_text(exc: BaseException) -> str:
-    """The failure file: the message first (SageMaker shows 1024 characters), then the type."""
-    message = str(exc) if isinstance(exc, SagecraftError) else f"internal error: {exc}"
-    suffix = f"\n\nError type: {type(exc).__name__}"
-    room = FAILURE_LIMIT - len(suffix)
-    if len(message) > room:
-        message = message[: room - 3] + "..."
-    return message + suffix
-
-
-def write_failure(paths: SageMakerPaths, exc: BaseException) -> Path | None:
+def _report(
+    paths: SageMakerPaths,
+    algorithm: Algorithm,
+    loaded: Any,
+    data: Prepared,
+    history: MetricHistory,
+    stop: threading.Event,
+) -> None:
+    """The training report, on the validation channel when there is one. An extra: the saved
+    model is never lost to its failure."""
+    evaluation, evaluation_name = (
+        (data.validation, "validation") if data.validation is not None else (data.train, "training")
+    )
     try:
-        paths.failure_file.parent.mkdir(parents=True, exist_ok=True)
-        paths.failure_file.write_text(failure_text(exc), encoding="utf-8")
-    except OSError:
-        log.exception("could not write %s", paths.failure_file)
-        return None
-    return paths.failure_file
+        report = write_report(
+            paths.output_data_dir / "report",
+            algorithm=algorithm,
+            model=loaded,
+            task=data.task,
+            classes=data.encoding.classes,
+            history=history,
+            evaluation=evaluation,
+            evaluation_name=evaluation_name,
+            stop_requested=stop.is_set,
+        )
+        log.info("training report: %s", report)
+    except ReportStopped:
+        log.warning("the training report was stopped by SIGTERM; the model is saved")
+    except Exception:
+        log.exception("the training report could not be written; the model is saved")
 
 
 def run_training(paths: SageMakerPaths) -> int:

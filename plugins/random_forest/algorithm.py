@@ -30,13 +30,11 @@ from sagecraft.manifest import Manifest
 from sagecraft.metrics import DEFAULT_METRIC, check_metric_names, evaluate
 from sagecraft.progress import FitProgress
 
-from .flat_forest import FLAT_MAX_ROWS, FlatForest
+from .flat_forest import FLAT_MAX_ROWS, FlatForest, Forest
 from .hyperparameters import HYPERPARAMETERS, SKLEARN_PARAMETERS
 from .persistence import load_forest, save_forest
 
 STAGES = 10  # the forest grows a tenth of its trees at a time
-
-Forest = RandomForestClassifier | RandomForestRegressor
 
 
 @dataclass(frozen=True)

@@ -11,21 +11,20 @@ import io
 import zipfile
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 from sklearn.tree._tree import Tree
 
-from sagecraft.environment import MAX_MODEL_FILE_SETTING, max_model_file_bytes
 from sagecraft.errors import ModelLoadError
-from sagecraft.files import read_model_file
+from sagecraft.files import MAX_MODEL_FILE_SETTING, max_model_file_bytes, read_model_file
 from sagecraft.flat_trees import check_values
 
-from .flat_forest import tree_nodes
+from .flat_forest import Forest, tree_nodes
 
 MODEL_FILE = "model.skops"
-Forest = RandomForestClassifier | RandomForestRegressor
 TRUSTED_TYPES = ["sklearn.tree._tree.Tree"]
 
 
@@ -37,11 +36,11 @@ def _skops_io() -> ModuleType:
     return skops.io
 
 
-def save_forest(model: RandomForestClassifier | RandomForestRegressor, model_dir: Path) -> None:
+def save_forest(model: Forest, model_dir: Path) -> None:
     _skops_io().dump(model, model_dir / MODEL_FILE)
 
 
-def _check_tree(tree: object, n_features: int, where: str) -> None:
+def _check_tree(tree: Any, n_features: int, where: str) -> None:
     if not (tree.node_count == len(tree.children_left) == tree.value.shape[0]):
         raise ModelLoadError(f"{where}: node arrays disagree in length")
     tree_nodes(tree).check(n_features, where)

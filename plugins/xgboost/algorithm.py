@@ -259,7 +259,7 @@ def fit(
         else None
     )
     done = resumed.num_boosted_rounds() if resumed is not None else 0
-    if done >= rounds:
+    if resumed is not None and done >= rounds:
         context.logger.info("the checkpoint already holds all %d rounds", rounds)
         return XGBoostModel(resumed[:rounds], objective, context.n_classes)
     with warnings.catch_warnings(record=True) as caught:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sagecraft.hooks import Hyperparameter
 from sagecraft.hyperparameters import string_list
 
-_UNIT = {"minimum": 0, "maximum": 1}
+_UNIT: dict[str, Any] = {"minimum": 0, "maximum": 1}
 FLOAT32_MAX = 3.4028234663852886e38
-_FRACTION = {"minimum": 0, "exclusive_minimum": True, "maximum": 1}
+_FRACTION: dict[str, Any] = {"minimum": 0, "exclusive_minimum": True, "maximum": 1}
 
 HYPERPARAMETERS = (
     Hyperparameter(
