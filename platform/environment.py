@@ -93,6 +93,16 @@ class SageMakerPaths:
         return self.base / "checkpoints"
 
     @property
+    def scratch_dir(self) -> Path:
+        """Where training keeps data it must read again (a Pipe mode channel's epoch): on the
+        job's volume, outside model/ and output/, which SageMaker uploads."""
+        return self.base / "scratch"
+
+    def pipe(self, channel: str, epoch: int) -> Path:
+        """The FIFO SageMaker creates for a Pipe mode channel's epoch: input/data/<channel>_<epoch>."""
+        return self.data_dir / f"{channel}_{epoch}"
+
+    @property
     def models_dir(self) -> Path:
         """Where SageMaker unpacks the models of a multi-model endpoint."""
         return self.base / "models"

@@ -17,6 +17,7 @@ __all__ = [
     "LIBSVM",
     "NPY",
     "PARQUET",
+    "RECORDIO",
     "MediaType",
     "canonical",
     "media_type",
@@ -30,6 +31,7 @@ JSONLINES = "application/jsonlines"
 NPY = "application/x-npy"
 LIBSVM = "text/libsvm"
 PARQUET = "application/x-parquet"
+RECORDIO = "application/x-recordio-protobuf"
 
 # Spellings clients use for the same thing.
 ALIASES = {
@@ -44,6 +46,12 @@ ALIASES = {
     "application/x-libsvm": LIBSVM,
     "application/parquet": PARQUET,
     "application/vnd.apache.parquet": PARQUET,
+    "application/recordio-protobuf": RECORDIO,
+    # The bare words SageMaker's built-in algorithms accept as a channel's ContentType.
+    "csv": CSV,
+    "libsvm": LIBSVM,
+    "parquet": PARQUET,
+    "recordio-protobuf": RECORDIO,
 }
 # The word logs and messages use for a type: "a channel of libsvm data".
 _SHORT_NAMES = {
@@ -53,6 +61,7 @@ _SHORT_NAMES = {
     NPY: "npy",
     LIBSVM: "libsvm",
     PARQUET: "parquet",
+    RECORDIO: "recordio-protobuf",
 }
 
 

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +77,39 @@ class TrainingTree:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(gzip.compress(text.encode()) if gzipped else text.encode())
         return path
+
+    def pipe(
+        self,
+        channel: str,
+        data: bytes,
+        *,
+        content_type: str | None = None,
+        record_wrapper: str | None = None,
+        chunk: int = 64 * 1024,
+    ) -> threading.Thread:
+        """A Pipe mode channel as SageMaker makes one: its entry in inputdataconfig.json, and the
+        FIFO input/data/<channel>_0 that a writer thread fills in chunks, then closes (the thread
+        waits, as SageMaker does, until the job opens the FIFO)."""
+        config = self.base / "input" / "config" / "inputdataconfig.json"
+        channels = json.loads(config.read_text()) if config.exists() else {}
+        channels[channel] = {
+            "TrainingInputMode": "Pipe",
+            **({"ContentType": content_type} if content_type else {}),
+            **({"RecordWrapperType": record_wrapper} if record_wrapper else {}),
+        }
+        self.write_config("inputdataconfig.json", channels)
+        fifo = self.base / "input" / "data" / f"{channel}_0"
+        os.mkfifo(fifo)
+
+        def write() -> None:
+            with fifo.open("wb") as out:
+                for start in range(0, len(data), chunk):
+                    out.write(data[start : start + chunk])
+                    out.flush()
+
+        writer = threading.Thread(target=write, name=f"pipe-{channel}", daemon=True)
+        writer.start()
+        return writer
 
     def train(self, timeout: float = 180, **env: str) -> subprocess.CompletedProcess:
         self.result = subprocess.run(

@@ -190,7 +190,7 @@ def test_format_errors_name_the_file_or_setting(tmp_path: Path, case: str, phras
         tree.channels(train="text/csv;label_size=2")
     elif case == "unknown content type":
         tree.add_file("train", "a.csv", "1,2,3\n")
-        tree.channels(train="application/x-recordio-protobuf")
+        tree.channels(train="image/jpeg")
     elif case == "header=absent with target":
         tree.add_file("train", "a.csv", "y,x\n1,2\n")
         tree.channels(train="text/csv;header=absent")

@@ -48,7 +48,8 @@ EXPORTED = {
         "NumberRows",
     },
     "sagecraft.media_types": {
-        "ALIASES", "CSV", "JSON", "JSONLINES", "LIBSVM", "NPY", "PARQUET", "MediaType", "canonical",
+        "ALIASES", "CSV", "JSON", "JSONLINES", "LIBSVM", "NPY", "PARQUET", "RECORDIO", "MediaType",
+        "canonical",
         "media_type", "parse", "short_name",
     },
 }  # fmt: skip

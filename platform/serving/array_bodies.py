@@ -1,6 +1,6 @@
 """Request bodies that carry numbers by position rather than as text cells: NPY arrays, Parquet
-files and libsvm's `index:value` pairs. Each is checked against the registry's limits by the size
-it decodes to before the matrix is made."""
+files, libsvm's `index:value` pairs and RecordIO-protobuf records. Each is checked against the
+registry's limits by the size it decodes to before the matrix is made."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..content_registry import ContentTypeRegistry
+from ..content_registry import DECODED_CELL_BYTES, ContentTypeRegistry
 from ..errors import BadRequestError
+from ..recordio import RecordIOError, decode_rows
 from .tables import body_text, checked_finite, expects, feature_columns, feature_table
 
 
@@ -134,3 +135,26 @@ def decode_parquet(
     if not categorical:
         return feature_table(checked_finite(np.column_stack(list(decoded.values())), features), features)
     return pd.DataFrame(decoded, columns=feature_columns(tuple(features)))
+
+
+def decode_recordio(
+    body: bytes, features: Sequence[str], *, limits: ContentTypeRegistry | None = None
+) -> pd.DataFrame:
+    """RecordIO-protobuf records (the SDK's RecordSerializer), one row each: dense tensors of the
+    model's width, or sparse ones no wider, their unmentioned positions missing; labels ignored.
+    The records' declared size is checked against `limits` before the matrix is made."""
+    cells = None
+    if limits is not None and limits.max_decoded_bytes is not None:
+        cells = limits.max_decoded_bytes // DECODED_CELL_BYTES
+    try:
+        rows = decode_rows(body, cells)
+    except RecordIOError as exc:
+        raise BadRequestError(f"the body is not valid RecordIO-protobuf: {exc}") from None
+    matrix = rows.features
+    if matrix.shape[1] > len(features) or (matrix.shape[1] < len(features) and not rows.sparse):
+        raise BadRequestError(f"the records have {matrix.shape[1]} values, {expects(features)}")
+    if limits is not None:
+        limits.check_decoded_size(matrix.shape[0], len(features))
+    if matrix.shape[1] < len(features):  # sparse records narrower than the model: the rest is missing
+        matrix = np.hstack([matrix, np.full((matrix.shape[0], len(features) - matrix.shape[1]), np.nan)])
+    return feature_table(checked_finite(matrix, features), features)

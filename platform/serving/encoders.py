@@ -1,4 +1,4 @@
-"""Predictions to response bodies: CSV, JSON, JSON Lines and NPY."""
+"""Predictions to response bodies: CSV, JSON, JSON Lines, NPY and RecordIO-protobuf."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import numpy as np
 import orjson
 
 from ..errors import NotAcceptableError
+from ..recordio import encode_answers
 
 
 def _is_numeric(predictions: np.ndarray) -> bool:
@@ -64,3 +65,25 @@ def encode_npy(predictions: np.ndarray) -> bytes:
     out = io.BytesIO()
     np.save(out, predictions, allow_pickle=False)
     return out.getvalue()
+
+
+def _record_values(value: Any) -> np.ndarray | list[str]:
+    """One output of one row as a RecordIO value: numbers as an array, anything else as text."""
+    items = value if isinstance(value, list) else [value]
+    if all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in items):
+        return np.asarray(items, dtype=np.float64)
+    return [str(v) for v in items]
+
+
+def encode_recordio(predictions: np.ndarray) -> bytes:
+    """One record per row, the answer in its `label` map, as the SDK's RecordDeserializer reads
+    it: several outputs under their names; a single output under "score" when it is numbers (a
+    value, or a row of them), "predicted_label" when it is text (class labels)."""
+    if predictions.ndim == 1 and len(predictions) and isinstance(predictions[0], dict):
+        answers = [{name: _record_values(value) for name, value in record.items()} for record in predictions]
+    elif _is_numeric(predictions):
+        rows = predictions.reshape(len(predictions), -1)
+        answers = [{"score": row} for row in rows]
+    else:
+        answers = [{"predicted_label": [str(label)]} for label in predictions.tolist()]
+    return encode_answers(answers)

@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow as pa
 
 from ..errors import DataError
-from ..media_types import CSV, LIBSVM
+from ..media_types import CSV, LIBSVM, RECORDIO
 from . import formats
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,9 @@ class ColumnRoles:
             layout = f"header row, label '{self.label}'" if header else "no header, label in the first column"
         elif fmt == LIBSVM:
             layout = formats.LIBSVM_INDEX_NOTE.split(",")[0]
+        elif fmt == RECORDIO:
+            layout = "each record's label, features f0, f1, ... by position"
+
         else:
             layout = f"label '{self.label}'"
         return layout + (", weights in the second column" if self.weight else "")

@@ -24,16 +24,19 @@ from pathlib import Path
 import pyarrow as pa
 
 from ..errors import DataError
-from ..media_types import CSV, LIBSVM, PARQUET, short_name
+from ..media_types import CSV, LIBSVM, PARQUET, RECORDIO, short_name
 from ..memory import MemoryGuard
 from . import formats
 from .channel_files import channel_files, check_unchanged, signature
 from .combine import ChannelTable, ColumnRoles, ReadFile, check_files, combine, is_number
 from .formats import is_gzip
 
-__all__ = ["ChannelTable", "align_libsvm_widths", "channel_files", "read_channel"]
+__all__ = ["ChannelTable", "align_widths", "channel_files", "read_channel"]
 
 log = logging.getLogger(__name__)
+
+# Formats whose features are positions (`f0, f1, ...`), a file or channel as wide as its widest row.
+POSITIONAL = (LIBSVM, RECORDIO)
 
 
 def _open_text(path: Path, encoding: str = "utf-8") -> io.TextIOBase:
@@ -153,6 +156,8 @@ def _read_file(
         return None
     if fmt == LIBSVM:
         return formats.read_libsvm(path, feature_type, guard)
+    if fmt == RECORDIO:
+        return formats.read_recordio(path, feature_type, guard)
     if fmt == PARQUET:
         return formats.read_parquet(path, guard)
     table = formats.read_jsonlines(path, guard)
@@ -206,7 +211,7 @@ def read_channel(
                 f"{file.path} holds {short_name(file.format)} data but {read[0].path} holds "
                 f"{short_name(fmt)}; a channel holds one format (or give the channel a ContentType)"
             )
-    if fmt == LIBSVM:
+    if fmt in POSITIONAL:
         width = max(file.table.num_columns for file in read) - 1
         columns = formats.libsvm_columns(width)
         read = [ReadFile(f.path, f.format, formats.pad_columns(f.table, columns)) for f in read]
@@ -226,10 +231,10 @@ def read_channel(
     return table
 
 
-def align_libsvm_widths(train: ChannelTable, validation: ChannelTable) -> tuple[ChannelTable, ChannelTable]:
-    """libsvm channels may mention different highest indices: both get the widest set of columns,
-    the features one never mentions being missing values."""
-    if train.format != LIBSVM or validation.format != LIBSVM:
+def align_widths(train: ChannelTable, validation: ChannelTable) -> tuple[ChannelTable, ChannelTable]:
+    """libsvm and RecordIO channels may differ in width (their highest position): both get the
+    widest set of columns, the features one never mentions being missing values."""
+    if train.format not in POSITIONAL or validation.format not in POSITIONAL:
         return train, validation
     width = max(train.features.shape[1], validation.features.shape[1])
     names = [f"f{i}" for i in range(width)]

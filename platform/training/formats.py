@@ -27,11 +27,12 @@ import pyarrow.parquet as pq
 
 from .. import media_types
 from ..errors import DataError
-from ..media_types import CSV, JSONLINES, LIBSVM, PARQUET
+from ..media_types import CSV, JSONLINES, LIBSVM, PARQUET, RECORDIO
 from ..memory import MemoryGuard
+from ..recordio import RecordIOError, decode_rows, is_recordio
 
 # The media types a training channel may hold (sagecraft.media_types resolves their aliases).
-CHANNEL_TYPES = (CSV, LIBSVM, PARQUET, JSONLINES)
+CHANNEL_TYPES = (CSV, LIBSVM, PARQUET, JSONLINES, RECORDIO)
 LIBSVM_INDEX_NOTE = (
     "libsvm indices are column numbers as written, the way XGBoost's own reader takes them: "
     "`3:0.5` is feature f3, and a file whose indices start at 1 leaves f0 empty (missing)"
@@ -96,6 +97,8 @@ def detect_format(path: Path) -> str:
     head = _head(path)
     if head.startswith(PARQUET_MAGIC):
         return PARQUET
+    if is_recordio(head):
+        return RECORDIO
     text = head.lstrip()
     if text.startswith(b"{"):
         return JSONLINES
@@ -232,6 +235,29 @@ def read_libsvm(
     dense[written.row, written.col] = written.data
     arrays = [pa.array(labels), *(pa.array(dense[:, i]) for i in range(matrix.shape[1]))]
     return pa.Table.from_arrays(arrays, names=libsvm_columns(matrix.shape[1]))
+
+
+def read_recordio(
+    path: Path, feature_type: pa.DataType = FLOAT64, guard: MemoryGuard | None = None
+) -> pa.Table:
+    """RecordIO-protobuf records (dense or sparse tensors of float32, float64 or int32), each with
+    its label: `label, f0, f1, ...` as libsvm gives them, sparse positions a record does not
+    mention being missing values. Rows x width is bounded by `guard` before the matrix is made."""
+    cell = feature_type.byte_width
+    with _bounded(path, guard) as handle:
+        data = handle.read()
+    try:
+        rows = decode_rows(data, None if guard is None else guard.remaining() // max(cell, 8) + 1)
+    except RecordIOError as exc:
+        raise DataError(f"{path} is not valid RecordIO-protobuf: {exc}") from None
+    if rows.labels is None:
+        raise DataError(f"{path}: its RecordIO-protobuf records have no label; training needs one per record")
+    count, width = rows.features.shape
+    if guard is not None:
+        guard.charge(count * width * cell, f"{path}: {count:,} records of {width:,} features")
+    features = rows.features.astype(feature_type.to_pandas_dtype(), copy=False)
+    arrays = [pa.array(rows.labels), *(pa.array(features[:, i]) for i in range(width))]
+    return pa.Table.from_arrays(arrays, names=libsvm_columns(width))
 
 
 def read_parquet(path: Path, guard: MemoryGuard | None = None) -> pa.Table:

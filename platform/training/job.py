@@ -35,6 +35,14 @@ class TrainingJob:
         """The channel's ContentType, None when inputdataconfig.json gives none."""
         return (self.channels.get(channel) or {}).get("ContentType")
 
+    def is_pipe(self, channel: str) -> bool:
+        """Whether SageMaker streams the channel into FIFOs (TrainingInputMode Pipe)."""
+        return (self.channels.get(channel) or {}).get("TrainingInputMode") == "Pipe"
+
+    def record_wrapped(self, channel: str) -> bool:
+        """Whether the channel's data arrives wrapped in RecordIO records (RecordWrapperType)."""
+        return (self.channels.get(channel) or {}).get("RecordWrapperType") == "RecordIO"
+
     @property
     def is_leader(self) -> bool:
         return self.current_host == self.hosts[0]
@@ -42,6 +50,7 @@ class TrainingJob:
 
 INPUT_MODES = ("File", "FastFile", "Pipe")
 DISTRIBUTIONS = ("FullyReplicated", "ShardedByS3Key")
+RECORD_WRAPPERS = ("None", "RecordIO")
 
 
 def _config_object(path: Path) -> dict[str, Any]:
@@ -73,9 +82,10 @@ def _channels(path: Path) -> dict[str, dict[str, Any]]:
             raise ConfigurationError(
                 f"{path}: channel '{name}': S3DistributionType must be {' or '.join(DISTRIBUTIONS)}"
             )
-        if mode == "Pipe":
+        wrapper = channel.get("RecordWrapperType", "None")
+        if wrapper not in RECORD_WRAPPERS:
             raise ConfigurationError(
-                f"channel '{name}' uses Pipe mode; sagecraft reads File or FastFile channels"
+                f"{path}: channel '{name}': RecordWrapperType must be {' or '.join(RECORD_WRAPPERS)}"
             )
     return channels
 

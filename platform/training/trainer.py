@@ -35,12 +35,14 @@ from ..errors import (
     UnservableModelError,
 )
 from ..manifest import Manifest
+from ..media_types import RECORDIO, media_type
 from ..memory import MemoryGuard
 from ..metrics import print_metrics
 from ..model_types import TASKS, Dataset, FitContext
 from ..plugins import Algorithm, PluginSet, installed_plugins
+from . import pipe
 from .cross_validation import cross_validate
-from .data import ChannelTable, align_libsvm_widths, read_channel
+from .data import ChannelTable, align_widths, read_channel
 from .failure import write_failure, write_failure_message
 from .job import TrainingJob, checkpoint_dir
 from .labels import LabelEncoding, infer_task
@@ -221,20 +223,30 @@ def _read_channels(paths: SageMakerPaths, choice: Choice) -> tuple[ChannelTable,
     guard = MemoryGuard.for_training()
 
     def read(channel: str) -> ChannelTable:
-        return read_channel(
-            paths.channel_dir(channel),
-            channel=channel,
-            target=choice.core.get("target"),
-            content_type=choice.job.content_type(channel),
-            csv_weights=bool(choice.core.get("csv_weights")),
-            feature_dtype=choice.algorithm.info.feature_dtype,
-            guard=guard,
-        )
+        job = choice.job
+        content_type = job.content_type(channel)
+        folder = paths.channel_dir(channel)
+        if job.is_pipe(channel):
+            unwrap = job.record_wrapped(channel) and media_type(content_type) != RECORDIO
+            folder = pipe.copy_first_epoch(paths, channel, record_wrapped=unwrap)
+        try:
+            return read_channel(
+                folder,
+                channel=channel,
+                target=choice.core.get("target"),
+                content_type=content_type,
+                csv_weights=bool(choice.core.get("csv_weights")),
+                feature_dtype=choice.algorithm.info.feature_dtype,
+                guard=guard,
+            )
+        finally:
+            if job.is_pipe(channel):
+                pipe.remove_copy(folder)
 
     train = read(TRAIN_CHANNEL)
     if not paths.channel_dir(VALIDATION_CHANNEL).exists() and VALIDATION_CHANNEL not in choice.job.channels:
         return train, None
-    train, validation = align_libsvm_widths(train, read(VALIDATION_CHANNEL))
+    train, validation = align_widths(train, read(VALIDATION_CHANNEL))
     if list(validation.features.columns) != list(train.features.columns):
         raise DataError(
             f"the validation channel's features ({', '.join(validation.features.columns)}) differ "
