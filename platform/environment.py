@@ -161,6 +161,16 @@ def training_memory_bytes(environ: Mapping[str, str] = os.environ) -> int | None
     return int(megabytes * 1024 * 1024) if megabytes else None
 
 
+DEFAULT_ALGORITHM_SETTING = "SAGECRAFT_DEFAULT_ALGORITHM"
+
+
+def default_algorithm(environ: Mapping[str, str] = os.environ) -> str | None:
+    """The algorithm a job without the `algorithm` hyperparameter trains (SAGECRAFT_DEFAULT_ALGORITHM,
+    "xgboost" when unset, as SageMaker's built-in XGBoost trains); None when set empty, which
+    makes the hyperparameter required."""
+    return environ.get(DEFAULT_ALGORITHM_SETTING, "xgboost").strip() or None
+
+
 def max_model_file_bytes(environ: Mapping[str, str] = os.environ) -> int:
     """The size bound of any one file read from a model folder (SAGECRAFT_MAX_MODEL_FILE_MB)."""
     return int(_number(environ, MAX_MODEL_FILE_SETTING, DEFAULT_MAX_MODEL_FILE_MB, 0.001) * 1024 * 1024)

@@ -41,7 +41,9 @@ EXPORTED = {
     "sagecraft.flat_trees": {"FlatTrees", "TreeNodes", "check_values"},
     "sagecraft.categories": {"FeatureNames", "numeric_matrix"},
     "sagecraft.progress": {"QUIET_S", "FitProgress"},
-    "sagecraft.metrics": {"DEFAULT_METRIC", "Metric", "check_metric_names", "evaluate"},
+    "sagecraft.metrics": {
+        "DEFAULT_METRIC", "HIGHER_IS_BETTER", "METRICS", "Metric", "check_metric_names", "evaluate",
+    },
     "sagecraft.manifest": {"MANIFEST_FILE", "Feature", "Manifest"},
     "sagecraft.content_registry": {
         "SMALL_BODY_BYTES", "ContentTypeRegistry", "Decoder", "Encoder", "LineDecoder", "NumberReader",

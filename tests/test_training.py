@@ -136,9 +136,9 @@ FAILURES = {
         lambda p: _iris(p, algorithm="lightgbm"),
         ["unknown algorithm 'lightgbm'", "Installed algorithms: random_forest, xgboost"],
     ),
-    "no algorithm": (
-        lambda p: iris_tree(p, {"target": "Species"}),
-        ["'algorithm' is required", "random_forest, xgboost"],
+    "the blog's job without an algorithm": (
+        lambda p: iris_tree(p, {"target": "Species", "mtry": 2}),
+        ["mtry is a random forest hyperparameter", "add algorithm=random_forest"],
     ),
     "misspelt hyperparameter": (
         lambda p: _iris(p, ntrees=10),
@@ -306,3 +306,19 @@ def test_a_host_that_is_not_the_leader_stops_before_reading_data(tmp_path: Path)
     bad.write_config("resourceconfig.json", {"current_host": "algo-2", "hosts": ["algo-1", "algo-2"]})
     assert bad.train().returncode == 1  # a configuration error fails every host alike
     assert "unknown algorithm 'no_such_algorithm'" in (bad.failure or "")
+
+
+def test_a_job_without_an_algorithm_trains_the_images_default(tmp_path: Path) -> None:
+    """As SageMaker's built-in XGBoost does; SAGECRAFT_DEFAULT_ALGORITHM changes it, empty makes
+    the hyperparameter required."""
+    default = iris_tree(tmp_path / "default", {"target": "Species"})
+    result = default.train()
+    assert result.returncode == 0, default.explain()
+    assert "training the image's default, xgboost (SAGECRAFT_DEFAULT_ALGORITHM)" in result.stderr
+    assert json.loads((default.model_dir / "manifest.json").read_text())["algorithm"] == "xgboost"
+    forest = iris_tree(tmp_path / "forest", {"target": "Species"})
+    assert forest.train(SAGECRAFT_DEFAULT_ALGORITHM="random_forest").returncode == 0, forest.explain()
+    assert json.loads((forest.model_dir / "manifest.json").read_text())["algorithm"] == "random_forest"
+    required = iris_tree(tmp_path / "required", {"target": "Species"})
+    assert required.train(SAGECRAFT_DEFAULT_ALGORITHM="").returncode == 1
+    assert "'algorithm' is required; installed algorithms: random_forest, xgboost" in (required.failure or "")

@@ -63,11 +63,13 @@ def decode_libsvm(
                 ) from None
             tokens = tokens[1:]  # the label, which a prediction does not need
         for token in tokens:
-            index, _, value = token.partition(":")
-            try:
-                column, number_value = int(index), float(value)
+            index, colon, value = token.partition(":")
+            try:  # `index:` with no value is a missing value, as SageMaker's built-in XGBoost reads it
+                column, number_value = int(index), float(value) if value else np.nan
             except ValueError:
-                raise BadRequestError(f"row {number}: '{token[:40]}' is not index:value") from None
+                colon = ""
+            if not colon:
+                raise BadRequestError(f"row {number}: '{token[:40]}' is not index:value")
             if not 0 <= column < len(features):
                 raise BadRequestError(
                     f"row {number}: index {column} is outside the model's {len(features)} "

@@ -31,15 +31,30 @@ def _literal_newlines(text: str) -> str:
     return '"'.join(p.replace("\\n", "\n") if i % 2 == 0 else p for i, p in enumerate(pieces))
 
 
-def _csv_rows(text: str, first_row: int) -> list[list[str]]:
+DELIMITERS = ",\t;|"
+
+
+def delimiter(head: str, width: int) -> str:
+    """The body's delimiter, sniffed from its first line as SageMaker's built-in XGBoost does:
+    a comma, unless the line holds exactly `width - 1` tabs, semicolons or pipes and too few commas."""
+    line = head.split("\n", 1)[0]
+    if width <= 1 or line.count(",") >= width - 1:
+        return ","
+    return next((d for d in DELIMITERS[1:] if line.count(d) == width - 1), ",")
+
+
+def _csv_rows(text: str, first_row: int, width: int) -> list[list[str]]:
     text = _literal_newlines(text).strip("\r\n")
     try:
-        rows = list(csv.reader(io.StringIO(text))) if text else []
+        rows = list(csv.reader(io.StringIO(text), delimiter=delimiter(text[:4096], width))) if text else []
     except csv.Error as exc:
         raise BadRequestError(f"the body is not valid CSV: {exc}") from None
     for index, row in enumerate(rows, start=first_row):
-        # An empty line inside a batch is a record too: dropping it would shift every answer.
-        if not any(cell.strip() for cell in row):
+        if not row and width == 1:
+            row.append("")  # an empty line is the one empty field of a one-feature row
+        # A row of empty fields is a row of missing values; an empty line inside a batch is an
+        # error (dropping it would shift every answer after it).
+        if not row or (not any(cell.strip() for cell in row) and len(row) != width):
             raise BadRequestError(f"row {index} is empty")
     return rows
 
@@ -49,11 +64,12 @@ def _decode_large_csv(body: bytes, features: Sequence[str]) -> pd.DataFrame | No
     if getattr(features, "categories", None):
         return None
     options = pacsv.ConvertOptions(column_types={f"f{i}": pa.float64() for i in range(len(features))})
+    separator = delimiter(body[:4096].decode("utf-8", "replace"), len(features))
     try:
         table = pacsv.read_csv(
             io.BytesIO(body),
             read_options=pacsv.ReadOptions(autogenerate_column_names=True, column_names=None),
-            parse_options=pacsv.ParseOptions(ignore_empty_lines=False),
+            parse_options=pacsv.ParseOptions(delimiter=separator, ignore_empty_lines=False),
             convert_options=options,
         )
     except pa.ArrowInvalid:
@@ -98,7 +114,7 @@ def decode_csv(body: bytes, features: Sequence[str], first_row: int = 1) -> pd.D
         frame = _decode_large_csv(body.rstrip(b"\r\n"), features)
         if frame is not None:
             return frame
-    rows = _csv_rows(body_text(body), first_row)
+    rows = _csv_rows(body_text(body), first_row, len(features))
     if first_row == 1 and rows and [c.strip() for c in rows[0]] == list(features):
         rows = rows[1:]  # a header row naming exactly the model's features
     return rows_table(rows, features, first_row)

@@ -75,6 +75,8 @@ class ColumnRoles:
             weight = columns[1]
         if len(columns) < 2:
             raise DataError(f"{first.path} has {len(columns)} column; a label and features are needed")
+        if first.format in (LIBSVM, RECORDIO) and formats.WEIGHT in columns:
+            weight = formats.WEIGHT  # from libsvm's `label:weight`
         features = [c for c in columns if c not in (label, weight)]
         headerless = first.format == CSV and not header
         names = [f"f{i}" for i in range(len(features))] if headerless else features
@@ -169,7 +171,7 @@ def combine(read: list[ReadFile], roles: ColumnRoles, *, channel: str) -> Channe
         raise DataError(f"the '{channel}' channel has {missing} row(s) with no label")
     weights = combined.column(roles.weight).to_pandas() if roles.weight else None
     if weights is not None and (weights.isna().any() or (weights < 0).any()):
-        raise DataError(f"the '{channel}' channel has missing or negative weights (csv_weights=1)")
+        raise DataError(f"the '{channel}' channel has missing or negative weights")
     # One block per column: no consolidation copy of the whole table.
     features = combined.select(roles.features).to_pandas(split_blocks=True)
     features.columns = roles.names

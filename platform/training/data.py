@@ -212,8 +212,9 @@ def read_channel(
                 f"{short_name(fmt)}; a channel holds one format (or give the channel a ContentType)"
             )
     if fmt in POSITIONAL:
-        width = max(file.table.num_columns for file in read) - 1
-        columns = formats.libsvm_columns(width)
+        width = max(formats.positional_width(file.table) for file in read)
+        weighted = any(formats.WEIGHT in file.table.column_names for file in read)
+        columns = formats.libsvm_columns(width, weighted)
         read = [ReadFile(f.path, f.format, formats.pad_columns(f.table, columns)) for f in read]
     roles = ColumnRoles.decide(read[0], target=target, header=header, csv_weights=csv_weights)
     check_files(read, roles)

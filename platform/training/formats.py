@@ -33,6 +33,8 @@ from ..recordio import RecordIOError, decode_rows, is_recordio
 
 # The media types a training channel may hold (sagecraft.media_types resolves their aliases).
 CHANNEL_TYPES = (CSV, LIBSVM, PARQUET, JSONLINES, RECORDIO)
+# A libsvm row's weight, from its `label:weight` first token.
+WEIGHT = "weight"
 LIBSVM_INDEX_NOTE = (
     "libsvm indices are column numbers as written, the way XGBoost's own reader takes them: "
     "`3:0.5` is feature f3, and a file whose indices start at 1 leaves f0 empty (missing)"
@@ -221,7 +223,11 @@ def read_libsvm(
     try:
         with _bounded(path, guard) as handle:
             matrix, labels = load_svmlight_file(handle, zero_based=True, dtype=feature_type.to_pandas_dtype())
-    except (ValueError, EOFError, OSError) as exc:
+    except ValueError:
+        # scikit-learn's parser takes neither `label:weight` nor `index:` with no value, which
+        # SageMaker's built-in XGBoost reads (its own test data has both): read those in Python.
+        return _read_libsvm_lines(path, feature_type, guard)
+    except (EOFError, OSError) as exc:
         raise DataError(f"{path} is not valid libsvm text: {exc}") from None
     if guard is not None:
         rows, width = matrix.shape
@@ -235,6 +241,64 @@ def read_libsvm(
     dense[written.row, written.col] = written.data
     arrays = [pa.array(labels), *(pa.array(dense[:, i]) for i in range(matrix.shape[1]))]
     return pa.Table.from_arrays(arrays, names=libsvm_columns(matrix.shape[1]))
+
+
+def _read_libsvm_lines(path: Path, feature_type: pa.DataType, guard: MemoryGuard | None) -> pa.Table:
+    """libsvm lines with `label:weight` first tokens (a `weight` column follows the label) and
+    `index:` pairs without a value (missing values); DataError naming the line of anything else."""
+    labels: list[float] = []
+    weights: list[float] = []
+    rows: list[int] = []
+    columns: list[int] = []
+    values: list[float] = []
+    with _bounded(path, guard) as handle:
+        text = io.TextIOWrapper(handle, encoding="utf-8", errors="strict")
+        try:
+            for number, raw in enumerate(text, 1):
+                line = raw.split("#", 1)[0].split()
+                if not line:
+                    continue
+                label, _, weight = line[0].partition(":")
+                try:
+                    labels.append(float(label))
+                    weights.append(float(weight) if weight else 1.0)
+                except ValueError:
+                    raise DataError(
+                        f"{path} is not valid libsvm text: line {number}: {line[0][:40]!r} is not a label "
+                        "(or label:weight)"
+                    ) from None
+                for pair in line[1:]:
+                    index, colon, value = pair.partition(":")
+                    try:
+                        column = int(index)
+                        cell = float(value) if value else float("nan")
+                    except ValueError:
+                        column = -1
+                    if not colon or column < 0:
+                        raise DataError(
+                            f"{path} is not valid libsvm text: line {number}: {pair[:40]!r} is not "
+                            "index:value"
+                        ) from None
+                    rows.append(len(labels) - 1)
+                    columns.append(column)
+                    values.append(cell)
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path} is not valid libsvm text: {exc}") from None
+    width = max(columns) + 1 if columns else 0
+    if guard is not None:
+        guard.charge(
+            len(labels) * width * feature_type.byte_width,
+            f"{path}: {len(labels):,} rows of {width:,} features (its highest index is {width - 1:,})",
+        )
+    dense = np.full((len(labels), width), np.nan, dtype=feature_type.to_pandas_dtype())
+    dense[rows, columns] = values
+    arrays = [pa.array(labels, pa.float64())]
+    names = ["label"]
+    if any(w != 1.0 for w in weights):
+        arrays.append(pa.array(weights, pa.float64()))
+        names.append(WEIGHT)
+    arrays += [pa.array(dense[:, i]) for i in range(width)]
+    return pa.Table.from_arrays(arrays, names=names + libsvm_columns(width)[1:])
 
 
 def read_recordio(
@@ -299,15 +363,25 @@ def read_jsonlines(path: Path, guard: MemoryGuard | None = None) -> pa.Table:
 
 
 def pad_columns(table: pa.Table, names: list[str]) -> pa.Table:
-    """Add the libsvm feature columns a file never mentions, as missing values."""
+    """Add the libsvm feature columns a file never mentions, as missing values (and a weight of
+    1 to each row of a file without weights when another file has them)."""
+    feature_type = next((table.column(n).type for n in table.column_names if n.startswith("f")), pa.float64())
     for name in names:
         if name not in table.column_names:
-            table = table.append_column(
-                name,
-                pa.nulls(table.num_rows, table.column(1).type if table.num_columns > 1 else pa.float64()),
+            filler = (
+                pa.array(np.ones(table.num_rows))
+                if name == WEIGHT
+                else pa.nulls(table.num_rows, feature_type)
             )
+            table = table.append_column(name, filler)
     return table.select(names)
 
 
-def libsvm_columns(width: int) -> list[str]:
-    return ["label", *(f"f{i}" for i in range(width))]
+def positional_width(table: pa.Table) -> int:
+    """The number of feature columns (`f0, f1, ...`) of a libsvm or RecordIO table."""
+    return sum(1 for name in table.column_names if name not in ("label", WEIGHT))
+
+
+def libsvm_columns(width: int, weighted: bool = False) -> list[str]:
+    """The columns of a libsvm or RecordIO table: the label, the weight if any, the features."""
+    return ["label", *([WEIGHT] if weighted else []), *(f"f{i}" for i in range(width))]

@@ -24,7 +24,7 @@ import numpy as np
 
 from .. import categories
 from .. import hyperparameters as hp
-from ..environment import SageMakerPaths
+from ..environment import DEFAULT_ALGORITHM_SETTING, SageMakerPaths, default_algorithm
 from ..errors import (
     DataError,
     HyperparameterError,
@@ -157,13 +157,10 @@ def train(paths: SageMakerPaths) -> None:
 def _choose(job: TrainingJob) -> Choice:
     """The algorithm and both sets of hyperparameters, validated: HyperparameterError naming the
     value at fault, UnknownAlgorithmError naming the installed algorithms."""
-    given = job.hyperparameters.values
+    given = dict(job.hyperparameters.values)
     plugins = installed_plugins()
     if "algorithm" not in given:
-        installed = ", ".join(sorted(plugins.algorithms)) or "none"
-        raise HyperparameterError(
-            f"hyperparameter 'algorithm' is required; installed algorithms: {installed}"
-        )
+        given["algorithm"] = _default_algorithm(given, plugins)
     core = hp.validate(
         {k: v for k, v in given.items() if k in _CORE_NAMES}, CORE_HYPERPARAMETERS, owner="sagecraft"
     )
@@ -183,6 +180,32 @@ def _choose(job: TrainingJob) -> Choice:
         hyperparameters,
     )
     return Choice(job, plugins, algorithm, dict(core.values), hyperparameters)
+
+
+def _default_algorithm(given: Mapping[str, Any], plugins: PluginSet) -> str:
+    """The image's default algorithm for a job that names none (SageMaker's built-in XGBoost
+    jobs name none); HyperparameterError when there is no default, or when the job is plainly
+    the R blog's random forest (`mtry`, `ntree`)."""
+    installed = ", ".join(sorted(plugins.algorithms)) or "none"
+    forest = sorted({"mtry", "ntree"} & set(given))
+    if forest:
+        names = " and ".join(forest)
+        raise HyperparameterError(
+            f"{names} {'is a' if len(forest) == 1 else 'are'} random forest hyperparameter"
+            f"{'' if len(forest) == 1 else 's'}, but the job names no algorithm: add "
+            f"algorithm=random_forest (installed algorithms: {installed})"
+        )
+    default = default_algorithm()
+    if default is None:
+        raise HyperparameterError(
+            f"hyperparameter 'algorithm' is required; installed algorithms: {installed}"
+        )
+    log.info(
+        "no 'algorithm' hyperparameter: training the image's default, %s (%s)",
+        default,
+        DEFAULT_ALGORITHM_SETTING,
+    )
+    return default
 
 
 def _prepare(paths: SageMakerPaths, choice: Choice) -> Prepared:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import warnings
 from collections.abc import Callable
@@ -14,7 +15,7 @@ import pandas as pd
 
 import xgboost as xgb
 from sagecraft.categories import numeric_matrix
-from sagecraft.errors import DataError, HyperparameterError, UnsupportedOutputError
+from sagecraft.errors import DataError, HyperparameterError, TrainingStoppedError, UnsupportedOutputError
 from sagecraft.hooks import (
     CLASSIFICATION,
     CONTRIBUTIONS,
@@ -29,19 +30,23 @@ from sagecraft.hooks import (
 )
 from sagecraft.hyperparameters import did_you_mean
 from sagecraft.manifest import Manifest
-from sagecraft.metrics import evaluate
+from sagecraft.metrics import HIGHER_IS_BETTER, METRICS, evaluate
 
 from .checkpoints import CheckpointAndStop, Progress, latest_checkpoint
 from .flat_booster import FLAT_MAX_ROWS, FlatBooster, flatten
-from .hyperparameters import HYPERPARAMETERS, PLUGIN_ONLY
+from .hyperparameters import HYPERPARAMETERS, LEGACY, PLUGIN_ONLY
 from .messages import xgboost_message
 from .model_checks import check_against_manifest
 from .persistence import load_booster, save_booster
 
 CLASSIFICATION_FAMILIES = ("binary", "multi")
 # Metrics XGBoost lacks that SageMaker's built-in XGBoost offers; computed by sagecraft.metrics.
-EXTRA_METRICS = {CLASSIFICATION: ("accuracy", "f1"), REGRESSION: ("mse", "r2")}
-MAXIMISED_METRICS = {"accuracy", "f1", "r2"}
+# The core's metrics that XGBoost computes itself; the others (accuracy, f1, mse, r2 and the rest
+# SageMaker's built-in XGBoost adds) are computed from each round's predictions.
+NATIVE_METRICS = {"error", "merror", "logloss", "mlogloss", "rmse", "mae"}
+EXTRA_METRICS = {
+    task: tuple(name for name in METRICS[task] if name not in NATIVE_METRICS) for task in METRICS
+}
 # XGBoost's objective families; XGBoost itself rejects unknown names within a family.
 OBJECTIVE_FAMILIES = ("reg", "binary", "multi", "count", "survival", "rank")
 _UNUSED = re.compile(r"Parameters: \{(?P<names>[^}]*)\} (?:are|is) not used")
@@ -122,6 +127,28 @@ def _objective(hyperparameters: dict[str, Any], context: FitContext) -> str:
     return objective
 
 
+def _check_interaction_constraints(value: Any, n_features: int) -> None:
+    """Column numbers in interaction_constraints must be columns: XGBoost ignores one that is not."""
+    try:
+        groups = json.loads(value) if isinstance(value, str) else None
+    except ValueError:
+        return  # XGBoost explains what it cannot parse
+    if not isinstance(groups, list):
+        return
+    for group in groups:
+        for column in group if isinstance(group, list) else [group]:
+            if isinstance(column, int) and not 0 <= column < n_features:
+                raise HyperparameterError(
+                    f"interaction_constraints names column {column}, but the data has {n_features} "
+                    f"features (columns 0 to {n_features - 1})"
+                )
+
+
+def _gpu_usable() -> bool:
+    """Whether XGBoost can train on a GPU here: a CUDA build, and an NVIDIA device visible."""
+    return bool(xgb.build_info().get("USE_CUDA")) and Path("/dev/nvidiactl").exists()
+
+
 def _tuning_metric(context: FitContext) -> str | None:
     """The validation metric a SageMaker tuning job optimises ("validation:rmse" -> "rmse")."""
     data_name, _, metric = (context.tuning_objective_metric or "").partition(":")
@@ -131,6 +158,25 @@ def _tuning_metric(context: FitContext) -> str | None:
 def _booster_params(hyperparameters: dict[str, Any], objective: str, context: FitContext) -> dict[str, Any]:
     params = {k: v for k, v in hyperparameters.items() if k not in PLUGIN_ONLY}
     params["objective"] = objective
+    if params.get("tree_method") == "gpu_hist":  # XGBoost 3 spells it hist on device cuda
+        params["tree_method"] = "hist"
+        if _gpu_usable():
+            params.setdefault("device", "cuda")
+        else:
+            context.logger.warning(
+                "tree_method=gpu_hist: this XGBoost (%s) cannot use a GPU here; training with "
+                "tree_method=hist on the CPU",
+                "built without CUDA" if not xgb.build_info().get("USE_CUDA") else "no GPU visible",
+            )
+    _check_interaction_constraints(params.get("interaction_constraints"), len(context.feature_names))
+    for name in LEGACY:
+        if name in hyperparameters:
+            context.logger.warning(
+                "hyperparameter '%s' has no effect on XGBoost %s; it is accepted as SageMaker's "
+                "built-in XGBoost accepts it",
+                name,
+                xgb.__version__,
+            )
     if objective.startswith("multi:"):
         params["num_class"] = context.n_classes
     # A tuning job reads its objective from the log: evaluate it even if eval_metric omits it.
@@ -284,7 +330,7 @@ def fit(
                     metric_name=watched,
                     data_name="validation",
                     save_best=False,
-                    maximize=True if watched in MAXIMISED_METRICS else None,
+                    maximize=True if watched in HIGHER_IS_BETTER else None,
                 )
             )
         try:
@@ -298,6 +344,8 @@ def fit(
                 xgb_model=resumed,
                 custom_metric=_extra_metric_function(extra, context.task, objective) if extra else None,
             )
+        except ValueError as exc:  # XGBoost's Python checks, e.g. constraints on unknown features
+            raise HyperparameterError(f"XGBoost rejected the hyperparameters: {exc}") from None
         except xgb.core.XGBoostError as exc:
             message = xgboost_message(exc)
             if "label" in message.lower():
@@ -305,6 +353,10 @@ def fit(
             raise HyperparameterError(f"XGBoost rejected the hyperparameters: {message}") from None
     for warning in caught:
         context.logger.warning("xgboost: %s", str(warning.message).strip())
+    if context.stop_requested() and not hyperparameters["save_model_on_termination"]:
+        raise TrainingStoppedError(
+            "stopped by SIGTERM; save_model_on_termination is false, so no model was written"
+        )
     if early_stopping and booster.num_boosted_rounds() > booster.best_iteration + 1:
         context.logger.info(
             "early stopping: keeping rounds 0-%d of %d",

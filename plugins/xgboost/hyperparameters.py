@@ -2,16 +2,37 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from sagecraft.hooks import Hyperparameter
 from sagecraft.hyperparameters import string_list
 
+
+def constraints(value: Any) -> str | list[Any]:
+    """A constraint as XGBoost takes it: a string as written ("(1,0,-1)", "[[0,1],[2,3]]"), or
+    the list a JSON value decodes to ("[[0,1]]" arrives as a list from a generic Estimator): as
+    its JSON text when it holds column numbers, as the list when it holds feature names (which
+    XGBoost maps to their columns: [["f0","f1"]])."""
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, list):
+        raise ValueError("expected a constraint such as (1,0,-1) or [[0,1],[2,3]]")
+    flat = [v for item in value for v in (item if isinstance(item, list) else [item])]
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in flat):
+        return json.dumps(value)
+    if all(isinstance(v, str) for v in flat):
+        return value
+    raise ValueError("expected column numbers or feature names, not a mix")
+
+
+constraints.type_name = "str"  # type: ignore[attr-defined]
+
 _UNIT: dict[str, Any] = {"minimum": 0, "maximum": 1}
 FLOAT32_MAX = 3.4028234663852886e38
 _FRACTION: dict[str, Any] = {"minimum": 0, "exclusive_minimum": True, "maximum": 1}
 
-HYPERPARAMETERS = (
+HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
     Hyperparameter(
         "num_round",
         int,
@@ -41,7 +62,10 @@ HYPERPARAMETERS = (
     Hyperparameter("lambda", float, "L2 regularisation of weights.", minimum=0, aliases=("reg_lambda",)),
     Hyperparameter("alpha", float, "L1 regularisation of weights.", minimum=0, aliases=("reg_alpha",)),
     Hyperparameter(
-        "tree_method", str, "Tree construction algorithm.", choices=("auto", "exact", "approx", "hist")
+        "tree_method",
+        str,
+        "Tree construction algorithm; gpu_hist (SageMaker's built-in spelling) is hist on the GPU.",
+        choices=("auto", "exact", "approx", "hist", "gpu_hist"),
     ),
     Hyperparameter("scale_pos_weight", float, "Weight of positive examples (binary).", minimum=0),
     Hyperparameter("grow_policy", str, "How new nodes are added.", choices=("depthwise", "lossguide")),
@@ -55,8 +79,8 @@ HYPERPARAMETERS = (
     ),
     Hyperparameter("tweedie_variance_power", float, "Variance power of reg:tweedie.", minimum=1, maximum=2),
     Hyperparameter("max_cat_to_onehot", int, "Categories below which splits are one-hot.", minimum=1),
-    Hyperparameter("monotone_constraints", str, "Monotonicity per feature, e.g. (1,0,-1)."),
-    Hyperparameter("interaction_constraints", str, "Features allowed to interact, e.g. [[0,1]]."),
+    Hyperparameter("monotone_constraints", constraints, "Monotonicity per feature, e.g. (1,0,-1)."),
+    Hyperparameter("interaction_constraints", constraints, "Features allowed to interact, e.g. [[0,1]]."),
     Hyperparameter("rate_drop", float, "Dropout rate (dart).", **_UNIT),
     Hyperparameter("skip_drop", float, "Probability of skipping dropout (dart).", **_UNIT),
     Hyperparameter("one_drop", bool, "Always drop at least one tree (dart)."),
@@ -70,8 +94,16 @@ HYPERPARAMETERS = (
         "eval_metric",
         string_list,
         "Metrics evaluated each round: XGBoost's own (rmse, mae, logloss, error, "
-        "mlogloss, merror, auc, ...) and accuracy, f1, mse, r2 as in SageMaker's "
-        "built-in XGBoost; early stopping watches the last one.",
+        "mlogloss, merror, auc, ...) and, as in SageMaker's built-in XGBoost, accuracy, "
+        "balanced_accuracy, f1, f1_binary, f1_macro, precision, precision_macro, "
+        "precision_micro, recall, recall_macro, recall_micro, mse, r2; early stopping "
+        "watches the last one.",
+    ),
+    Hyperparameter(
+        "save_model_on_termination",
+        bool,
+        "On SIGTERM (a stopped job): true saves the model trained so far; false writes none.",
+        default=True,
     ),
     Hyperparameter(
         "checkpoint_rounds",
@@ -91,5 +123,20 @@ HYPERPARAMETERS = (
     ),
 )
 
+# Names SageMaker's built-in XGBoost accepts that XGBoost 3 no longer uses: accepted, so that a
+# job written for it runs, with a warning that each has no effect.
+LEGACY = ("predictor", "sketch_eps", "dsplit", "lambda_bias", "deterministic_histogram", "prob_buffer_row",
+          "use_dask_gpu_training")  # fmt: skip
+HYPERPARAMETERS += tuple(
+    Hyperparameter(name, str, "Accepted as SageMaker's built-in XGBoost does; no effect on XGBoost 3.")
+    for name in LEGACY
+)
+
 # Read by the plugin itself; everything else goes to XGBoost's parameter dictionary.
-PLUGIN_ONLY = {"num_round", "early_stopping_rounds", "checkpoint_rounds"}
+PLUGIN_ONLY = {
+    "num_round",
+    "early_stopping_rounds",
+    "checkpoint_rounds",
+    "save_model_on_termination",
+    *LEGACY,
+}
