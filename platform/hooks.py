@@ -47,7 +47,7 @@ from .model_types import (
 )
 
 PROJECT_NAME = "sagecraft"
-HOOK_API_VERSION = 3
+HOOK_API_VERSION = 4
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
@@ -160,6 +160,20 @@ def load_model(model_dir: Path, manifest: Manifest | None) -> Any:
     (cross-validation folds): refuse a model whose feature count differs from the manifest's with
     `manifest.require_features(count, where)`, since requests are decoded to the manifest's
     columns. Stops at the first non-None result.
+    """
+
+
+@hookspec(firstresult=True)
+def describe_model(model_dir: Path) -> Manifest | None:
+    """Describe a model folder that has no manifest.json, if it is one of this algorithm's.
+
+    Called (hook API 4) when a server is given a folder without `manifest.json`, a model trained
+    elsewhere: SageMaker's built-in algorithm's `model.tar.gz`, say. Return the `Manifest` to serve
+    it with (`algorithm` your plugin's name; the features in the order the model reads them; the
+    task and classes), and `load_model` then receives that manifest; return None when the folder
+    is not yours, so that the next plugin is asked. Raise `sagecraft.errors.ModelLoadError` for a
+    folder that is yours but cannot be served (a pickled model, say), saying what to do. Read it as
+    `load_model` does: every byte is untrusted. Stops at the first non-None result.
     """
 
 

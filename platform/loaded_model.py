@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import pandas as pd
 
 from .categories import FeatureNames
 from .errors import ModelLoadError, SagecraftError
-from .manifest import Manifest
+from .manifest import MANIFEST_FILE, Manifest
 from .model_types import CLASSIFICATION, LABEL
 from .plugins import Algorithm, PluginSet, installed_plugins
 
@@ -32,9 +33,15 @@ class LoadedModel:
         """Read the manifest, pick its plugin, and load the model. Raises ModelLoadError."""
         if not model_dir.is_dir():
             raise ModelLoadError(f"model folder {model_dir} does not exist")
-        manifest = Manifest.read(model_dir)
+        plugins = plugins or installed_plugins()
+        described = None
+        if not os.path.lexists(model_dir / MANIFEST_FILE):
+            described = plugins.describe_model(model_dir)  # a model trained elsewhere
+        manifest = described or Manifest.read(model_dir)
+        if described is not None:
+            log.info("%s has no manifest.json: serving it as a %s model", model_dir, manifest.algorithm)
         try:
-            algorithm = (plugins or installed_plugins()).algorithm(manifest.algorithm)
+            algorithm = plugins.algorithm(manifest.algorithm)
         except SagecraftError as exc:
             raise ModelLoadError(f"{model_dir} needs algorithm '{manifest.algorithm}': {exc}") from None
         model = algorithm.load_model(model_dir, manifest)

@@ -22,6 +22,7 @@ __all__ = [
     "MANIFEST_FILE",
     "Feature",
     "Manifest",
+    "runtime_libraries",
 ]
 
 MANIFEST_FILE = "manifest.json"

@@ -80,6 +80,7 @@ class Algorithm:
         self._save_model = caller("save_model")
         self._load_model = caller("load_model")
         self._predict = caller("predict")
+        self._describe_model = caller("describe_model")
         info = caller("algorithm_info")()
         if not isinstance(info, AlgorithmInfo):
             raise PluginError(
@@ -122,6 +123,16 @@ class Algorithm:
     def predict(self, model: Any, features: pd.DataFrame, output: str) -> Any:
         return self._predict(model=model, features=features, output=output)
 
+    def describe_model(self, model_dir: Path) -> Manifest | None:
+        """The plugin's manifest for a folder without one, or None when it is not the plugin's."""
+        manifest = self._describe_model(model_dir=model_dir)
+        if manifest is not None and (not isinstance(manifest, Manifest) or manifest.algorithm != self.name):
+            raise PluginError(
+                f"plugin '{self.name}': describe_model returned {type(manifest).__name__} for "
+                f"algorithm '{getattr(manifest, 'algorithm', '?')}', not a Manifest of its own"
+            )
+        return manifest
+
 
 class PluginSet:
     """The loaded plugins: algorithms by name, content types, what could not be loaded, and the
@@ -156,6 +167,15 @@ class PluginSet:
         self.manager.hook.training_finished(
             algorithm=algorithm, model_dir=model_dir, output_data_dir=output_data_dir, manifest=manifest
         )
+
+    def describe_model(self, model_dir: Path) -> Manifest | None:
+        """A manifest for a model folder without one, from the first algorithm (by name) whose
+        plugin recognises the folder (`describe_model` hook); None when none does."""
+        for name in sorted(self.algorithms):
+            manifest = self.algorithms[name].describe_model(model_dir)
+            if manifest is not None:
+                return manifest
+        return None
 
     def algorithm(self, name: str) -> Algorithm:
         """The algorithm registered under `name`, or an error that says what is installed."""

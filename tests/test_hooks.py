@@ -63,6 +63,17 @@ PROBE = """
             raise ModelLoadError(f"probe.json is damaged: {exc}") from None
 
     @hookimpl
+    def describe_model(model_dir):
+        path = model_dir / "probe.json"
+        if not path.exists():
+            return None
+        from sagecraft.manifest import Feature, Manifest
+        model = json.loads(path.read_text())
+        return Manifest(algorithm="probe", task=model["task"], target=None, classes=model["classes"],
+                        features=[Feature(name, "float64") for name in model["features"]],
+                        plugin={"name": "probe"}, libraries={}, hyperparameters={})
+
+    @hookimpl
     def predict(model, features, output):
         if output == "probabilities":
             return np.full((len(features), len(model["classes"])), 1 / len(model["classes"]))
@@ -252,6 +263,18 @@ def test_hook_save_model_and_load_model_round_trip_through_serve(site: Path, tmp
     server = Server(tree.base, pythonpath=site).wait_ready()
     try:
         assert server.invoke("1,2,3,4\n1,2,3,4").text == "setosa\nversicolor\n"
+    finally:
+        server.stop()
+
+
+def test_hook_describe_model_serves_a_folder_without_a_manifest(site: Path, tmp_path: Path) -> None:
+    tree = _probe_job(tmp_path, site)
+    assert tree.train().returncode == 0, tree.explain()
+    (tree.model_dir / "manifest.json").unlink()
+    server = Server(tree.base, pythonpath=site).wait_ready()
+    try:
+        assert server.invoke("1,2,3,4\n1,2,3,4").text == "setosa\nversicolor\n"
+        assert "has no manifest.json: serving it as a probe model" in server.log()
     finally:
         server.stop()
 

@@ -44,7 +44,7 @@ EXPORTED = {
     "sagecraft.metrics": {
         "DEFAULT_METRIC", "HIGHER_IS_BETTER", "METRICS", "Metric", "check_metric_names", "evaluate",
     },
-    "sagecraft.manifest": {"MANIFEST_FILE", "Feature", "Manifest"},
+    "sagecraft.manifest": {"MANIFEST_FILE", "Feature", "Manifest", "runtime_libraries"},
     "sagecraft.content_registry": {
         "SMALL_BODY_BYTES", "ContentTypeRegistry", "Decoder", "Encoder", "LineDecoder", "NumberReader",
         "NumberRows",

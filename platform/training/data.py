@@ -1,8 +1,8 @@
 """Read a training channel (every file under its folder) into features, labels and weights.
 
-Formats (CSV, libsvm, Parquet, JSON Lines) are read by formats.py, the files found by
-channel_files.py and combined by combine.py; this module reads each file as its format says and
-decides how CSV files are laid out. Two conventions, chosen by the `target` hyperparameter:
+Formats (CSV, libsvm, Parquet, JSON Lines, RecordIO-protobuf) are read by formats.py, the files
+found by channel_files.py and combined by combine.py; this module reads each file as its format
+says and decides how CSV files are laid out. Two conventions, chosen by the `target` hyperparameter:
 - `target` set: the label is the column of that name (CSV files then have a header row: the R
   blog's way);
 - `target` absent: the label is the first column (SageMaker's built-in algorithms' way); CSV files

@@ -34,6 +34,7 @@ from sagecraft.metrics import HIGHER_IS_BETTER, METRICS, evaluate
 
 from .checkpoints import CheckpointAndStop, Progress, latest_checkpoint
 from .flat_booster import FLAT_MAX_ROWS, FlatBooster, flatten
+from .foreign import describe
 from .hyperparameters import HYPERPARAMETERS, LEGACY, PLUGIN_ONLY
 from .messages import xgboost_message
 from .model_checks import check_against_manifest
@@ -370,6 +371,12 @@ def fit(
 @hookimpl
 def save_model(model: XGBoostModel, model_dir: Path) -> None:
     save_booster(model.booster, model_dir)
+
+
+@hookimpl
+def describe_model(model_dir: Path) -> Manifest | None:
+    """A model folder of SageMaker's built-in XGBoost (a lone `xgboost-model`), see foreign.py."""
+    return describe(model_dir)
 
 
 @hookimpl

@@ -16,6 +16,7 @@ from .model_checks import check_document
 from .model_file import read_document
 
 MODEL_FILE = "xgboost-model.ubj"
+BUILTIN_MODEL_FILE = "xgboost-model"  # SageMaker's built-in algorithm's name for its model
 
 
 def save_booster(booster: xgb.Booster, model_dir: Path) -> None:
@@ -48,6 +49,8 @@ def load_booster(model_dir: Path) -> tuple[xgb.Booster, str, int, dict[str, Any]
     """The booster, its objective, its number of classes (2 for binary, 0 for regression), and
     XGBoost's JSON of the model (`read_booster`)."""
     path = model_dir / MODEL_FILE
+    if not path.exists() and (model_dir / BUILTIN_MODEL_FILE).exists():
+        path = model_dir / BUILTIN_MODEL_FILE  # a model trained elsewhere (see foreign.py)
     booster, document = read_booster(path)
     try:
         learner = orjson.loads(booster.save_config())["learner"]
