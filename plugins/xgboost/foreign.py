@@ -9,17 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import orjson
-
 import xgboost as xgb
 from sagecraft.errors import ModelLoadError
 from sagecraft.files import read_model_file
 from sagecraft.manifest import Feature, Manifest, runtime_libraries
 from sagecraft.model_types import CLASSIFICATION, REGRESSION
 
-from .messages import xgboost_message
 from .model_checks import category_names, trees_of
-from .persistence import BUILTIN_MODEL_FILE, read_booster
+from .persistence import BUILTIN_MODEL_FILE, booster_objective, read_booster
 
 _PICKLE = b"\x80"
 _CONVERT = (
@@ -48,12 +45,7 @@ def describe(model_dir: Path) -> Manifest | None:
             f"the formats it can check before XGBoost parses them. Convert it once: {_CONVERT}"
         )
     booster, document = read_booster(path)
-    try:
-        learner = orjson.loads(booster.save_config())["learner"]
-        objective = learner["objective"]["name"]
-        n_classes = int(learner["learner_model_param"]["num_class"])
-    except (xgb.core.XGBoostError, ValueError, KeyError, TypeError) as exc:
-        raise ModelLoadError(f"{path} is not an XGBoost model: {xgboost_message(exc)}") from None
+    objective, n_classes = booster_objective(booster, path)
     n_features = booster.num_features()
     names = booster.feature_names or [f"f{i}" for i in range(n_features)]
     booster_model = document["learner"]["gradient_booster"]
@@ -72,12 +64,7 @@ def describe(model_dir: Path) -> Manifest | None:
                 f"{path}: feature '{name}' is categorical, but the model does not list its categories, "
                 "so requests cannot be encoded as in training"
             )
-    if objective.startswith("binary:"):
-        task, classes = CLASSIFICATION, [0, 1]
-    elif objective.startswith("multi:"):
-        task, classes = CLASSIFICATION, list(range(n_classes))
-    else:
-        task, classes = REGRESSION, []
+    task, classes = (CLASSIFICATION, list(range(n_classes))) if n_classes else (REGRESSION, [])
     features = [
         Feature(str(name), "category" if known is not None else "float32", known)
         for name, known in zip(names, categories, strict=True)

@@ -52,14 +52,18 @@ def load_booster(model_dir: Path) -> tuple[xgb.Booster, str, int, dict[str, Any]
     if not path.exists() and (model_dir / BUILTIN_MODEL_FILE).exists():
         path = model_dir / BUILTIN_MODEL_FILE  # a model trained elsewhere (see foreign.py)
     booster, document = read_booster(path)
+    objective, n_classes = booster_objective(booster, path)
+    return booster, objective, n_classes, document
+
+
+def booster_objective(booster: xgb.Booster, path: Path) -> tuple[str, int]:
+    """The booster's objective and number of classes (2 for binary, 0 for regression)."""
     try:
         learner = orjson.loads(booster.save_config())["learner"]
-        objective = learner["objective"]["name"]
+        objective = str(learner["objective"]["name"])
         n_classes = int(learner["learner_model_param"]["num_class"])
     except (xgb.core.XGBoostError, ValueError, KeyError, TypeError) as exc:
         raise ModelLoadError(f"{path} is not an XGBoost model: {xgboost_message(exc)}") from None
     if objective.startswith("binary:"):
-        n_classes = 2
-    elif not objective.startswith("multi:"):
-        n_classes = 0
-    return booster, objective, n_classes, document
+        return objective, 2
+    return objective, n_classes if objective.startswith("multi:") else 0
