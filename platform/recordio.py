@@ -130,10 +130,11 @@ def _read_exactly(stream: BinaryIO, size: int) -> bytes:
     return bytes(data)
 
 
-def unwrap(stream: BinaryIO, max_record: int) -> Iterator[bytes]:
-    """The payloads of a RecordIO-framed stream (SageMaker's `RecordWrapperType: RecordIO`), read
-    as they arrive; a record over `max_record` bytes, a bad header or a truncated record is a
-    RecordIOError naming the record."""
+def unwrap(stream: BinaryIO, chunk: int) -> Iterator[bytes]:
+    """The payloads of a RecordIO-framed stream (SageMaker's `RecordWrapperType: RecordIO`, which
+    wraps each S3 object in a record), concatenated and yielded as they arrive in pieces of at
+    most `chunk` bytes, so that a record of hundreds of megabytes is never held whole; a bad
+    header or a truncated record is a RecordIOError naming the record."""
     number, offset, parts = 0, 0, False
     while True:
         header = _read_exactly(stream, 8)
@@ -148,24 +149,23 @@ def unwrap(stream: BinaryIO, max_record: int) -> Iterator[bytes]:
         if magic != MAGIC:
             raise RecordIOError(f"{where}: no RecordIO magic number (found 0x{magic:08x})")
         length, flag = word & _LENGTH_MASK, word >> 29
-        if length > max_record:
-            raise RecordIOError(
-                f"{where}: declares {length:,} bytes, over the {max_record:,} a record may hold"
-            )
-        payload = _read_exactly(stream, length)
-        if len(payload) < length:
-            raise RecordIOError(f"{where}: declares {length} bytes, only {len(payload)} follow")
-        _read_exactly(stream, -length % 4)
-        offset += 8 + length + (-length % 4)
         continues = flag in (_MIDDLE, _LAST)
         if continues != parts:
             raise RecordIOError(f"{where}: part flag {flag} out of sequence")
         if continues:
             yield _MAGIC_BYTES  # the magic that split the record
+        remaining = length
+        while remaining:
+            piece = stream.read(min(chunk, remaining))
+            if not piece:
+                raise RecordIOError(f"{where}: declares {length} bytes, only {length - remaining} follow")
+            remaining -= len(piece)
+            yield piece
+        _read_exactly(stream, -length % 4)
+        offset += 8 + length + (-length % 4)
         parts = flag in (_FIRST, _MIDDLE)
         if not parts:
             number += 1
-        yield payload
 
 
 def _varint(data: bytes, offset: int, where: str) -> tuple[int, int]:

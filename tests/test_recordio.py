@@ -201,3 +201,13 @@ def test_records_without_labels_cannot_train(tmp_path) -> None:  # type: ignore[
     tree.hyperparameters({"algorithm": "xgboost"})
     assert tree.train().returncode == 1
     assert "records have no label" in (tree.failure or "")
+
+
+def test_a_wrapped_record_streams_in_pieces_no_larger_than_asked() -> None:
+    """SageMaker wraps each S3 object in one record: it is never held whole."""
+    payload = bytes(range(256)) * 40
+    framed = struct.pack("<II", MAGIC, len(payload)) + payload
+    pieces = list(unwrap(io.BytesIO(framed), 1000))
+    assert b"".join(pieces) == payload and max(map(len, pieces)) <= 1000
+    with pytest.raises(RecordIOError, match=r"declares 10240 bytes, only 5000 follow"):
+        list(unwrap(io.BytesIO(framed[: 8 + 5000]), 1000))

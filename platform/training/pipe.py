@@ -4,9 +4,9 @@ FIFO an epoch, each read once from start to end.
 The in-memory readers need a channel they can look at twice (a CSV header is sniffed before the
 file is parsed, gzip is recognised by its first bytes), so the first epoch is copied as it arrives
 to the job's scratch folder and read from there like a File mode channel, then removed. One epoch
-is all an in-memory fit reads. With `RecordWrapperType: RecordIO`, each RecordIO record holds a
-piece of the channel's data (CSV or libsvm text): the pieces are unwrapped as they are copied;
-RecordIO-protobuf channels are kept as they are.
+is all an in-memory fit reads. With `RecordWrapperType: RecordIO`, SageMaker wraps each S3 object
+of the channel (CSV or libsvm text) in a RecordIO record: the records are unwrapped as they are
+copied, a few megabytes at a time; RecordIO-protobuf channels are kept as they are.
 """
 
 from __future__ import annotations
