@@ -52,3 +52,28 @@ def test_kfold_needs_enough_rows(tmp_path: Path) -> None:
     tree.hyperparameters({"algorithm": "random_forest", "kfold": 5})
     assert tree.train().returncode == 1
     assert "kfold=5 needs at least 5 training rows" in tree.failure
+
+
+def test_repeated_kfold_under_the_builtin_algorithms_names(tmp_path: Path) -> None:
+    """SageMaker's built-in XGBoost spells them _kfold and _num_cv_round."""
+    tree = TrainingTree(tmp_path)
+    tree.add_file("train", "train.csv", regression_rows(0, 300))
+    tree.hyperparameters({"algorithm": "xgboost", "num_round": 20, "_kfold": 3, "_num_cv_round": 2})
+    result = tree.train()
+    assert result.returncode == 0, tree.explain()
+    assert "3-fold cross-validation of xgboost, 2 times" in result.stderr
+    assert len(re.findall(r"cv-fold-rmse:", result.stdout)) == 6
+    metrics = json.loads((tmp_path / "output/data/cv-metrics.json").read_text())
+    assert len(metrics["folds"]) == 6 and metrics["repeats"] == 2
+    oof = pd.read_csv(tmp_path / "output/data/oof-predictions.csv")
+    assert len(oof) == 600 and sorted(oof["repeat"].unique()) == [0, 1]
+    for _, block in oof.groupby("repeat"):
+        assert sorted(block["row"]) == list(range(300)) and sorted(block["fold"].unique()) == [0, 1, 2]
+    first, second = (block.sort_values("row") for _, block in oof.groupby("repeat"))
+    assert not np.array_equal(first["fold"].to_numpy(), second["fold"].to_numpy())  # reshuffled
+    assert np.corrcoef(oof["label"], oof["predicted"])[0, 1] > 0.9
+    lone = TrainingTree(tmp_path / "lone")
+    lone.add_file("train", "train.csv", regression_rows(0, 50))
+    lone.hyperparameters({"algorithm": "xgboost", "_num_cv_round": 2})
+    assert lone.train().returncode == 1
+    assert "num_cv_round repeats the k-fold cross-validation: set kfold too" in (lone.failure or "")

@@ -3,8 +3,9 @@
 Each fold's model is fitted on the other folds, saved and loaded again (the only way every plugin
 can predict), and predicts the rows it never saw. The metrics of each fold and their mean and
 standard deviation are printed in SageMaker's metric-line format; `output/data/` gets
-`cv-metrics.json` and `oof-predictions.csv`, the out-of-fold prediction of every training row.
-The model the job saves is then fitted on all the rows, as without `kfold`.
+`cv-metrics.json` and `oof-predictions.csv`, the out-of-fold prediction of every training row
+(with `num_cv_round` repeats, each repeat's block of rows, split its own way). The model the job
+saves is then fitted on all the rows, as without `kfold`.
 """
 
 from __future__ import annotations
@@ -31,12 +32,13 @@ SEED = 0
 METRICS = {CLASSIFICATION: ["accuracy", "f1"], REGRESSION: ["rmse", "mae", "r2"]}
 
 
-def _splitter(task: str, labels: np.ndarray, folds: int) -> KFold | StratifiedKFold:
+def _splitter(task: str, labels: np.ndarray, folds: int, repeat: int = 0) -> KFold | StratifiedKFold:
+    """The k-fold split of one repeat (each repeat shuffles the rows its own way)."""
     if folds > len(labels):
         raise HyperparameterError(f"kfold={folds} needs at least {folds} training rows")
     if task == CLASSIFICATION and np.bincount(labels.astype(int)).min() >= folds:
-        return StratifiedKFold(folds, shuffle=True, random_state=SEED)
-    return KFold(folds, shuffle=True, random_state=SEED)
+        return StratifiedKFold(folds, shuffle=True, random_state=SEED + repeat)
+    return KFold(folds, shuffle=True, random_state=SEED + repeat)
 
 
 def _subset(data: Dataset, rows: np.ndarray) -> Dataset:
@@ -60,17 +62,27 @@ def cross_validate(
     context: FitContext,
     folds: int,
     output_dir: Path,
+    repeats: int = 1,
 ) -> dict[str, float]:
-    """Fit and score `folds` models; write the out-of-fold predictions. Returns the mean metrics."""
+    """Fit and score `folds` models, `repeats` times over (each repeat its own shuffle); write
+    the out-of-fold predictions (one block of rows per repeat). Returns the mean metrics."""
     task = context.task
-    splitter = _splitter(task, train.labels, folds)
+    splits = [
+        (repeat, fit_rows, held_rows)
+        for repeat in range(repeats)
+        for fit_rows, held_rows in _splitter(task, train.labels, folds, repeat).split(
+            train.features, train.labels
+        )
+    ]
     # Fold fits print nothing of their own: the log's metric lines stay the job's.
     quiet = dataclasses.replace(context, log_metrics=lambda iteration, metrics: None, checkpoint_dir=None)
-    predicted = np.empty(train.n_rows, dtype=object if task == CLASSIFICATION else float)
+    rows = train.n_rows * repeats
+    predicted = np.empty(rows, dtype=object if task == CLASSIFICATION else float)
     probabilities: np.ndarray | None = None
-    fold_of = np.zeros(train.n_rows, dtype=int)
+    fold_of = np.zeros(rows, dtype=int)
+    repeat_of = np.repeat(np.arange(repeats), train.n_rows)
     scores: list[dict[str, float]] = []
-    for fold, (fit_rows, held_rows) in enumerate(splitter.split(train.features, train.labels)):
+    for fold, (repeat, fit_rows, held_rows) in enumerate(splits):
         if context.stop_requested():
             log.warning("stop requested: cross-validation ends after %d folds", fold)
             break
@@ -88,12 +100,13 @@ def cross_validate(
         fold_scores = evaluate(task, names, train.labels[held_rows], labels, proba)
         context.log_metrics(fold, {f"cv-fold-{name}": value for name, value in fold_scores.items()})
         scores.append(fold_scores)
-        predicted[held_rows] = labels
-        fold_of[held_rows] = fold
+        out_rows = held_rows + repeat * train.n_rows  # this repeat's block of the output
+        predicted[out_rows] = labels
+        fold_of[out_rows] = fold - repeat * folds
         if proba is not None:
             if probabilities is None:
-                probabilities = np.full((train.n_rows, proba.shape[1]), np.nan)
-            probabilities[held_rows] = proba
+                probabilities = np.full((rows, proba.shape[1]), np.nan)
+            probabilities[out_rows] = proba
     if not scores:
         return {}
     mean = {name: float(np.mean([s[name] for s in scores])) for name in scores[0]}
@@ -101,7 +114,7 @@ def cross_validate(
     context.log_metrics(
         len(scores), {**{f"cv-{n}": v for n, v in mean.items()}, **{f"cv-{n}-std": v for n, v in std.items()}}
     )
-    _write(output_dir, context, train, predicted, probabilities, fold_of, scores, mean, std)
+    _write(output_dir, context, train, predicted, probabilities, fold_of, repeat_of, scores, mean, std)
     return mean
 
 
@@ -112,24 +125,29 @@ def _write(
     predicted: np.ndarray,
     probabilities: np.ndarray | None,
     fold_of: np.ndarray,
+    repeat_of: np.ndarray,
     scores: list[dict[str, float]],
     mean: dict[str, float],
     std: dict[str, float],
 ) -> None:
+    repeats = int(repeat_of.max()) + 1
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "cv-metrics.json").write_text(
-        json.dumps({"folds": scores, "mean": mean, "std": std}, indent=2) + "\n"
+        json.dumps({"folds": scores, "mean": mean, "std": std, "repeats": repeats}, indent=2) + "\n"
     )
     classes = list(context.classes)
-    table: dict[str, Any] = {"row": np.arange(train.n_rows), "fold": fold_of}
+    table: dict[str, Any] = {"row": np.tile(np.arange(train.n_rows), repeats), "fold": fold_of}
+    if repeats > 1:
+        table["repeat"] = repeat_of
+    labels = np.tile(train.labels, repeats)
     if context.task == CLASSIFICATION:
-        table["label"] = [classes[int(c)] for c in train.labels]
-        table["predicted"] = [classes[int(c)] for c in predicted]
+        table["label"] = [classes[int(c)] for c in labels]
+        table["predicted"] = [classes[int(c)] if c is not None else None for c in predicted]
         if probabilities is not None:
             for index, name in enumerate(classes):
                 table[f"probability_{name}"] = probabilities[:, index]
     else:
-        table["label"] = train.labels
+        table["label"] = labels
         table["predicted"] = predicted
     pd.DataFrame(table).to_csv(output_dir / "oof-predictions.csv", index=False)
     log.info("cross-validation: %s; out-of-fold predictions in %s", mean, output_dir / "oof-predictions.csv")

@@ -69,6 +69,15 @@ CORE_HYPERPARAMETERS = (
         "k-fold cross-validation before the final fit: metrics per "
         "fold and their mean, out-of-fold predictions in output/data/.",
         minimum=2,
+        aliases=("_kfold",),
+    ),
+    hp.Hyperparameter(
+        "num_cv_round",
+        int,
+        "With kfold: repeat the k-fold split this many times, each with its own shuffle.",
+        default=1,
+        minimum=1,
+        aliases=("_num_cv_round",),
     ),
     hp.Hyperparameter(
         "csv_weights",
@@ -79,7 +88,7 @@ CORE_HYPERPARAMETERS = (
         choices=(0, 1),
     ),
 )
-_CORE_NAMES = {h.name for h in CORE_HYPERPARAMETERS}
+_CORE_NAMES = {name for h in CORE_HYPERPARAMETERS for name in (h.name, *h.aliases)}
 
 
 @dataclass(frozen=True)
@@ -316,8 +325,16 @@ def _fit(
 ) -> Any:
     """Cross-validate when `kfold` asks, then fit the final model on the whole train channel."""
     algorithm = choice.algorithm
+    repeats = choice.core.get("num_cv_round", 1)
+    if repeats > 1 and not choice.core.get("kfold"):
+        raise HyperparameterError("num_cv_round repeats the k-fold cross-validation: set kfold too")
     if folds := choice.core.get("kfold"):
-        log.info("%d-fold cross-validation of %s", folds, algorithm.name)
+        log.info(
+            "%d-fold cross-validation of %s%s",
+            folds,
+            algorithm.name,
+            f", {repeats} times" if repeats > 1 else "",
+        )
         cross_validate(
             algorithm,
             data.train,
@@ -326,6 +343,7 @@ def _fit(
             context,
             folds,
             paths.output_data_dir,
+            repeats=repeats,
         )
         if stop.is_set():
             raise TrainingStoppedError(
