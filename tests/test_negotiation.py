@@ -68,7 +68,7 @@ def test_one_vocabulary_for_requests_and_channels(alias: str) -> None:
 def test_channel_formats_are_media_types() -> None:
     assert set(CHANNEL_TYPES) == {CSV, LIBSVM, PARQUET, JSONLINES, media_types.RECORDIO}
     spec = FormatSpec.from_content_type("text/csv;header=Present;charset=Latin-1", "train")
-    assert (spec.name, spec.header, spec.encoding, spec.source) == (CSV, True, "latin-1", "ContentType")
+    assert (spec.name, spec.header, spec.encoding) == (CSV, True, "latin-1")
     with pytest.raises(DataError, match="header must be 'present' or 'absent'"):
         FormatSpec.from_content_type("text/csv;header=maybe", "train")
 

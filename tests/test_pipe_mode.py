@@ -110,3 +110,18 @@ def test_pipe_mode_errors_name_the_channel(tmp_path: Path) -> None:
     bad_wrapper.hyperparameters(XGBOOST)
     assert bad_wrapper.train().returncode == 1
     assert "RecordWrapperType must be None or RecordIO" in (bad_wrapper.failure or "")
+
+
+def test_a_pipe_that_would_fill_the_scratch_disk_stops_the_job_with_a_message(tmp_path: Path) -> None:
+    """An epoch never ends only when the disk does: the copy stops before the disk is full."""
+    import shutil
+
+    from sagecraft.errors import DataTooLargeError
+    from sagecraft.training import pipe
+
+    free = shutil.disk_usage(tmp_path).free
+    pipe._check_room(tmp_path, 1024, "train", 0)  # room to spare: nothing said
+    with pytest.raises(
+        DataTooLargeError, match="'train' channel \\(Pipe mode\\) does not fit the scratch disk"
+    ):
+        pipe._check_room(tmp_path, free - pipe.DISK_RESERVE_BYTES + 1, "train", 5 << 20)

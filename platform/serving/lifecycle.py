@@ -18,6 +18,7 @@ import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -200,28 +201,26 @@ async def _load_in_parent(
     return prepared[0] if code == 0 and prepared else code
 
 
-async def _worker(
-    settings: ServingSettings,
-    listener: socket.socket,
-    prepared: Prepared,
-    model_dir: Path,
-    balance: tuple[ConnectionCounts, int],
-) -> int:
-    plugins, model = prepared
+@dataclass(frozen=True)
+class WorkerPlan:
+    """What every forked worker of a single-model endpoint serves, loaded once in the parent."""
+
+    settings: ServingSettings
+    listener: socket.socket
+    prepared: Prepared
+    model_dir: Path
+
+
+async def _worker(plan: WorkerPlan, balance: tuple[ConnectionCounts, int]) -> int:
+    plugins, model = plan.prepared
 
     async def start(app: web.Application) -> None:
-        _registry(app, plugins, settings).add_loaded(SINGLE_MODEL, model, str(model_dir))
+        _registry(app, plugins, plan.settings).add_loaded(SINGLE_MODEL, model, str(plan.model_dir))
 
-    return await _run_app(settings, listener, start, balance=balance)
+    return await _run_app(plan.settings, plan.listener, start, balance=balance)
 
 
-def _start_worker(
-    settings: ServingSettings,
-    listener: socket.socket,
-    prepared: Prepared,
-    model_dir: Path,
-    balance: tuple[ConnectionCounts, int],
-) -> int:
+def _start_worker(plan: WorkerPlan, balance: tuple[ConnectionCounts, int]) -> int:
     # Blocked across the fork: the child must not run the parent's handler before it has its own.
     stop_signals = {signal.SIGTERM, signal.SIGINT}
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
@@ -234,7 +233,7 @@ def _start_worker(
     signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
     code = 1
     try:
-        code = _run_loop(_worker(settings, listener, prepared, model_dir, balance))
+        code = _run_loop(_worker(plan, balance))
     finally:
         logging.shutdown()
         os._exit(code)
@@ -275,10 +274,11 @@ def _serve_workers(settings: ServingSettings, model_dir: Path, listener: socket.
     # Objects loaded so far never change: keep the collector from touching (and so copying) them.
     gc.freeze()
     counts = ConnectionCounts(settings.workers)
+    plan = WorkerPlan(settings, listener, prepared, model_dir)
     for slot in range(settings.workers):
         if stopping:
             break
-        workers[_start_worker(settings, listener, prepared, model_dir, (counts, slot))] = slot
+        workers[_start_worker(plan, (counts, slot))] = slot
     if stopping:
         stop_workers()  # those forked after the signal came
     else:
@@ -298,7 +298,7 @@ def _serve_workers(settings: ServingSettings, model_dir: Path, listener: socket.
         counts.counts[slot] = ABSENT  # the others must not wait for it
         if not stopping:
             log.warning("worker %d exited (status %d); starting a new one", pid, status)
-            workers[_start_worker(settings, listener, prepared, model_dir, (counts, slot))] = slot
+            workers[_start_worker(plan, (counts, slot))] = slot
     log.info("stopped")
     return 0
 

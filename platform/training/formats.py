@@ -54,7 +54,6 @@ class FormatSpec:
     name: str
     header: bool | None = None  # CSV: True/False when `header=present|absent` says so
     encoding: str = "utf-8"
-    source: str = "detected"  # "ContentType" or "detected", for the log
 
     @classmethod
     def from_content_type(cls, content_type: str, channel: str) -> FormatSpec:
@@ -77,7 +76,7 @@ class FormatSpec:
         header = {"present": True, "absent": False}.get(options.get("header", ""))
         if "header" in options and header is None:
             raise DataError(f"channel '{channel}': header must be 'present' or 'absent'")
-        return cls(parsed.name, header, options.get("charset", "utf-8"), "ContentType")
+        return cls(parsed.name, header, options.get("charset", "utf-8"))
 
 
 def is_gzip(path: Path) -> bool:
