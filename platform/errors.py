@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "BadRequestError",
+    "ClusterError",
     "ConfigurationError",
     "DataError",
     "DataTooLargeError",
@@ -45,6 +46,9 @@ class SagecraftError(Exception):
     status = 500
     # Extra response headers (a 503 says when to come back).
     headers: dict[str, str] = {}
+    # On a multi-host training job, the host that raised it ("host algo-2 of 3"), which the
+    # failure message names first.
+    where: str | None = None
 
     @property
     def kind(self) -> str:
@@ -87,6 +91,12 @@ class HyperparameterError(TrainingError):
 
 class DataError(TrainingError):
     """A channel is missing, empty, or holds data that cannot be read."""
+
+
+class ClusterError(TrainingError):
+    """The hosts of a multi-host job cannot train together: a host's name does not resolve, a
+    host does not join, the hosts disagree (versions, hyperparameters, columns), or a host failed
+    or stopped answering. Every host writes the same message, naming the host at fault."""
 
 
 class UnservableModelError(TrainingError):

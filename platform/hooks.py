@@ -47,7 +47,7 @@ from .model_types import (
 )
 
 PROJECT_NAME = "sagecraft"
-HOOK_API_VERSION = 4
+HOOK_API_VERSION = 5
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
@@ -133,6 +133,12 @@ def fit(
     extra hyperparameters, the undeclared ones as the user gave them. Raise
     `sagecraft.errors.HyperparameterError` or `DataError` for problems the user must fix; report
     evaluation metrics through `context.log_metrics`. Stops at the first non-None result.
+
+    On a multi-host job (hook API 5), a plugin whose `AlgorithmInfo` says `several_hosts` is
+    called on every host at once, each with its share of the rows (possibly none, with the
+    agreed columns and classes) and `context.cluster`; every host must make the same collective
+    calls in the same order. Return the whole model on the leader (`context.cluster.is_leader`):
+    only the leader's is saved. Others may return anything, None included.
     """
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -19,6 +20,7 @@ __all__ = [
     "HIGHER_IS_BETTER",
     "METRICS",
     "Metric",
+    "Statistics",
     "check_metric_names",
     "evaluate",
 ]
@@ -35,46 +37,111 @@ def print_metrics(iteration: int, metrics: Mapping[str, float]) -> None:
     sys.stdout.flush()
 
 
-# Each metric takes (labels, predicted labels or values, class probabilities or None).
-Metric = Callable[[np.ndarray, np.ndarray, "np.ndarray | None"], float]
+# Every metric is computed from sums over the rows (a confusion matrix, squared errors): sums
+# that the hosts of a multi-host job add up (`allreduce`) so that each metric is exact for the
+# whole data set, not an average of the hosts' values. One host adds nothing to them.
+Combine = Callable[[np.ndarray], np.ndarray]
 
 
-def _accuracy(y: np.ndarray, pred: np.ndarray, proba: np.ndarray | None) -> float:
-    return float(np.mean(y == pred))
+def _local(values: np.ndarray) -> np.ndarray:
+    return values
 
 
-def _error(y: np.ndarray, pred: np.ndarray, proba: np.ndarray | None) -> float:
-    return 1.0 - _accuracy(y, pred, proba)
+@dataclass(frozen=True)
+class Statistics:
+    """What the metrics of one data set are computed from.
+
+    Classification: `confusion[true, predicted]` row counts and the summed log loss (None
+    without probabilities). Regression: the row count, the summed squared and absolute errors,
+    and the summed squared deviation of the labels from their mean (for r2)."""
+
+    rows: float
+    confusion: np.ndarray | None = None
+    log_loss: float | None = None
+    squared_error: float = 0.0
+    absolute_error: float = 0.0
+    label_deviation: float = 0.0
+
+    @classmethod
+    def of_classification(
+        cls,
+        labels: np.ndarray,
+        predicted: np.ndarray,
+        probabilities: np.ndarray | None,
+        n_classes: int | None,
+        combine: Combine = _local,
+    ) -> Statistics:
+        truth, guess = labels.astype(np.int64), predicted.astype(np.int64)
+        k = n_classes or int(max(truth.max(initial=0), guess.max(initial=0))) + 1
+        confusion = np.bincount(truth * k + guess, minlength=k * k).astype(np.float64)
+        log_loss = np.nan
+        if probabilities is not None:
+            picked = np.clip(probabilities[np.arange(len(truth)), truth], 1e-15, 1.0)
+            log_loss = float(-np.sum(np.log(picked)))
+        sums = combine(np.concatenate([confusion, [log_loss]]))
+        return cls(
+            rows=float(sums[:-1].sum()),
+            confusion=sums[:-1].reshape(k, k),
+            log_loss=None if np.isnan(sums[-1]) else float(sums[-1]),
+        )
+
+    @classmethod
+    def of_regression(
+        cls, labels: np.ndarray, predicted: np.ndarray, combine: Combine = _local
+    ) -> Statistics:
+        y, errors = labels.astype(np.float64), labels - predicted
+        rows, label_sum, squared, absolute = combine(
+            np.array([len(y), np.sum(y), np.sum(errors**2), np.sum(np.abs(errors))], dtype=np.float64)
+        )
+        mean = label_sum / rows if rows else 0.0
+        (deviation,) = combine(np.array([np.sum((y - mean) ** 2)], dtype=np.float64))
+        return cls(
+            rows=float(rows),
+            squared_error=float(squared),
+            absolute_error=float(absolute),
+            label_deviation=float(deviation),
+        )
+
+    def per_class(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The classes among the labels or the predictions, and each one's true positives,
+        false positives and false negatives."""
+        assert self.confusion is not None
+        truth, guessed = self.confusion.sum(axis=1), self.confusion.sum(axis=0)
+        classes = np.flatnonzero(truth + guessed > 0)
+        tp = np.diag(self.confusion)[classes]
+        return classes, tp, guessed[classes] - tp, truth[classes] - tp
 
 
-def _logloss(y: np.ndarray, pred: np.ndarray, proba: np.ndarray | None) -> float:
-    if proba is None:
+# Each metric takes the Statistics of one data set.
+Metric = Callable[[Statistics], float]
+
+
+def _share(top: float, bottom: float) -> float:
+    return float(top / bottom) if bottom else 0.0
+
+
+def _accuracy(s: Statistics) -> float:
+    assert s.confusion is not None
+    return _share(np.trace(s.confusion), s.rows)
+
+
+def _error(s: Statistics) -> float:
+    return 1.0 - _accuracy(s)
+
+
+def _logloss(s: Statistics) -> float:
+    if s.log_loss is None:
         raise HyperparameterError("metric 'logloss' needs class probabilities")
-    eps = 1e-15
-    picked = np.clip(proba[np.arange(len(y)), y.astype(int)], eps, 1.0)
-    return float(-np.mean(np.log(picked)))
+    return _share(s.log_loss, s.rows)
 
 
-def _f1(y: np.ndarray, pred: np.ndarray, proba: np.ndarray | None) -> float:
+def _f1(s: Statistics) -> float:
     """Binary F1 for two classes, macro-averaged F1 for more."""
-    classes = np.unique(np.concatenate([y, pred]))
-    positive = classes[-1:] if len(classes) <= 2 else classes
-    scores = []
-    for c in positive:
-        tp = np.sum((pred == c) & (y == c))
-        fp = np.sum((pred == c) & (y != c))
-        fn = np.sum((pred != c) & (y == c))
-        scores.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
-    return float(np.mean(scores))
-
-
-def _counts(y: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The classes seen, and each one's true positives, false positives and false negatives."""
-    classes = np.unique(np.concatenate([y, pred]))
-    tp = np.array([np.sum((pred == c) & (y == c)) for c in classes], dtype=float)
-    fp = np.array([np.sum((pred == c) & (y != c)) for c in classes], dtype=float)
-    fn = np.array([np.sum((pred != c) & (y == c)) for c in classes], dtype=float)
-    return classes, tp, fp, fn
+    classes, tp, fp, fn = s.per_class()
+    if len(classes) <= 2:
+        tp, fp, fn = tp[-1:], fp[-1:], fn[-1:]
+    scores = [0.0 if t == 0 else 2 * t / (2 * t + p + n) for t, p, n in zip(tp, fp, fn, strict=True)]
+    return float(np.mean(scores)) if scores else 0.0
 
 
 def _ratio(top: np.ndarray, bottom: np.ndarray) -> np.ndarray:
@@ -82,66 +149,72 @@ def _ratio(top: np.ndarray, bottom: np.ndarray) -> np.ndarray:
         return np.where(bottom > 0, top / np.where(bottom > 0, bottom, 1), 0.0)
 
 
-def _positive(y: np.ndarray, pred: np.ndarray) -> tuple[float, float, float]:
+def _positive(s: Statistics) -> tuple[float, float, float]:
     """Binary counts for the positive class, code 1 (the larger of two classes)."""
-    tp = float(np.sum((pred == 1) & (y == 1)))
-    return tp, float(np.sum((pred == 1) & (y != 1))), float(np.sum((pred != 1) & (y == 1)))
+    assert s.confusion is not None
+    if len(s.confusion) < 2:
+        return 0.0, 0.0, 0.0
+    tp = float(s.confusion[1, 1])
+    return tp, float(s.confusion[:, 1].sum()) - tp, float(s.confusion[1].sum()) - tp
 
 
-def _precision(y: np.ndarray, pred: np.ndarray, proba: np.ndarray | None) -> float:
-    tp, fp, _ = _positive(y, pred)
-    return tp / (tp + fp) if tp + fp else 0.0
+def _precision(s: Statistics) -> float:
+    tp, fp, _ = _positive(s)
+    return _share(tp, tp + fp)
 
 
-def _recall(y: np.ndarray, pred: np.ndarray, proba: np.ndarray | None) -> float:
-    tp, _, fn = _positive(y, pred)
-    return tp / (tp + fn) if tp + fn else 0.0
+def _recall(s: Statistics) -> float:
+    tp, _, fn = _positive(s)
+    return _share(tp, tp + fn)
 
 
-def _f1_binary(y: np.ndarray, pred: np.ndarray, proba: np.ndarray | None) -> float:
-    tp, fp, fn = _positive(y, pred)
+def _f1_binary(s: Statistics) -> float:
+    tp, fp, fn = _positive(s)
     return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
 
 
 def _macro(kind: str) -> Metric:
-    def metric(y: np.ndarray, pred: np.ndarray, proba: np.ndarray | None) -> float:
-        _, tp, fp, fn = _counts(y, pred)
+    def metric(s: Statistics) -> float:
+        _, tp, fp, fn = s.per_class()
         if kind == "precision":
-            return float(np.mean(_ratio(tp, tp + fp)))
-        if kind == "recall":
-            return float(np.mean(_ratio(tp, tp + fn)))
-        return float(np.mean(_ratio(2 * tp, 2 * tp + fp + fn)))
+            ratios = _ratio(tp, tp + fp)
+        elif kind == "recall":
+            ratios = _ratio(tp, tp + fn)
+        else:
+            ratios = _ratio(2 * tp, 2 * tp + fp + fn)
+        return float(np.mean(ratios)) if len(ratios) else 0.0
 
     return metric
 
 
-def _micro(y: np.ndarray, pred: np.ndarray, proba: np.ndarray | None) -> float:
+def _micro(s: Statistics) -> float:
     """Micro-averaged precision and recall, which for single-label classes equal accuracy."""
-    _, tp, fp, _ = _counts(y, pred)
-    return float(tp.sum() / (tp.sum() + fp.sum())) if tp.sum() + fp.sum() else 0.0
+    _, tp, fp, _ = s.per_class()
+    return _share(tp.sum(), tp.sum() + fp.sum())
 
 
-def _balanced_accuracy(y: np.ndarray, pred: np.ndarray, proba: np.ndarray | None) -> float:
+def _balanced_accuracy(s: Statistics) -> float:
     """The mean of each true class's recall."""
-    classes = np.unique(y)
-    return float(np.mean([np.mean(pred[y == c] == c) for c in classes])) if len(classes) else 0.0
+    assert s.confusion is not None
+    truth = s.confusion.sum(axis=1)
+    present = np.flatnonzero(truth > 0)
+    return float(np.mean(np.diag(s.confusion)[present] / truth[present])) if len(present) else 0.0
 
 
-def _mse(y: np.ndarray, pred: np.ndarray, proba: np.ndarray | None) -> float:
-    return float(np.mean((y - pred) ** 2))
+def _mse(s: Statistics) -> float:
+    return _share(s.squared_error, s.rows)
 
 
-def _rmse(y: np.ndarray, pred: np.ndarray, proba: np.ndarray | None) -> float:
-    return float(np.sqrt(_mse(y, pred, proba)))
+def _rmse(s: Statistics) -> float:
+    return float(np.sqrt(_mse(s)))
 
 
-def _mae(y: np.ndarray, pred: np.ndarray, proba: np.ndarray | None) -> float:
-    return float(np.mean(np.abs(y - pred)))
+def _mae(s: Statistics) -> float:
+    return _share(s.absolute_error, s.rows)
 
 
-def _r2(y: np.ndarray, pred: np.ndarray, proba: np.ndarray | None) -> float:
-    total = np.sum((y - np.mean(y)) ** 2)
-    return float(1.0 - np.sum((y - pred) ** 2) / total) if total > 0 else 0.0
+def _r2(s: Statistics) -> float:
+    return float(1.0 - s.squared_error / s.label_deviation) if s.label_deviation > 0 else 0.0
 
 
 METRICS: dict[str, dict[str, Metric]] = {
@@ -191,7 +264,18 @@ def evaluate(
     labels: np.ndarray,
     predictions: np.ndarray,
     probabilities: np.ndarray | None = None,
+    *,
+    n_classes: int | None = None,
+    combine: Combine | None = None,
 ) -> dict[str, float]:
-    """The named metrics of one data set, in the order given."""
+    """The named metrics of one data set, in the order given.
+
+    On several hosts pass `combine=context.cluster.allreduce` and `n_classes`: every host then
+    gets the metrics of all the hosts' rows together (each host must call with the same names)."""
     check_metric_names(task, names)
-    return {name: METRICS[task][name](labels, predictions, probabilities) for name in names}
+    statistics = (
+        Statistics.of_classification(labels, predictions, probabilities, n_classes, combine or _local)
+        if task == CLASSIFICATION
+        else Statistics.of_regression(labels, predictions, combine or _local)
+    )
+    return {name: METRICS[task][name](statistics) for name in names}

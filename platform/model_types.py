@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .cluster import Cluster
 from .hyperparameters import Hyperparameter
 
 __all__ = [
@@ -60,6 +61,11 @@ class AlgorithmInfo:
     `predict_in_thread=True` sends every request's `predict` to the prediction pool, small ones
     included (by default a request of a few rows is predicted on the event loop: see the
     `predict` hook); set it when `predict` may block or take long for a few rows.
+    `several_hosts=True` says the plugin trains one model on several hosts together (a job with
+    `instance_count > 1`): its `fit` then runs on every host with that host's share of the rows
+    and `FitContext.cluster`, and the model the leader's `fit` returns is saved. A plugin that
+    says nothing trains on the first host only, with every row, when the data is
+    FullyReplicated; with ShardedByS3Key data the job fails, as the other shards would be lost.
     """
 
     description: str
@@ -69,6 +75,7 @@ class AlgorithmInfo:
     api_version: int = 1
     feature_dtype: str = "float64"
     predict_in_thread: bool = False
+    several_hosts: bool = False
 
 
 @dataclass(frozen=True)
@@ -102,6 +109,9 @@ class FitContext:
     configuration): write checkpoints there and resume from the newest one. `stop_requested()`
     turns True when SageMaker asks the job to stop (SIGTERM, 120 s before SIGKILL): an iterative
     fit should end at its next iteration and return the model so far, which the core then saves.
+    `cluster` is the job's hosts (`sagecraft.cluster.Cluster`: rank, leader, allreduce, byte
+    exchange, the agreed stop); a one-host job's has size 1. Only a plugin whose AlgorithmInfo
+    says `several_hosts` ever sees more than one host.
     """
 
     task: str
@@ -112,6 +122,7 @@ class FitContext:
     logger: logging.Logger
     checkpoint_dir: Path | None = None
     stop_requested: Callable[[], bool] = field(default=lambda: False)
+    cluster: Cluster = field(default_factory=Cluster.single)
 
     @property
     def n_classes(self) -> int:

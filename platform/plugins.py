@@ -107,7 +107,7 @@ class Algorithm:
         model = self._fit(
             train=train, validation=validation, hyperparameters=hyperparameters, context=context
         )
-        if model is None:
+        if model is None and context.cluster.is_leader:
             raise PluginError(f"plugin '{self.name}' returned no model from fit")
         return model
 

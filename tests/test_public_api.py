@@ -42,7 +42,8 @@ EXPORTED = {
     "sagecraft.categories": {"FeatureNames", "numeric_matrix"},
     "sagecraft.progress": {"QUIET_S", "FitProgress"},
     "sagecraft.metrics": {
-        "DEFAULT_METRIC", "HIGHER_IS_BETTER", "METRICS", "Metric", "check_metric_names", "evaluate",
+        "DEFAULT_METRIC", "HIGHER_IS_BETTER", "METRICS", "Metric", "Statistics", "check_metric_names",
+        "evaluate",
     },
     "sagecraft.manifest": {"MANIFEST_FILE", "Feature", "Manifest", "runtime_libraries"},
     "sagecraft.content_registry": {

@@ -291,23 +291,6 @@ def test_tuning_objective_is_evaluated_and_watched_by_early_stopping(
         assert len(lines) == 300
 
 
-def test_a_host_that_is_not_the_leader_stops_before_reading_data(tmp_path: Path) -> None:
-    """A one-host algorithm on a job of two hosts: the second host checks the configuration like
-    the first, then exits 0 without reading a byte of its channel (here not even CSV) or writing
-    a model."""
-    tree = _headerless(tmp_path, "\x00\x01 not csv at all\n")
-    tree.write_config("resourceconfig.json", {"current_host": "algo-2", "hosts": ["algo-1", "algo-2"]})
-    result = tree.train()
-    assert result.returncode == 0, tree.explain()
-    assert "host algo-2 is not the first host (algo-1)" in result.stderr
-    assert "reads no data" in result.stderr
-    assert not tree.model_dir.exists() or not any(tree.model_dir.iterdir())
-    bad = _headerless(tmp_path / "bad", "1,2\n", algorithm="no_such_algorithm")
-    bad.write_config("resourceconfig.json", {"current_host": "algo-2", "hosts": ["algo-1", "algo-2"]})
-    assert bad.train().returncode == 1  # a configuration error fails every host alike
-    assert "unknown algorithm 'no_such_algorithm'" in (bad.failure or "")
-
-
 def test_a_job_without_an_algorithm_trains_the_images_default(tmp_path: Path) -> None:
     """As SageMaker's built-in XGBoost does; SAGECRAFT_DEFAULT_ALGORITHM changes it, empty makes
     the hyperparameter required."""

@@ -30,8 +30,9 @@ from . import formats
 from .channel_files import channel_files, check_unchanged, signature
 from .combine import ChannelTable, ColumnRoles, ReadFile, check_files, combine, is_number
 from .formats import is_gzip
+from .sharding import SHARDED, Share
 
-__all__ = ["ChannelTable", "align_widths", "channel_files", "read_channel"]
+__all__ = ["ChannelTable", "align_widths", "channel_files", "read_channel", "read_share"]
 
 log = logging.getLogger(__name__)
 
@@ -181,14 +182,48 @@ def read_channel(
 
     With `csv_weights` the column after the label holds each row's weight (SageMaker's built-in
     XGBoost convention). CSV and libsvm features are read as `feature_dtype`."""
+    table = read_share(
+        channel_dir,
+        Share(0, 1),
+        channel=channel,
+        target=target,
+        content_type=content_type,
+        csv_weights=csv_weights,
+        feature_dtype=feature_dtype,
+        guard=guard,
+    )
+    assert table is not None  # one host has every row, or an error says why there is none
+    return table
+
+
+def read_share(
+    channel_dir: Path,
+    share: Share,
+    *,
+    channel: str,
+    target: str | None,
+    content_type: str | None = None,
+    csv_weights: bool = False,
+    feature_dtype: str = "float64",
+    guard: MemoryGuard | None = None,
+) -> ChannelTable | None:
+    """This host's share of one channel (see sharding.py), as `read_channel` reads it; None
+    when a host of a multi-host job has no rows of it (no files, or files without rows): the
+    job's other hosts may have them."""
     spec = formats.FormatSpec.from_content_type(content_type, channel) if content_type else None
+    alone = share.size == 1
     if not channel_dir.is_dir():
+        if not alone and share.distribution == SHARDED:
+            return None
         raise DataError(
             f"the '{channel}' channel is missing: no folder {channel_dir}. Pass it to fit(), "
             f"e.g. estimator.fit({{'{channel}': 's3://bucket/prefix'}})"
         )
-    files = channel_files(channel_dir)
+    listed = channel_files(channel_dir)
+    files = share.files(listed)
     if not files:
+        if not alone and (listed or share.distribution == SHARDED):
+            return None
         raise DataError(f"the '{channel}' channel holds no data files (looked in {channel_dir})")
     header = _csv_header(spec, target, channel)
 
@@ -203,6 +238,8 @@ def read_channel(
             continue
         read.append(ReadFile(path, fmt, table))
     if not read:
+        if not alone:
+            return None
         raise DataError(f"the '{channel}' channel holds no rows (files: {', '.join(map(str, files))})")
     fmt = read[0].format
     for file in read:
@@ -219,9 +256,18 @@ def read_channel(
     roles = ColumnRoles.decide(read[0], target=target, header=header, csv_weights=csv_weights)
     check_files(read, roles)
     table = combine(read, roles, channel=channel)
+    if share.splits_rows(len(listed)):
+        rows = share.rows(len(table.features))
+        table = dataclasses.replace(
+            table,
+            features=table.features.iloc[rows],
+            labels=table.labels.iloc[rows],
+            weights=None if table.weights is None else table.weights.iloc[rows],
+        )
     log.info(
-        "channel '%s': %d rows, %d features from %d file(s) (%s %s, %s)",
+        "channel '%s'%s: %d rows, %d features from %d file(s) (%s %s, %s)",
         channel,
+        share.describe(),
         len(table.features),
         table.features.shape[1],
         len(read),
@@ -229,7 +275,7 @@ def read_channel(
         "from the ContentType" if spec is not None else "detected from the files",
         roles.describe(fmt, header),
     )
-    return table
+    return table if len(table.features) or alone else None
 
 
 def align_widths(train: ChannelTable, validation: ChannelTable) -> tuple[ChannelTable, ChannelTable]:

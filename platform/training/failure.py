@@ -35,6 +35,8 @@ def write_failure_message(folder: Path, exc: OSError) -> str:
 def failure_text(exc: BaseException) -> str:
     """The failure file: the message first (SageMaker shows 1024 characters), then the type."""
     message = str(exc) if isinstance(exc, SagecraftError) else f"internal error: {exc}"
+    if isinstance(exc, SagecraftError) and exc.where:
+        message = f"{exc.where}: {message}"
     suffix = f"\n\nError type: {type(exc).__name__}"
     room = FAILURE_LIMIT - len(suffix)
     if len(message) > room:

@@ -45,11 +45,15 @@ class LabelEncoding:
                     f"{example!r}; set task=classification or fix the labels"
                 )
             return cls(task, [])
-        # Each distinct label once (pandas' hash table), not every row in Python.
-        classes = sorted({_plain(v) for v in pd.unique(labels.to_numpy())}, key=lambda v: (str(type(v)), v))
-        if len(classes) < 2:
-            raise DataError(f"classification needs at least two classes; the labels hold only {classes!r}")
-        return cls(task, classes)
+        return cls.of_classes(task, distinct_labels(labels))
+
+    @classmethod
+    def of_classes(cls, task: str, classes: list[Any]) -> LabelEncoding:
+        """A classification's encoding from its classes (each host's, on a multi-host job)."""
+        ordered = sorted(set(classes), key=lambda v: (str(type(v)), v))
+        if len(ordered) < 2:
+            raise DataError(f"classification needs at least two classes; the labels hold only {ordered!r}")
+        return cls(task, ordered)
 
     def encode(self, labels: pd.Series, channel: str) -> np.ndarray:
         if self.task == REGRESSION:
@@ -68,6 +72,11 @@ class LabelEncoding:
                 f"'train' channel never has; known classes: {self.classes}"
             )
         return codes
+
+
+def distinct_labels(labels: pd.Series) -> list[Any]:
+    """Each distinct label once, as a plain Python value (pandas' hash table, not a Python loop)."""
+    return sorted({_plain(v) for v in pd.unique(labels.to_numpy())}, key=lambda v: (str(type(v)), v))
 
 
 def _is_number(value: Any) -> bool:

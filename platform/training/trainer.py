@@ -24,8 +24,10 @@ import numpy as np
 
 from .. import categories
 from .. import hyperparameters as hp
+from ..cluster import Cluster
 from ..environment import DEFAULT_ALGORITHM_SETTING, SageMakerPaths, default_algorithm
 from ..errors import (
+    ClusterError,
     DataError,
     HyperparameterError,
     ModelLoadError,
@@ -34,19 +36,22 @@ from ..errors import (
     TrainingStoppedError,
     UnservableModelError,
 )
-from ..manifest import Manifest
+from ..manifest import Manifest, runtime_libraries
 from ..media_types import RECORDIO, media_type
 from ..memory import MemoryGuard
 from ..metrics import print_metrics
 from ..model_types import TASKS, Dataset, FitContext
 from ..plugins import Algorithm, PluginSet, installed_plugins
-from . import pipe
+from . import joining, pipe
+from .agreement import agree, digest, job_wide, together
 from .cross_validation import cross_validate
-from .data import ChannelTable, align_widths, read_channel
+from .data import ChannelTable, align_widths, read_share
 from .failure import write_failure, write_failure_message
 from .job import TrainingJob, checkpoint_dir
-from .labels import LabelEncoding, infer_task
+from .labels import LabelEncoding
 from .report import MetricHistory, ReportStopped, start_loading_matplotlib, write_report
+from .schema import ChannelSchema, agree_channel, agree_labels, agree_levels, agree_task, conform
+from .sharding import SHARDED, Share
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +92,29 @@ CORE_HYPERPARAMETERS = (
         default=0,
         choices=(0, 1),
     ),
+    hp.Hyperparameter(
+        "cluster_port",
+        int,
+        "With several instances: the port of the tracker the first host runs (XGBoost's collective).",
+        default=joining.DEFAULT_PORT,
+        minimum=1,
+        maximum=65535,
+    ),
+    hp.Hyperparameter(
+        "bootstrap_timeout",
+        float,
+        "With several instances: seconds every host has to resolve the others' names and join.",
+        default=float(joining.DEFAULT_BOOTSTRAP_TIMEOUT_S),
+        minimum=1.0,
+    ),
+    hp.Hyperparameter(
+        "collective_timeout",
+        float,
+        "With several instances: seconds a host waits for the others at each collective step "
+        "before it fails the job (a host that stopped answering).",
+        default=float(joining.DEFAULT_COLLECTIVE_TIMEOUT_S),
+        minimum=1.0,
+    ),
 )
 _CORE_NAMES = {name for h in CORE_HYPERPARAMETERS for name in (h.name, *h.aliases)}
 
@@ -115,29 +143,66 @@ class Prepared:
 
 
 def train(paths: SageMakerPaths) -> None:
-    """Run one training job end to end; raises SagecraftError for anything the user must fix."""
+    """Run one training job end to end; raises SagecraftError for anything the user must fix.
+
+    On a multi-host job this runs on every host: the hosts join one cluster, each reads its
+    share of the rows, and only the leader (the first host) writes the model and the outputs."""
     choice = _choose(TrainingJob.read(paths))
-    if not choice.job.is_leader:
-        log.warning(
-            "host %s is not the first host (%s): algorithm '%s' trains on one host, so this host "
-            "reads no data and writes no model",
-            choice.job.current_host,
-            choice.job.hosts[0],
-            choice.algorithm.name,
-        )
-        return
-    paths.output_data_dir.mkdir(parents=True, exist_ok=True)
-    choice.plugins.training_started(
-        algorithm=choice.algorithm.name,
-        hyperparameters=choice.hyperparameters,
-        output_data_dir=paths.output_data_dir,
+    job = choice.job
+    hosts = job.hosts
+    if len(hosts) > 1 and not choice.algorithm.info.several_hosts:
+        _check_one_host_algorithm(choice)
+        if not job.is_leader:
+            log.warning(
+                "host %s is not the first host (%s): algorithm '%s' trains on one host, so this "
+                "host reads no data and writes no model",
+                job.current_host,
+                hosts[0],
+                choice.algorithm.name,
+            )
+            return
+        hosts = [job.current_host]  # the first host trains alone, on every row
+    settings = joining.JoinSettings(
+        port=choice.core["cluster_port"],
+        bootstrap_timeout=choice.core["bootstrap_timeout"],
+        collective_timeout=choice.core["collective_timeout"],
     )
-    data = _prepare(paths, choice)
+    with joining.joined(hosts, job.current_host, settings) as cluster:
+        try:
+            _train_on(paths, choice, cluster)
+        except SagecraftError as exc:
+            if cluster.size > 1 and exc.where is None and not isinstance(exc, ClusterError):
+                exc.where = cluster.describe()
+            raise
+        except Exception as exc:
+            lost = cluster.lost(exc)
+            if lost is not None:
+                raise lost from None
+            raise
+
+
+def _train_on(paths: SageMakerPaths, choice: Choice, cluster: Cluster) -> None:
+    """The job on a cluster of one or more hosts, every host alike up to the fit."""
+    if cluster.size > 1:
+        _agree_on_the_job(cluster, choice)
+    if cluster.is_leader:
+        paths.output_data_dir.mkdir(parents=True, exist_ok=True)
+        choice.plugins.training_started(
+            algorithm=choice.algorithm.name,
+            hyperparameters=choice.hyperparameters,
+            output_data_dir=paths.output_data_dir,
+        )
+    data = _prepare(paths, choice, cluster)
     stop = _stop_on_sigterm()
     history = MetricHistory()
-    start_loading_matplotlib()
-    context = _fit_context(paths, choice, data, history, stop)
+    if cluster.is_leader:
+        start_loading_matplotlib()
+    context = _fit_context(paths, choice, data, history, stop, cluster)
+    cluster.stage = "while fitting"
     model = _fit(paths, choice, data, context, stop)
+    if not cluster.is_leader:
+        log.info("%s trained its share; the leader, %s, writes the model", cluster.describe(), cluster.leader)
+        return
     manifest = Manifest.of_trained_model(
         algorithm=choice.algorithm.name,
         plugin={
@@ -154,13 +219,48 @@ def train(paths: SageMakerPaths) -> None:
         hyperparameters=choice.hyperparameters,
     )
     loaded = _save(paths.model_dir, choice.algorithm, model, manifest)
-    _report(paths, choice.algorithm, loaded, data, history, stop)
+    _report(paths, choice.algorithm, loaded, data, history, stop, cluster)
     choice.plugins.training_finished(
         algorithm=choice.algorithm.name,
         model_dir=paths.model_dir,
         output_data_dir=paths.output_data_dir,
         manifest=manifest.to_json(),
     )
+
+
+def _check_one_host_algorithm(choice: Choice) -> None:
+    """A multi-host job with an algorithm that trains on one host: fine with FullyReplicated data
+    (the first host has every row); with a ShardedByS3Key channel the other hosts' rows would be
+    lost, so every host fails."""
+    sharded = sorted(
+        name for name, channel in choice.job.channels.items() if _distribution(channel) == SHARDED
+    )
+    if sharded:
+        raise HyperparameterError(
+            f"algorithm '{choice.algorithm.name}' trains on one host, but channel "
+            f"{', '.join(repr(c) for c in sharded)} is ShardedByS3Key across the job's "
+            f"{len(choice.job.hosts)} instances: every host but the first would have its shard "
+            "lost. Use S3DistributionType FullyReplicated, or one instance"
+        )
+
+
+def _distribution(channel: Mapping[str, Any]) -> str:
+    return str(channel.get("S3DistributionType", "FullyReplicated"))
+
+
+def _agree_on_the_job(cluster: Cluster, choice: Choice) -> None:
+    """The first round of a multi-host job: the hosts run the same software on the same
+    hyperparameters, or every host fails naming the ones that differ."""
+    cluster.stage = "while comparing the hosts' versions and hyperparameters"
+    agree(
+        cluster,
+        "the software they run",
+        {
+            "plugin": f"{choice.algorithm.source.distribution} {choice.algorithm.source.version}",
+            **runtime_libraries(dict(choice.algorithm.info.libraries)),
+        },
+    )
+    agree(cluster, "the hyperparameters (their digest)", digest(choice.job.hyperparameters.values))
 
 
 def _choose(job: TrainingJob) -> Choice:
@@ -188,6 +288,11 @@ def _choose(job: TrainingJob) -> Choice:
         algorithm.source.describe(),
         hyperparameters,
     )
+    if len(job.hosts) > 1 and core.values.get("kfold") and algorithm.info.several_hosts:
+        raise HyperparameterError(
+            f"kfold cross-validates on one host, but this job has {len(job.hosts)} instances, "
+            "each holding part of the rows: run the cross-validation with one instance"
+        )
     return Choice(job, plugins, algorithm, dict(core.values), hyperparameters)
 
 
@@ -217,17 +322,17 @@ def _default_algorithm(given: Mapping[str, Any], plugins: PluginSet) -> str:
     return default
 
 
-def _prepare(paths: SageMakerPaths, choice: Choice) -> Prepared:
-    """Read the channels and encode them as the algorithm receives them."""
-    train_table, validation_table = _read_channels(paths, choice)
-    task = (
-        choice.core.get("task")
-        or choice.algorithm.infer_task(choice.hyperparameters)
-        or infer_task(train_table.labels)
+def _prepare(paths: SageMakerPaths, choice: Choice, cluster: Cluster) -> Prepared:
+    """Read this host's share of the channels, agree their schema with the other hosts (a
+    one-host job's is its own), and encode them as the algorithm receives them."""
+    train_table, validation_table = _read_channels(paths, choice, cluster)
+    task = agree_task(
+        choice.core.get("task") or choice.algorithm.infer_task(choice.hyperparameters),
+        train_table.schema,
     )
-    encoding = LabelEncoding.fit(task, train_table.labels)
-    levels = categories.levels(train_table.features)
-    if levels:
+    encoding = agree_labels(cluster, task, train_table.table.labels)
+    levels = agree_levels(cluster, train_table.table.features)
+    if levels and cluster.is_leader:
         log.info(
             "categorical features: %s",
             ", ".join(f"{name} ({len(values)} categories)" for name, values in levels.items()),
@@ -239,52 +344,93 @@ def _prepare(paths: SageMakerPaths, choice: Choice) -> Prepared:
             categories.encode(table.features, levels), encoding.encode(table.labels, channel), weights
         )
 
+    train = together(
+        cluster, "while encoding the 'train' channel", lambda: dataset(train_table.table, TRAIN_CHANNEL)
+    )
+    validation = None
+    if validation_table is not None:
+        validation = together(
+            cluster,
+            "while encoding the 'validation' channel",
+            lambda: dataset(validation_table, VALIDATION_CHANNEL),
+        )
+    if cluster.size > 1:
+        log.info(
+            "%s trains on %d of the job's %d rows",
+            cluster.describe(),
+            train.n_rows,
+            train_table.schema.rows,
+        )
     return Prepared(
         task=task,
-        train=dataset(train_table, TRAIN_CHANNEL),
-        validation=None if validation_table is None else dataset(validation_table, VALIDATION_CHANNEL),
+        train=train,
+        validation=validation,
         encoding=encoding,
         levels=levels,
-        dtypes=train_table.features.dtypes.to_dict(),
+        dtypes=train_table.table.features.dtypes.to_dict(),
     )
 
 
-def _read_channels(paths: SageMakerPaths, choice: Choice) -> tuple[ChannelTable, ChannelTable | None]:
-    """The train channel, and the validation channel when the job has one, with the same
-    features; both count against one MemoryGuard."""
-    guard = MemoryGuard.for_training()
+@dataclass(frozen=True)
+class _Agreed:
+    """A host's share of the train channel, shaped to the schema every host agreed."""
 
-    def read(channel: str) -> ChannelTable:
-        job = choice.job
+    table: ChannelTable
+    schema: ChannelSchema
+
+
+def _read_channels(
+    paths: SageMakerPaths, choice: Choice, cluster: Cluster
+) -> tuple[_Agreed, ChannelTable | None]:
+    """This host's share of the train channel, and of the validation channel when the job has
+    one, with the same features; both count against one MemoryGuard."""
+    guard = MemoryGuard.for_training()
+    job = choice.job
+    dtype = choice.algorithm.info.feature_dtype
+
+    def read(channel: str) -> tuple[ChannelTable, ChannelSchema]:
+        share = Share(cluster.rank, cluster.size, _distribution(job.channels.get(channel) or {}))
+        table = together(
+            cluster, f"while reading the '{channel}' channel", lambda: _read_share(channel, share)
+        )
+        schema = agree_channel(cluster, channel, table)
+        return conform(table, schema, dtype, cluster), schema
+
+    def _read_share(channel: str, share: Share) -> ChannelTable | None:
         content_type = job.content_type(channel)
         folder = paths.channel_dir(channel)
         if job.is_pipe(channel):
             unwrap = job.record_wrapped(channel) and media_type(content_type) != RECORDIO
             folder = pipe.copy_first_epoch(paths, channel, record_wrapped=unwrap)
         try:
-            return read_channel(
+            return read_share(
                 folder,
+                share,
                 channel=channel,
                 target=choice.core.get("target"),
                 content_type=content_type,
                 csv_weights=bool(choice.core.get("csv_weights")),
-                feature_dtype=choice.algorithm.info.feature_dtype,
+                feature_dtype=dtype,
                 guard=guard,
             )
         finally:
             if job.is_pipe(channel):
                 pipe.remove_copy(folder)
 
-    train = read(TRAIN_CHANNEL)
-    if not paths.channel_dir(VALIDATION_CHANNEL).exists() and VALIDATION_CHANNEL not in choice.job.channels:
-        return train, None
-    train, validation = align_widths(train, read(VALIDATION_CHANNEL))
+    train, train_schema = read(TRAIN_CHANNEL)
+    has_validation = paths.channel_dir(VALIDATION_CHANNEL).exists() or VALIDATION_CHANNEL in job.channels
+    if not cluster.any(has_validation):
+        return _Agreed(train, train_schema), None
+    validation, _ = read(VALIDATION_CHANNEL)
+    train, validation = align_widths(train, validation)
     if list(validation.features.columns) != list(train.features.columns):
-        raise DataError(
-            f"the validation channel's features ({', '.join(validation.features.columns)}) differ "
-            f"from the train channel's ({', '.join(train.features.columns)})"
+        raise job_wide(
+            DataError(
+                f"the validation channel's features ({', '.join(validation.features.columns)}) "
+                f"differ from the train channel's ({', '.join(train.features.columns)})"
+            )
         )
-    return train, validation
+    return _Agreed(train, train_schema), validation
 
 
 def _stop_on_sigterm() -> threading.Event:
@@ -302,11 +448,18 @@ def _stop_on_sigterm() -> threading.Event:
 
 
 def _fit_context(
-    paths: SageMakerPaths, choice: Choice, data: Prepared, history: MetricHistory, stop: threading.Event
+    paths: SageMakerPaths,
+    choice: Choice,
+    data: Prepared,
+    history: MetricHistory,
+    stop: threading.Event,
+    cluster: Cluster,
 ) -> FitContext:
     def log_metrics(iteration: int, metrics: Mapping[str, float]) -> None:
-        print_metrics(iteration, metrics)
-        history.record(iteration, metrics)
+        cluster.stage = f"after round {iteration}"
+        if cluster.is_leader:  # every host has the same values: the whole job's
+            print_metrics(iteration, metrics)
+            history.record(iteration, metrics)
 
     return FitContext(
         task=data.task,
@@ -316,7 +469,8 @@ def _fit_context(
         log_metrics=log_metrics,
         logger=logging.getLogger(f"sagecraft.algorithm.{choice.algorithm.name}"),
         checkpoint_dir=checkpoint_dir(paths),
-        stop_requested=stop.is_set,
+        stop_requested=lambda: stop.is_set() or cluster.stop_agreed,
+        cluster=cluster,
     )
 
 
@@ -388,12 +542,18 @@ def _report(
     data: Prepared,
     history: MetricHistory,
     stop: threading.Event,
+    cluster: Cluster,
 ) -> None:
-    """The training report, on the validation channel when there is one. An extra: the saved
-    model is never lost to its failure."""
+    """The training report, on the validation channel when there is one (on a multi-host job,
+    the leader's share of it). An extra: the saved model is never lost to its failure."""
     evaluation, evaluation_name = (
         (data.validation, "validation") if data.validation is not None else (data.train, "training")
     )
+    if cluster.size > 1:
+        evaluation_name += f" ({cluster.leader}'s share)"
+    if evaluation.n_rows == 0:
+        log.warning("no training report: this host holds no %s rows", evaluation_name)
+        return
     try:
         report = write_report(
             paths.output_data_dir / "report",

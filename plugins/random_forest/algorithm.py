@@ -30,6 +30,7 @@ from sagecraft.manifest import Manifest
 from sagecraft.metrics import DEFAULT_METRIC, check_metric_names, evaluate
 from sagecraft.progress import FitProgress
 
+from .across_hosts import gather_rows, host_seed, merge_on_leader, summed_values, tree_share, widen_classes
 from .flat_forest import FLAT_MAX_ROWS, FlatForest, Forest
 from .hyperparameters import HYPERPARAMETERS, SKLEARN_PARAMETERS
 from .persistence import load_forest, save_forest
@@ -63,6 +64,7 @@ def algorithm_info() -> AlgorithmInfo:
         hyperparameters=HYPERPARAMETERS,
         libraries={"scikit-learn": sklearn.__version__},
         feature_dtype="float32",  # scikit-learn's trees convert to float32 before they split
+        several_hosts=True,  # each host grows its share of the trees; the leader merges them
     )
 
 
@@ -119,20 +121,31 @@ def fit(
     oob = hyperparameters.get("oob_score")
     if oob and not bootstrap:
         raise HyperparameterError("oob_score needs bootstrap=true: without it no row is out of bag")
+    oob = bootstrap if oob is None else oob
     estimator = RandomForestClassifier if context.task == CLASSIFICATION else RandomForestRegressor
-    model = estimator(**params, oob_score=bootstrap if oob is None else oob)
-    _fit_in_stages(model, _as_matrix(train.features), train, context)
+    cluster = context.cluster
+    if cluster.size > 1:  # this host's share of the trees, with its own seed
+        rows = cluster.allreduce(np.eye(cluster.size, dtype=np.int64)[cluster.rank] * train.n_rows)
+        params["n_estimators"] = tree_share(params["n_estimators"], rows.tolist(), cluster.rank)
+        params["random_state"] = host_seed(params.get("random_state"), cluster)
+    model = estimator(**params, oob_score=oob) if params["n_estimators"] else None
+    if model is not None:
+        _fit_in_stages(model, _as_matrix(train.features), train, context)
+        if cluster.size > 1 and context.task == CLASSIFICATION:
+            widen_classes(model, context.n_classes)
+    trees = int(cluster.allreduce(np.array([0 if model is None else len(model.estimators_)]))[0])
 
-    scores = _scores(model, "train", train, metrics, context.task)
-    scores.update(_oob_scores(model, train, metrics, context.task))
+    scores = _scores(model, "train", train, metrics, context)
+    if oob:
+        scores.update(_oob_scores(model, train, metrics, context))
     if validation is not None:
-        scores.update(_scores(model, "validation", validation, metrics, context.task))
-    context.log_metrics(model.n_estimators, scores)
+        scores.update(_validation_scores(model, trees, validation, metrics, context))
+    context.log_metrics(trees, scores)
     # One value per training row: not worth carrying in the model file.
     for attribute in ("oob_decision_function_", "oob_prediction_"):
-        if hasattr(model, attribute):
+        if model is not None and hasattr(model, attribute):
             delattr(model, attribute)
-    return model
+    return merge_on_leader(model, cluster) if cluster.size > 1 else model
 
 
 def _fit_in_stages(model: Forest, matrix: np.ndarray, train: Dataset, context: FitContext) -> None:
@@ -158,33 +171,84 @@ def _fit_in_stages(model: Forest, matrix: np.ndarray, train: Dataset, context: F
     model.set_params(warm_start=False)
 
 
-def _scores(model: Forest, name: str, data: Dataset, metrics: list[str], task: str) -> dict[str, float]:
-    """The metrics of the forest's predictions for one data set, as `<name>-<metric>`."""
-    matrix = _as_matrix(data.features)
-    proba = model.predict_proba(matrix) if task == CLASSIFICATION else None
-    predicted = np.argmax(proba, axis=1) if proba is not None else model.predict(matrix)
-    results = evaluate(task, metrics, data.labels, predicted, proba)
+def _evaluate(
+    name: str,
+    metrics: list[str],
+    labels: np.ndarray,
+    values: np.ndarray,
+    context: FitContext,
+    combine: bool = True,
+) -> dict[str, float]:
+    """`<name>-<metric>` of predictions given as class probabilities or predicted values; with
+    `combine` the sums behind each metric are added up across the hosts."""
+    if context.task == CLASSIFICATION:
+        proba, predicted = values, np.argmax(values, axis=1)
+    else:
+        proba, predicted = None, values.reshape(-1)
+    results = evaluate(
+        context.task,
+        metrics,
+        labels,
+        predicted,
+        proba,
+        n_classes=context.n_classes or None,
+        combine=context.cluster.allreduce if combine else None,
+    )
     return {f"{name}-{metric}": value for metric, value in results.items()}
 
 
-def _oob_scores(model: Forest, train: Dataset, metrics: list[str], task: str) -> dict[str, float]:
+def _width(context: FitContext) -> int:
+    return context.n_classes if context.task == CLASSIFICATION else 1
+
+
+def _scores(
+    model: Forest | None, name: str, data: Dataset, metrics: list[str], context: FitContext
+) -> dict[str, float]:
+    """The metrics of the forest's predictions for one data set (on several hosts: each host's
+    trees on its own rows, the sums added up)."""
+    if model is None:  # a host without trees has no rows: it adds nothing to the sums
+        values, labels = np.zeros((0, _width(context))), data.labels[:0]
+    else:
+        matrix = _as_matrix(data.features)
+        values = model.predict_proba(matrix) if context.task == CLASSIFICATION else model.predict(matrix)
+        labels = data.labels
+    return _evaluate(name, metrics, labels, values, context)
+
+
+def _validation_scores(
+    model: Forest | None, trees: int, validation: Dataset, metrics: list[str], context: FitContext
+) -> dict[str, float]:
+    """The validation metrics of the whole forest. On several hosts every host predicts every
+    host's validation rows with its own trees, and the summed values add up to the merged
+    forest's, so the metrics are exactly the saved model's without moving a tree."""
+    cluster = context.cluster
+    if cluster.size == 1:
+        return _scores(model, "validation", validation, metrics, context)
+    matrix, labels = gather_rows(cluster, _as_matrix(validation.features), validation.labels)
+    classifier = context.task == CLASSIFICATION
+    summed = cluster.allreduce(summed_values(model, matrix, _width(context), classifier))
+    return _evaluate("validation", metrics, labels, summed / max(trees, 1), context, combine=False)
+
+
+def _oob_scores(
+    model: Forest | None, train: Dataset, metrics: list[str], context: FitContext
+) -> dict[str, float]:
     """The metrics on out-of-bag predictions: each row predicted by the trees that never saw it
-    (rows every tree saw, possible with few trees, are left out)."""
-    if not getattr(model, "oob_score", False):
-        return {}
-    if task == CLASSIFICATION:
-        proba = model.oob_decision_function_
-        seen = ~np.isnan(proba).any(axis=1)
-        proba = proba[seen]
-        predicted = np.argmax(proba, axis=1)
+    (rows every tree saw, possible with few trees, are left out). On several hosts: by the trees
+    of its own host that never saw it."""
+    if model is None:
+        values, labels = np.zeros((0, _width(context))), train.labels[:0]
+    elif context.task == CLASSIFICATION:
+        values = model.oob_decision_function_
+        seen = ~np.isnan(values).any(axis=1)
+        values, labels = values[seen], train.labels[seen]
     else:
         values = model.oob_prediction_
         seen = ~np.isnan(values)
-        predicted, proba = values[seen], None
-    if not seen.any():
+        values, labels = values[seen], train.labels[seen]
+    if not context.cluster.any(len(labels) > 0):
         return {}
-    results = evaluate(task, metrics, train.labels[seen], predicted, proba)
-    return {f"oob-{metric}": value for metric, value in results.items()}
+    return _evaluate("oob", metrics, labels, values, context)
 
 
 @hookimpl

@@ -40,6 +40,11 @@ def save_forest(model: Forest, model_dir: Path) -> None:
     _skops_io().dump(model, model_dir / MODEL_FILE)
 
 
+def forest_bytes(model: Forest) -> bytes:
+    """The forest as the bytes of its model file (sent to the leader of a multi-host job)."""
+    return bytes(_skops_io().dumps(model))
+
+
 def _check_tree(tree: Any, n_features: int, where: str) -> None:
     if not (tree.node_count == len(tree.children_left) == tree.value.shape[0]):
         raise ModelLoadError(f"{where}: node arrays disagree in length")
@@ -47,7 +52,7 @@ def _check_tree(tree: Any, n_features: int, where: str) -> None:
     check_values(tree.value, where)
 
 
-def _check_archive(data: bytes, path: Path) -> None:
+def _check_archive(data: bytes, path: Path | str) -> None:
     """A skops file is a zip archive: refuse one whose members would expand past the model file
     limit before skops inflates them."""
     try:
@@ -62,7 +67,7 @@ def _check_archive(data: bytes, path: Path) -> None:
         )
 
 
-def _rebuilt_forest(model: object, path: Path) -> Forest:
+def _rebuilt_forest(model: object, path: Path | str) -> Forest:
     """A new forest of scikit-learn's defaults holding only the loaded one's checked trees, feature
     count and classes. Any other attribute of the file (a parameter, a fitted attribute that
     predict reads, one missing) cannot reach a prediction: the file only supplies data."""
@@ -111,18 +116,22 @@ def _rebuilt_forest(model: object, path: Path) -> Forest:
 
 def load_forest(model_dir: Path) -> Forest:
     path = model_dir / MODEL_FILE
-    data = read_model_file(path)
-    _check_archive(data, path)
+    return forest_from_bytes(read_model_file(path), path)
+
+
+def forest_from_bytes(data: bytes, where: Path | str) -> Forest:
+    """The checked forest in a model file's bytes; `where` names them in errors."""
+    _check_archive(data, where)
     skops_io = _skops_io()
     try:
         untrusted = set(skops_io.get_untrusted_types(data=data)) - set(TRUSTED_TYPES)
         if untrusted:
             raise ModelLoadError(
-                f"{path} holds types that are not part of a random forest: {sorted(untrusted)}"
+                f"{where} holds types that are not part of a random forest: {sorted(untrusted)}"
             )
         model = skops_io.load(io.BytesIO(data), trusted=TRUSTED_TYPES)
     except ModelLoadError:
         raise
     except Exception as exc:  # skops raises many types for a corrupt archive
-        raise ModelLoadError(f"{path} cannot be loaded: {type(exc).__name__}: {exc}") from None
-    return _rebuilt_forest(model, path)
+        raise ModelLoadError(f"{where} cannot be loaded: {type(exc).__name__}: {exc}") from None
+    return _rebuilt_forest(model, where)

@@ -32,7 +32,7 @@ from sagecraft.hyperparameters import did_you_mean
 from sagecraft.manifest import Manifest
 from sagecraft.metrics import HIGHER_IS_BETTER, METRICS, evaluate
 
-from .checkpoints import CheckpointAndStop, Progress, latest_checkpoint
+from .checkpoints import CheckpointAndStop, Progress, resume
 from .flat_booster import FLAT_MAX_ROWS, FlatBooster, flatten
 from .foreign import describe
 from .hyperparameters import HYPERPARAMETERS, LEGACY, PLUGIN_ONLY
@@ -82,6 +82,7 @@ def algorithm_info() -> AlgorithmInfo:
         accepts_extra_hyperparameters=True,
         libraries={"xgboost": xgb.__version__},
         feature_dtype="float32",  # XGBoost stores and compares float32
+        several_hosts=True,  # XGBoost's own collective, which the core joins
     )
 
 
@@ -203,9 +204,11 @@ def _split_metrics(params: dict[str, Any], task: str) -> list[str]:
 
 
 def _extra_metric_function(
-    names: list[str], task: str, objective: str
+    names: list[str], task: str, objective: str, context: FitContext
 ) -> Callable[[np.ndarray, xgb.DMatrix], list[tuple[str, float]]]:
-    """XGBoost's custom_metric: the extra metrics from each round's predictions."""
+    """XGBoost's custom_metric: the extra metrics from each round's predictions. On several
+    hosts each computes them from sums over every host's rows (XGBoost would average the hosts'
+    own values, which is wrong for unequal shards), so the values are the whole data set's."""
 
     def extra_metrics(predictions: np.ndarray, data: xgb.DMatrix) -> list[tuple[str, float]]:
         labels = data.get_label()
@@ -222,7 +225,16 @@ def _extra_metric_function(
             predicted = (predictions > 0.5).astype(float)
             if objective == "binary:logistic":
                 probabilities = np.column_stack([1 - predictions, predictions])
-        return list(evaluate(task, names, labels, predicted, probabilities).items())
+        scores = evaluate(
+            task,
+            names,
+            labels,
+            predicted,
+            probabilities,
+            n_classes=context.n_classes or None,
+            combine=context.cluster.allreduce,
+        )
+        return list(scores.items())
 
     return extra_metrics
 
@@ -280,6 +292,22 @@ class _RejectUnusedParameters(xgb.callback.TrainingCallback):
         return False
 
 
+def _check_empty_hosts(train: Dataset, validation: Dataset | None, context: FitContext) -> None:
+    """XGBoost cannot build a categorical matrix on a host without rows (it learns the categories
+    from the data): every host fails, saying so, rather than the one host failing inside XGBoost."""
+    cluster = context.cluster
+    if cluster.size == 1:
+        return
+    categorical = any(isinstance(t, pd.CategoricalDtype) for t in train.features.dtypes)
+    empty = train.n_rows == 0 or (validation is not None and validation.n_rows == 0)
+    if cluster.any(categorical and empty):
+        raise DataError(
+            "a host of this job holds no rows of a channel, and XGBoost cannot train on several hosts "
+            "with categorical features unless every host has rows of every channel: give each "
+            "host some rows (more objects than instances with ShardedByS3Key), or use FullyReplicated"
+        )
+
+
 def _dmatrix(data: Dataset) -> xgb.DMatrix:
     return xgb.DMatrix(data.features, label=data.labels, weight=data.weights, enable_categorical=True)
 
@@ -297,14 +325,11 @@ def fit(
     declared = {name for h in HYPERPARAMETERS for name in (h.name, *h.aliases)}
     passed_through = set(hyperparameters) - declared
 
+    _check_empty_hosts(train, validation, context)
     evals = [(_dmatrix(train), "train")]
     if validation is not None:
         evals.append((_dmatrix(validation), "validation"))
-    resumed = (
-        latest_checkpoint(context.checkpoint_dir, context.logger)
-        if context.checkpoint_dir is not None
-        else None
-    )
+    resumed = resume(context.checkpoint_dir, context.cluster, context.logger)
     done = resumed.num_boosted_rounds() if resumed is not None else 0
     if resumed is not None and done >= rounds:
         context.logger.info("the checkpoint already holds all %d rounds", rounds)
@@ -319,6 +344,7 @@ def fit(
                 hyperparameters["checkpoint_rounds"],
                 context.stop_requested,
                 context.logger,
+                context.cluster,
             ),
             Progress(rounds - done, context.logger),
         ]
@@ -343,15 +369,19 @@ def fit(
                 verbose_eval=False,
                 callbacks=callbacks,
                 xgb_model=resumed,
-                custom_metric=_extra_metric_function(extra, context.task, objective) if extra else None,
+                custom_metric=_extra_metric_function(extra, context.task, objective, context)
+                if extra
+                else None,
             )
-        except ValueError as exc:  # XGBoost's Python checks, e.g. constraints on unknown features
-            raise HyperparameterError(f"XGBoost rejected the hyperparameters: {exc}") from None
-        except xgb.core.XGBoostError as exc:
+        except xgb.core.XGBoostError as exc:  # (a ValueError too: caught first)
+            if (lost := context.cluster.lost(exc)) is not None:
+                raise lost from None
             message = xgboost_message(exc)
             if "label" in message.lower():
                 raise DataError(f"XGBoost rejected the labels: {message}") from None
             raise HyperparameterError(f"XGBoost rejected the hyperparameters: {message}") from None
+        except ValueError as exc:  # XGBoost's Python checks, e.g. constraints on unknown features
+            raise HyperparameterError(f"XGBoost rejected the hyperparameters: {exc}") from None
     for warning in caught:
         context.logger.warning("xgboost: %s", str(warning.message).strip())
     if context.stop_requested() and not hyperparameters["save_model_on_termination"]:

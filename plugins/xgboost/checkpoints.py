@@ -1,5 +1,9 @@
 """Checkpoints in SageMaker's checkpoint folder, resuming from them, and stopping on request.
 
+On a multi-host job only the leader writes and prunes checkpoints (SageMaker syncs the folder
+with S3, deletions included, so a host that pruned its own copy would delete the leader's), and
+a resumed job starts every host from the leader's newest checkpoint, sent to the others.
+
 A checkpoint is the booster after N rounds, `xgboost-checkpoint.<N>.ubj`, written under a hidden
 temporary name and renamed, so a reader never sees half a file. A restarted job (a spot instance
 taken back, a job retried) resumes from the newest checkpoint that loads; numeric order, not
@@ -16,10 +20,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import xgboost as xgb
+from sagecraft.cluster import Cluster
 from sagecraft.errors import ModelLoadError
 from sagecraft.progress import QUIET_S, FitProgress
 
-from .persistence import read_booster
+from .persistence import booster_from_bytes, read_booster
 
 CHECKPOINT_NAME = re.compile(r"^xgboost-checkpoint\.(\d+)\.ubj$")
 KEEP = 3  # the newest checkpoints kept; older ones are deleted as new ones are written
@@ -53,6 +58,22 @@ def latest_checkpoint(folder: Path, logger: logging.Logger) -> xgb.Booster | Non
     return None
 
 
+def resume(folder: Path | None, cluster: Cluster, logger: logging.Logger) -> xgb.Booster | None:
+    """The booster every host resumes from: the leader's newest checkpoint (None: start afresh)."""
+    booster = latest_checkpoint(folder, logger) if folder is not None and cluster.is_leader else None
+    if cluster.size == 1:
+        return booster
+    data = cluster.broadcast(None if booster is None else bytes(booster.save_raw("ubj")))
+    if not data:
+        return None
+    if not cluster.is_leader:
+        booster, _ = booster_from_bytes(data, f"the checkpoint sent by {cluster.leader}")
+        logger.info(
+            "resuming from %s's checkpoint (%d rounds done)", cluster.leader, booster.num_boosted_rounds()
+        )
+    return booster
+
+
 def write_checkpoint(booster: xgb.Booster, folder: Path) -> Path:
     rounds = booster.num_boosted_rounds()
     final = folder / f"xgboost-checkpoint.{rounds}.ubj"
@@ -82,17 +103,24 @@ class Progress(xgb.callback.TrainingCallback):
 
 
 class CheckpointAndStop(xgb.callback.TrainingCallback):
-    """After each round: a checkpoint every `every` rounds (when there is a folder), and an end to
-    training, with a last checkpoint, once `stop_requested()` says so."""
+    """After each round: a checkpoint every `every` rounds (when there is a folder, on the
+    leader), and an end to training, with a last checkpoint, once `stop_requested()` says so on
+    any host (every host then stops after the same round)."""
 
     def __init__(
-        self, folder: Path | None, every: int, stop_requested: Callable[[], bool], logger: logging.Logger
+        self,
+        folder: Path | None,
+        every: int,
+        stop_requested: Callable[[], bool],
+        logger: logging.Logger,
+        cluster: Cluster,
     ) -> None:
-        self.folder, self.every = folder, every
+        self.folder = folder if cluster.is_leader else None
+        self.every, self.cluster = every, cluster
         self.stop_requested, self.logger = stop_requested, logger
 
     def after_iteration(self, model: xgb.Booster, epoch: int, evals_log: dict) -> bool:
-        stop = self.stop_requested()
+        stop = self.cluster.agree_stop(self.stop_requested())
         rounds = model.num_boosted_rounds()
         if self.folder is not None and (stop or rounds % self.every == 0):
             path = write_checkpoint(model, self.folder)

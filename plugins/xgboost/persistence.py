@@ -29,19 +29,24 @@ def read_booster(path: Path) -> tuple[xgb.Booster, dict[str, Any]]:
     of it. The file is decoded and every tree checked before XGBoost's loader sees it (that loader
     trusts the file's numbers), and what XGBoost made of it is checked again, since that is what
     will predict. Raises ModelLoadError naming the file, the tree and the node."""
-    data = read_model_file(path)
+    return booster_from_bytes(read_model_file(path), str(path))
+
+
+def booster_from_bytes(data: bytes, where: str) -> tuple[xgb.Booster, dict[str, Any]]:
+    """`read_booster` for a model file's bytes (a checkpoint the leader sent, say); `where`
+    names them in errors."""
     try:
         document = read_document(data)
     except ModelLoadError as exc:
-        raise ModelLoadError(f"{path} is {exc}") from None
-    check_document(document, str(path))
+        raise ModelLoadError(f"{where} is {exc}") from None
+    check_document(document, where)
     booster = xgb.Booster()
     try:
         booster.load_model(bytearray(data))
         document = orjson.loads(bytes(booster.save_raw("json")))
     except (xgb.core.XGBoostError, orjson.JSONDecodeError) as exc:
-        raise ModelLoadError(f"{path} is not an XGBoost model: {xgboost_message(exc)}") from None
-    check_document(document, str(path))
+        raise ModelLoadError(f"{where} is not an XGBoost model: {xgboost_message(exc)}") from None
+    check_document(document, where)
     return booster, document
 
 
