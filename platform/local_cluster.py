@@ -47,6 +47,7 @@ class HostRun:
     returncode: int | None  # None: still running when the wait ended (then killed)
     stdout: str
     stderr: str
+    peak_rss_bytes: int | None = None  # the process's peak resident memory (getrusage)
 
     @property
     def failure(self) -> str | None:
@@ -90,7 +91,9 @@ class LocalCluster:
         command: Sequence[str] | None = None,
     ) -> Running:
         """Start every host's `sagecraft train` (host `h` `delays[h]` seconds late), with `env`
-        added to this process's environment."""
+        added to this process's environment. The hosts share this machine's cores: unless `env`
+        says otherwise, each gets OMP_NUM_THREADS of its share (OpenMP threads that outnumber the
+        cores spin against each other, and a collective round waits for the slowest host)."""
         work = self.bases[0].parent / f".local-cluster-{os.getpid()}-{time.monotonic_ns()}"
         work.mkdir(parents=True)
         hosts = [
@@ -110,7 +113,7 @@ class LocalCluster:
             "pids": str(work / "pids.json"),
             "results": str(work / "results.json"),
             "command": list(command or _sagecraft_train()),
-            "env": dict(env or {}),
+            "env": {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // len(self.hosts))), **(env or {})},
         }
         (work / "spec.json").write_text(json.dumps(spec))
         launcher = subprocess.Popen(
@@ -180,14 +183,15 @@ class Running:
             os.killpg(self.launcher.pid, signal.SIGKILL)
             self.launcher.wait()
         path = Path(self.spec["results"])
-        codes = json.loads(path.read_text()) if path.exists() else {}
+        ended = json.loads(path.read_text()) if path.exists() else {}
         return [
             HostRun(
                 name=h["name"],
                 base=Path(h["base"]),
-                returncode=codes.get(h["name"]),
+                returncode=ended.get(h["name"], {}).get("returncode"),
                 stdout=_read(h["stdout"]),
                 stderr=_read(h["stderr"]),
+                peak_rss_bytes=ended.get(h["name"], {}).get("peak_rss_bytes"),
             )
             for h in self.spec["hosts"]
         ]
@@ -233,8 +237,15 @@ def _launch(spec_path: str) -> int:
         partial = spec["pids"] + ".partial"
         Path(partial).write_text(json.dumps(pids))
         os.replace(partial, spec["pids"])
-    codes = {name: process.wait() for name, process in processes.items()}
-    Path(spec["results"]).write_text(json.dumps(codes))
+    ended = {}
+    for name, process in processes.items():
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        ended[name] = {
+            "returncode": os.waitstatus_to_exitcode(status),
+            "peak_rss_bytes": usage.ru_maxrss * 1024,  # Linux reports kilobytes
+        }
+    Path(spec["results"]).write_text(json.dumps(ended))
     return 0
 
 

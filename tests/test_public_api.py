@@ -32,7 +32,10 @@ EXPORTED = {
         "TooManyRowsError", "DecodedTooLargeError", "RequestTimeoutError", "PredictionTimeoutError",
         "UnsupportedMediaTypeError", "ModelNotFoundError", "ModelAlreadyLoadedError",
         "InsufficientMemoryError", "ModelLoadTimeoutError", "NotReadyError", "OverloadedError",
+        "ClusterError",
     },
+    "sagecraft.cluster": {"Cluster"},
+    "sagecraft.local_cluster": {"HostRun", "LocalCluster", "Running"},
     "sagecraft.testing": {"load", "train", "write_training_job"},
     "sagecraft.hyperparameters": {"Hyperparameter", "did_you_mean", "string_list"},
     "sagecraft.files": {

@@ -150,7 +150,8 @@ def test_replicated_data_is_divided_among_the_hosts(tmp_path: Path) -> None:
     """FullyReplicated: every host holds every file, and each trains on about a third of the
     rows (whole files when there are enough; otherwise blocks of rows); validation likewise."""
     x, labels = _rows(2, 3000)
-    trees = _job(tmp_path, {"algorithm": "xgboost", "num_round": 5}, "FullyReplicated", validation=True)
+    parameters = {"algorithm": "xgboost", "num_round": 8, "early_stopping_rounds": 3, "eval_metric": "f1"}
+    trees = _job(tmp_path, parameters, "FullyReplicated", validation=True)
     for tree in trees:
         for part in range(6):
             tree.add_file(
@@ -164,7 +165,7 @@ def test_replicated_data_is_divided_among_the_hosts(tmp_path: Path) -> None:
     for index, run in enumerate(results):
         assert f"host algo-{index + 1} of 3 trains on 1000 of the job's 3000 rows" in run.stderr
         assert "channel 'validation' (this host's share" in run.stderr and ": 100 rows" in run.stderr
-    assert "validation-logloss" in _metric_lines(results[0])[-1]
+    assert "validation-f1:" in _metric_lines(results[0])[-1]  # early stopping watches it
 
 
 def _maybe_table(x: np.ndarray, labels: np.ndarray, colour: np.ndarray, rows: range, drop: bool) -> str:
@@ -186,7 +187,8 @@ def test_a_class_and_a_category_on_one_shard_only_are_served_back(tmp_path: Path
     """A class ("maybe") and a category ("z") appear on algo-2's shard only: the agreed classes
     and categories are unions, so the model knows both and serves them back."""
     x, labels, colour = _three_classes(3)
-    trees = _job(tmp_path, {"algorithm": algorithm, "target": "label"}, "ShardedByS3Key")
+    size = {"num_round": 10} if algorithm == "xgboost" else {"n_estimators": 30}
+    trees = _job(tmp_path, {"algorithm": algorithm, "target": "label", **size}, "ShardedByS3Key")
     trees[0].add_file("train", "a.csv", _maybe_table(x, labels, colour, range(0, 700), drop=True))
     trees[1].add_file("train", "b.csv", _maybe_table(x, labels, colour, range(700, 1500), drop=False))
     trees[2].add_file("train", "c.csv", _maybe_table(x, labels, colour, range(1500, 1800), drop=True))
@@ -482,3 +484,27 @@ def test_a_plugin_that_declares_nothing_trains_on_the_first_host(tmp_path: Path,
                 "algorithm 'mean_label' trains on one host, but channel 'train', 'validation' is "
                 "ShardedByS3Key" in (run.failure or "")
             )
+
+
+def test_a_host_that_never_joins_fails_the_others_within_the_bootstrap_timeout(tmp_path: Path) -> None:
+    """resourceconfig.json lists algo-3, which never starts: the two that did wait for it until
+    bootstrap_timeout, then fail saying the hosts did not all join, and exit 1 cleanly."""
+    x, labels = _rows(13, 300)
+    trees = _job(
+        tmp_path, {"algorithm": "xgboost", "num_round": 3, "bootstrap_timeout": 8}, "ShardedByS3Key", hosts=2
+    )
+    for tree in trees:
+        tree.add_file("train", "part.csv", _csv(x, labels))
+    cluster = LocalCluster([t.base for t in trees])
+    for tree, host in zip(trees, ("algo-1", "algo-2"), strict=True):
+        tree.write_config(
+            "resourceconfig.json", {"current_host": host, "hosts": ["algo-1", "algo-2", "algo-3"]}
+        )
+    began = time.monotonic()
+    results = cluster.start().wait(120)
+    assert time.monotonic() - began < 60
+    assert [r.returncode for r in results] == [1, 1], _explain(results)
+    for run in results:
+        assert "the hosts did not all join within the bootstrap timeout" in (run.failure or ""), run.failure
+        assert "algo-3 does not resolve: did it start?" in (run.failure or "")
+        assert not run.model_files

@@ -98,7 +98,7 @@ def joined(hosts: Sequence[str], current_host: str, settings: JoinSettings) -> I
             log.info("joined the cluster as %s (rank %d)", cluster.describe(), rank)
             yield cluster
         finally:
-            collective.finalize()
+            _finalize(collective)
     finally:
         if tracker is not None:
             _stop(tracker)
@@ -124,21 +124,52 @@ def _init(
                     dmlc_tracker_uri=leader,
                     dmlc_tracker_port=settings.port,
                     dmlc_task_id=f"{rank:05d}",
-                    dmlc_retry=max(1, int(min(30, deadline - time.monotonic()))),
+                    # Short: a host that starts before the tracker tries again at once (below)
+                    # rather than after XGBoost's growing waits (6 s for its default).
+                    dmlc_retry=2,
                     dmlc_timeout=max(1, int(settings.collective_timeout)),
                 )
             return
         except XGBoostError as exc:
             if time.monotonic() + 1 > deadline:
                 others = ", ".join(h for h in hosts if h != hosts[rank])
+                missing = _unresolved([h for h in hosts if h != hosts[rank]])
                 raise ClusterError(
                     f"the hosts did not all join within the bootstrap timeout: host {hosts[rank]} "
                     f"could not join the tracker on {hosts[0]} ({leader}:{settings.port}) with "
-                    f"{others} ({_last_line(exc)}); a host that did not start, or that cannot "
-                    "reach the first host, keeps the others waiting"
+                    f"{others} ({_last_line(exc)}); "
+                    + (
+                        f"{', '.join(missing)} {'does' if len(missing) == 1 else 'do'} not "
+                        "resolve: did it start?"
+                        if missing
+                        else "a host that did not start, or that cannot reach the first host, "
+                        "keeps the others waiting"
+                    )
                 ) from None
-            log.info("the cluster is not ready yet (%s); trying again", _last_line(exc))
-            time.sleep(1.0)
+            log.debug("the cluster is not ready yet (%s); trying again", _last_line(exc))
+            time.sleep(0.2)
+
+
+def _finalize(collective: object) -> None:
+    """Leave the collective. After another host failed this raises too ("failed to shutdown"):
+    logged only, so that the job's own error, already known, is what the host reports."""
+    from xgboost.core import XGBoostError
+
+    try:
+        collective.finalize()  # type: ignore[attr-defined]
+    except XGBoostError as exc:
+        log.debug("leaving the collective: %s", _last_line(exc))
+
+
+def _unresolved(hosts: Sequence[str]) -> list[str]:
+    """The hosts whose names do not resolve now (one try each): the likely absentees."""
+    missing = []
+    for host in hosts:
+        try:
+            socket.getaddrinfo(host, None, socket.AF_INET, socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError):
+            missing.append(host)
+    return missing
 
 
 def _stop(tracker: object) -> None:
@@ -146,7 +177,7 @@ def _stop(tracker: object) -> None:
     from xgboost.core import XGBoostError
 
     try:
-        tracker.wait_for(10)  # type: ignore[attr-defined]
+        tracker.wait_for(5)  # type: ignore[attr-defined]
     except (XGBoostError, ValueError) as exc:
         log.debug("tracker: %s", _last_line(exc))
     try:
