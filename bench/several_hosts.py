@@ -155,7 +155,8 @@ def main() -> None:
         + (f" --algorithm {args.algorithm}" if args.algorithm != "xgboost" else "")
         + "`.",
         "",
-        "| run | wall time | vs 1 host | peak RSS per host (largest) | vs 1 host | test accuracy | vs 1 host |",
+        "| run | wall time | vs 1 host | peak RSS per host (largest) | vs 1 host "
+        "| test accuracy | vs 1 host |",
         "|---|---|---|---|---|---|---|",
     ]
     for label, wall, peak, accuracy in rows:
