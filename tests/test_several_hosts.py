@@ -508,3 +508,29 @@ def test_a_host_that_never_joins_fails_the_others_within_the_bootstrap_timeout(t
         assert "the hosts did not all join within the bootstrap timeout" in (run.failure or ""), run.failure
         assert "algo-3 does not resolve: did it start?" in (run.failure or "")
         assert not run.model_files
+
+
+def test_libsvm_shards_of_different_widths_agree_on_the_widest(tmp_path: Path) -> None:
+    """A libsvm channel's width is its highest index: algo-2's shard mentions feature 5, the
+    others stop at 2, and every host trains on six features (the rest missing)."""
+    trees = _job(
+        tmp_path, {"algorithm": "xgboost", "num_round": 3, "objective": "binary:logistic"}, "ShardedByS3Key"
+    )
+    for index, tree in enumerate(trees):
+        tree.write_config(
+            "inputdataconfig.json",
+            {
+                "train": {
+                    "TrainingInputMode": "File",
+                    "S3DistributionType": "ShardedByS3Key",
+                    "ContentType": "libsvm",
+                }
+            },
+        )
+        last = 5 if index == 1 else 2
+        lines = "".join(f"{i % 2} 0:{i % 7} 1:{(i * 3) % 5} {last}:{i % 2 + 0.5}\n" for i in range(200))
+        tree.add_file("train", "part.libsvm", lines)
+    results = _run(trees)
+    assert [r.returncode for r in results] == [0, 0, 0], _explain(results)
+    manifest = json.loads((trees[0].model_dir / "manifest.json").read_text())
+    assert [f["name"] for f in manifest["features"]] == [f"f{i}" for i in range(6)]
