@@ -35,6 +35,7 @@ EXPORTED = {
         "ClusterError",
     },
     "sagecraft.cluster": {"Cluster"},
+    "sagecraft.checkpoints": {"CheckpointFolder"},
     "sagecraft.local_cluster": {"HostRun", "LocalCluster", "Running"},
     "sagecraft.testing": {"load", "train", "write_training_job"},
     "sagecraft.hyperparameters": {"Hyperparameter", "did_you_mean", "string_list"},

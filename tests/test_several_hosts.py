@@ -372,7 +372,7 @@ def test_a_resumed_job_starts_every_host_from_the_leaders_checkpoint(tmp_path: P
         tree.hyperparameters({**FAST, "algorithm": "xgboost", "num_round": 9, "checkpoint_rounds": 3})
     results = _run(trees)
     assert [r.returncode for r in results] == [0, 0, 0], _explain(results)
-    assert "resuming from algo-1's checkpoint (6 rounds done)" in results[1].stderr
+    assert "resuming from the checkpoint sent by algo-1 (6 rounds done)" in results[1].stderr
     assert [line.split("\t")[0] for line in _metric_lines(results[0])] == ["[6]", "[7]", "[8]"]
 
 
