@@ -166,6 +166,10 @@ def test_replicated_data_is_divided_among_the_hosts(tmp_path: Path) -> None:
         assert f"host algo-{index + 1} of 3 trains on 1000 of the job's 3000 rows" in run.stderr
         assert "channel 'validation' (this host's share" in run.stderr and ": 100 rows" in run.stderr
     assert "validation-f1:" in _metric_lines(results[0])[-1]  # early stopping watches it
+    test_x, test_labels = _rows(14, 600)
+    one = _one_host(tmp_path, {"algorithm": "xgboost", "num_round": 8}, x, labels)
+    several = _accuracy(trees[0].model_dir, test_x, test_labels)
+    assert abs(several - _accuracy(one.model_dir, test_x, test_labels)) <= 0.02
 
 
 def _maybe_table(x: np.ndarray, labels: np.ndarray, colour: np.ndarray, rows: range, drop: bool) -> str:
@@ -341,7 +345,9 @@ def test_sigterm_to_every_host_stops_them_after_the_same_round(tmp_path: Path) -
     assert [r.returncode for r in results] == [0, 0, 0], _explain(results)
     rounds = xgb.Booster(model_file=str(trees[0].model_dir / "xgboost-model.ubj")).num_boosted_rounds()
     assert 10 < rounds < 4000
-    assert f"stopping after round {rounds - 1}" in results[0].stderr
+    assert f"stopping after round {rounds - 1}; checkpoint" in results[0].stderr
+    for run in results[1:]:  # the same round on every host
+        assert f"stopping after round {rounds - 1} (the leader writes the checkpoint)" in run.stderr
     checkpoints = sorted(p.name for p in (trees[0].base / "checkpoints").iterdir())
     assert (
         checkpoints[-1] == f"xgboost-checkpoint.{rounds}.ubj"
@@ -534,3 +540,14 @@ def test_libsvm_shards_of_different_widths_agree_on_the_widest(tmp_path: Path) -
     assert [r.returncode for r in results] == [0, 0, 0], _explain(results)
     manifest = json.loads((trees[0].model_dir / "manifest.json").read_text())
     assert [f["name"] for f in manifest["features"]] == [f"f{i}" for i in range(6)]
+
+
+def test_kfold_is_refused_with_several_instances(tmp_path: Path) -> None:
+    """Cross-validation needs every row on one host: refused before any host joins or reads."""
+    x, labels = _rows(15, 100)
+    tree = _job(tmp_path, {"algorithm": "xgboost", "kfold": 3}, "FullyReplicated", hosts=1)[0]
+    tree.write_config("resourceconfig.json", {"current_host": "algo-2", "hosts": ["algo-1", "algo-2"]})
+    tree.add_file("train", "all.csv", _csv(x, labels))
+    result = tree.train(timeout=60)
+    assert result.returncode == 1
+    assert "kfold cross-validates on one host, but this job has 2 instances" in (tree.failure or "")
