@@ -22,7 +22,8 @@ T = TypeVar("T")
 
 def together(cluster: Cluster, stage: str, step: Callable[[], T]) -> T:
     """Run `step` on every host; if it raises a SagecraftError on any, every host raises a
-    ClusterError that names each failing host and its message ("host algo-2 of 3: ...")."""
+    ClusterError that names each failing host and its message ("host algo-2 of 3: ...", or
+    "hosts algo-1, algo-3 of 3: ..." for hosts that failed alike)."""
     cluster.stage = stage
     if cluster.size == 1:
         return step()
@@ -31,9 +32,17 @@ def together(cluster: Cluster, stage: str, step: Callable[[], T]) -> T:
     except SagecraftError as exc:
         result, error = None, str(exc)
     errors = cluster.gather_json(error)
-    failed = [(host, message) for host, message in zip(cluster.hosts, errors, strict=True) if message]
-    if failed:
-        raise ClusterError("; ".join(f"host {host} of {cluster.size}: {message}" for host, message in failed))
+    by_message: dict[str, list[str]] = {}
+    for host, message in zip(cluster.hosts, errors, strict=True):
+        if message:
+            by_message.setdefault(message, []).append(host)
+    if by_message:
+        raise ClusterError(
+            "; ".join(
+                f"{'host' if len(hosts) == 1 else 'hosts'} {', '.join(hosts)} of {cluster.size}: {message}"
+                for message, hosts in by_message.items()
+            )
+        )
     return result  # type: ignore[return-value]
 
 

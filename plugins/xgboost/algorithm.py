@@ -308,8 +308,34 @@ def _check_empty_hosts(train: Dataset, validation: Dataset | None, context: FitC
         )
 
 
-def _dmatrix(data: Dataset) -> xgb.DMatrix:
-    return xgb.DMatrix(data.features, label=data.labels, weight=data.weights, enable_categorical=True)
+# The tree methods that train on histograms, which QuantileDMatrix holds already binned (a byte a
+# value for up to 256 bins, against the raw float32 copy a DMatrix keeps): the same model to the
+# bit, in a fraction of the memory. exact, approx and gblinear need the raw values.
+HISTOGRAM_METHODS = (None, "auto", "hist")
+
+
+def _matrices(
+    train: Dataset, validation: Dataset | None, params: dict[str, Any]
+) -> list[tuple[xgb.DMatrix, str]]:
+    """The training matrix and the validation one, which takes the training matrix's bins."""
+    binned = params.get("tree_method") in HISTOGRAM_METHODS and params.get("booster", "gbtree") != "gblinear"
+
+    def matrix(data: Dataset, ref: xgb.DMatrix | None = None) -> xgb.DMatrix:
+        if not binned:
+            return xgb.DMatrix(data.features, label=data.labels, weight=data.weights, enable_categorical=True)
+        return xgb.QuantileDMatrix(
+            data.features,
+            label=data.labels,
+            weight=data.weights,
+            enable_categorical=True,
+            ref=ref,
+            max_bin=params.get("max_bin"),
+        )
+
+    evals = [(matrix(train), "train")]
+    if validation is not None:
+        evals.append((matrix(validation, ref=evals[0][0]), "validation"))
+    return evals
 
 
 @hookimpl
@@ -326,9 +352,7 @@ def fit(
     passed_through = set(hyperparameters) - declared
 
     _check_empty_hosts(train, validation, context)
-    evals = [(_dmatrix(train), "train")]
-    if validation is not None:
-        evals.append((_dmatrix(validation), "validation"))
+    evals = _matrices(train, validation, params)
     resumed = resume(context.checkpoint_dir, context.cluster, context.logger)
     done = resumed.num_boosted_rounds() if resumed is not None else 0
     if resumed is not None and done >= rounds:
