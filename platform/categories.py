@@ -18,6 +18,7 @@ import pandas as pd
 
 __all__ = [
     "FeatureNames",
+    "code_matrix",
     "numeric_matrix",
 ]
 
@@ -93,3 +94,22 @@ def numeric_matrix(features: pd.DataFrame, dtype: type = np.float32) -> np.ndarr
     if any(isinstance(t, pd.CategoricalDtype) for t in features.dtypes):
         return None
     return features.to_numpy(dtype=dtype, na_value=np.nan)
+
+
+def code_matrix(features: pd.DataFrame, dtype: type = np.float32) -> np.ndarray:
+    """`features` as one `dtype` matrix for a library without categorical support: a categorical
+    feature as its category's code (0, 1, ... in the order of the training categories), a missing
+    or unseen category, like any missing value, as NaN."""
+    matrix = numeric_matrix(features, dtype)
+    if matrix is not None:
+        return matrix
+    columns = []
+    for name in features.columns:
+        column = features[name]
+        if isinstance(column.dtype, pd.CategoricalDtype):
+            codes = column.cat.codes.to_numpy().astype(dtype)
+            codes[codes < 0] = np.nan
+            columns.append(codes)
+        else:
+            columns.append(column.to_numpy(dtype=dtype, na_value=np.nan))
+    return np.column_stack(columns)

@@ -96,6 +96,14 @@ def test_example_plugin_serves_beside_the_built_ins_in_a_multi_model_endpoint(
 
 
 @pytest.mark.slow
+def test_example_plugin_conforms(example_env: Path, tmp_path: Path) -> None:
+    """The conformance suite every plugin can run against itself (sagecraft.conformance)."""
+    from sagecraft.conformance import assert_conforms
+
+    assert_conforms("linear", tmp_path, command=_sagecraft(example_env))
+
+
+@pytest.mark.slow
 def test_example_plugin_own_tests_pass_when_installed(example_env: Path) -> None:
     result = subprocess.run(
         [

@@ -36,6 +36,7 @@ EXPORTED = {
     },
     "sagecraft.cluster": {"Cluster"},
     "sagecraft.checkpoints": {"CheckpointFolder"},
+    "sagecraft.conformance": {"CHECKS", "CheckResult", "assert_conforms", "check"},
     "sagecraft.local_cluster": {"HostRun", "LocalCluster", "Running"},
     "sagecraft.testing": {"load", "train", "write_training_job"},
     "sagecraft.hyperparameters": {"Hyperparameter", "did_you_mean", "string_list"},
@@ -43,7 +44,7 @@ EXPORTED = {
         "MAX_MODEL_FILE_SETTING", "describe_kind", "max_model_file_bytes", "read_model_file", "read_regular",
     },
     "sagecraft.flat_trees": {"FlatTrees", "TreeNodes", "check_values"},
-    "sagecraft.categories": {"FeatureNames", "numeric_matrix"},
+    "sagecraft.categories": {"FeatureNames", "code_matrix", "numeric_matrix"},
     "sagecraft.progress": {"QUIET_S", "FitProgress"},
     "sagecraft.metrics": {
         "DEFAULT_METRIC", "HIGHER_IS_BETTER", "METRICS", "Metric", "Statistics", "check_metric_names",

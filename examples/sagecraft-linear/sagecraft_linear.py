@@ -14,6 +14,7 @@ import pandas as pd
 import sklearn
 from sklearn.linear_model import LogisticRegression, Ridge
 
+from sagecraft.categories import code_matrix
 from sagecraft.errors import ModelLoadError, UnsupportedOutputError
 from sagecraft.files import read_model_file
 from sagecraft.hooks import (
@@ -53,13 +54,15 @@ def algorithm_info() -> AlgorithmInfo:
 
 
 def _matrix(features: pd.DataFrame, means: np.ndarray) -> np.ndarray:
-    matrix = features.to_numpy(dtype=np.float64, na_value=np.nan)
-    return np.where(np.isnan(matrix), means, matrix)  # a missing value becomes the training mean
+    # A categorical feature as its category's code (ordinal: crude for a linear model, but
+    # defined), then a missing value, or an unseen category, as the training mean.
+    matrix = code_matrix(features, np.float64)
+    return np.where(np.isnan(matrix), means, matrix)
 
 
 @hookimpl
 def fit(train: Dataset, validation: Dataset | None, hyperparameters: dict, context: FitContext) -> dict:
-    means = np.nan_to_num(np.nanmean(train.features.to_numpy(dtype=np.float64), axis=0))
+    means = np.nan_to_num(np.nanmean(code_matrix(train.features, np.float64), axis=0))
     matrix = _matrix(train.features, means)
     if context.task == CLASSIFICATION:
         model = LogisticRegression(C=hyperparameters["C"], max_iter=hyperparameters["max_iter"])

@@ -12,7 +12,7 @@ import pandas as pd
 import sklearn
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 
-from sagecraft.categories import numeric_matrix
+from sagecraft.categories import code_matrix
 from sagecraft.errors import HyperparameterError, UnsupportedOutputError
 from sagecraft.hooks import (
     CLASSIFICATION,
@@ -71,19 +71,7 @@ def algorithm_info() -> AlgorithmInfo:
 def _as_matrix(features: pd.DataFrame) -> np.ndarray:
     """float32 (the trees compare float32 thresholds; converting once here saves a copy inside
     scikit-learn); a categorical feature as its category code, a missing or unseen one as NaN."""
-    matrix = numeric_matrix(features)
-    if matrix is not None:
-        return matrix
-    columns = []
-    for name in features.columns:
-        column = features[name]
-        if isinstance(column.dtype, pd.CategoricalDtype):
-            codes = column.cat.codes.to_numpy().astype(np.float32)
-            codes[codes < 0] = np.nan
-            columns.append(codes)
-        else:
-            columns.append(column.to_numpy(dtype=np.float32, na_value=np.nan))
-    return np.column_stack(columns)
+    return code_matrix(features)
 
 
 def _check_max_features(value: Any, n_features: int) -> None:
