@@ -65,6 +65,7 @@ class _Job:
     hyperparameters: Mapping[str, object]
     command: Sequence[str]
     env: Mapping[str, str]
+    trained: dict[str, Path]  # models trained by earlier checks of the same run, by kind
 
     def environment(self, **extra: str) -> dict[str, str]:
         return {
@@ -96,6 +97,17 @@ class _Job:
     @property
     def model_dir(self) -> Path:
         return self.base / "model"
+
+    def classifier(self) -> np.ndarray:
+        """A classifier of the three text classes in this job's model/ (trained once a run and
+        copied for the checks after), and the rows it was trained on."""
+        x = _rows(0, 300)
+        if "classifier" in self.trained:
+            shutil.copytree(self.trained["classifier"], self.model_dir, dirs_exist_ok=True)
+        else:
+            self.train({"train.csv": _table(x, list(_classes(x)))}, {"target": "label"})
+            self.trained["classifier"] = self.model_dir
+        return x
 
 
 class _Server:
@@ -173,9 +185,8 @@ def _predictions(status: int, text: str, what: str) -> list:
 
 
 def _text_labels(job: _Job) -> None:
-    x = _rows(0, 300)
+    x = job.classifier()
     labels = _classes(x)
-    job.train({"train.csv": _table(x, list(labels))}, {"target": "label"})
     server = _Server(job)
     try:
         predicted = _predictions(*server.invoke(_body(x[:100])), "a CSV request of 100 rows")
@@ -252,8 +263,7 @@ def _categorical(job: _Job) -> None:
 
 
 def _outputs(job: _Job) -> None:
-    x = _rows(4, 200)
-    job.train({"train.csv": _table(x, list(_classes(x)))}, {"target": "label"})
+    x = job.classifier()
     server = _Server(job)
     try:
         for kind in OUTPUT_KINDS:
@@ -270,8 +280,7 @@ def _outputs(job: _Job) -> None:
 
 
 def _corrupt_model(job: _Job) -> None:
-    x = _rows(5, 200)
-    job.train({"train.csv": _table(x, list(_classes(x)))}, {"target": "label"})
+    x = job.classifier()
     models = job.base / "models"
     variants = {"good": lambda data: data, "truncated": lambda data: data[: len(data) // 2]}
     variants["garbled"] = lambda data: bytes(b ^ 0x5A if i % 7 == 3 else b for i, b in enumerate(data))
@@ -335,8 +344,11 @@ def check(
     script = Path(sys.executable).parent / "sagecraft"
     command = list(command or ([str(script)] if script.exists() else [sys.executable, "-m", "sagecraft.cli"]))
     results = []
+    trained: dict[str, Path] = {}
     for name in only or list(CHECKS):
-        job = _Job(Path(work_dir) / name, algorithm, dict(hyperparameters or {}), command, dict(env or {}))
+        job = _Job(
+            Path(work_dir) / name, algorithm, dict(hyperparameters or {}), command, dict(env or {}), trained
+        )
         try:
             CHECKS[name](job)
         except _Failed as failure:
