@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from .environment import MAX_MODEL_FILE_SETTING, max_model_file_bytes
 from .errors import ClusterError
 
 __all__ = ["Cluster"]
@@ -95,6 +96,7 @@ class Cluster:
         lengths = np.zeros(self.size, dtype=np.int64)
         lengths[self.rank] = len(data)
         lengths = self.allreduce(lengths)
+        self._check_lengths(lengths)
         starts = np.concatenate([[0], np.cumsum(lengths)])
         total, mine = int(starts[-1]), int(starts[self.rank])
         joined = bytearray(total)
@@ -107,6 +109,19 @@ class Cluster:
                 piece[low - begin : high - begin] = source[low - mine : high - mine]
             joined[begin:end] = self.allreduce(piece).tobytes()
         return [bytes(joined[int(starts[i]) : int(starts[i + 1])]) for i in range(self.size)]
+
+    def _check_lengths(self, lengths: np.ndarray) -> None:
+        """What the hosts say they will send, bounded before any buffer is made: the payloads are
+        model files and the like, so together they stay within the model file limit."""
+        limit = max_model_file_bytes()
+        if (lengths >= 0).all() and int(lengths.sum()) <= limit:
+            return
+        worst = int(np.argmax(np.abs(lengths)))
+        raise ClusterError(
+            f"host {self.hosts[worst]} announced {int(lengths[worst]):,} bytes for an exchange "
+            f"between the hosts (all hosts together: {int(lengths.sum()):,}), over the limit of "
+            f"{limit:,} bytes ({MAX_MODEL_FILE_SETTING})"
+        )
 
     def broadcast(self, data: bytes | None) -> bytes:
         """The leader's `data` on every host (the others pass None)."""

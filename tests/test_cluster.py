@@ -109,3 +109,39 @@ def test_the_byte_bus_between_three_hosts(tmp_path: Path) -> None:
         "any": [True, False],
         "json": [{"rank": 0}, {"rank": 1}, {"rank": 2}],
     }
+
+
+HOSTILE = """
+    import json, os
+    from pathlib import Path
+    import numpy as np
+    from sagecraft.training.joining import JoinSettings, joined
+
+    base = Path(os.environ["SAGEMAKER_BASE_DIR"])
+    config = json.loads((base / "input/config/resourceconfig.json").read_text())
+    settings = JoinSettings(bootstrap_timeout=60, collective_timeout=20)
+    with joined(config["hosts"], config["current_host"], settings) as c:
+        if c.rank == 1:  # a peer that announces far more than it could send
+            c.allreduce(np.array([0, 2**62, 0], dtype=np.int64))
+        else:
+            try:
+                c.gather(b"mine")
+            except Exception as exc:
+                print(json.dumps({"error": str(exc)}))
+"""
+
+
+@pytest.mark.skipif(not LocalCluster.available(), reason="needs user, network and mount namespaces")
+def test_a_peer_announcing_a_huge_exchange_is_refused_before_any_buffer(tmp_path: Path) -> None:
+    script = tmp_path / "hostile.py"
+    script.write_text(textwrap.dedent(HOSTILE))
+    results = (
+        LocalCluster([tmp_path / f"algo-{i}" for i in (1, 2, 3)])
+        .start(command=[sys.executable, str(script)])
+        .wait(120)
+    )
+    for run in (results[0], results[2]):
+        assert run.returncode == 0, run.stderr[-2000:]
+        error = json.loads(run.stdout.strip().splitlines()[-1])["error"]
+        assert "host algo-2 announced 4,611,686,018,427,387,904 bytes" in error
+        assert "SAGECRAFT_MAX_MODEL_FILE_MB" in error
