@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from sagecraft.cluster import Cluster
-from sagecraft.local_cluster import LocalCluster
+from sagecraft.local_cluster import HostRun, LocalCluster
 from sagecraft.training.sharding import SHARDED, Share
 
 
@@ -61,16 +61,20 @@ def test_a_single_host_cluster_answers_at_once() -> None:
         cluster.allreduce(np.array([1]), "mean")
 
 
-BUS = """
-    import json, os, sys
+# Each host's script starts by joining the others, as the trainer does.
+JOIN = """
+    import json, os
     from pathlib import Path
     import numpy as np
     from sagecraft import cluster as module
     from sagecraft.training.joining import JoinSettings, joined
 
-    module.EXCHANGE_CHUNK = 7  # pieces smaller than the payloads: the boundaries are exercised
     base = Path(os.environ["SAGEMAKER_BASE_DIR"])
     config = json.loads((base / "input/config/resourceconfig.json").read_text())
+"""
+
+BUS = """
+    module.EXCHANGE_CHUNK = 7  # pieces smaller than the payloads: the boundaries are exercised
     settings = JoinSettings(bootstrap_timeout=60, collective_timeout=20)
     with joined(config["hosts"], config["current_host"], settings) as c:
         mine = bytes(range(c.rank * 10, c.rank * 10 + [5, 0, 23][c.rank]))
@@ -87,15 +91,20 @@ BUS = """
 """
 
 
-@pytest.mark.skipif(not LocalCluster.available(), reason="needs user, network and mount namespaces")
-def test_the_byte_bus_between_three_hosts(tmp_path: Path) -> None:
-    script = tmp_path / "bus.py"
-    script.write_text(textwrap.dedent(BUS))
-    results = (
+def _on_three_hosts(tmp_path: Path, body: str) -> list[HostRun]:
+    """Run JOIN then `body` as the script of each of three hosts."""
+    script = tmp_path / "host.py"
+    script.write_text(textwrap.dedent(JOIN) + textwrap.dedent(body))
+    return (
         LocalCluster([tmp_path / f"algo-{i}" for i in (1, 2, 3)])
         .start(command=[sys.executable, str(script)])
         .wait(120)
     )
+
+
+@pytest.mark.skipif(not LocalCluster.available(), reason="needs user, network and mount namespaces")
+def test_the_byte_bus_between_three_hosts(tmp_path: Path) -> None:
+    results = _on_three_hosts(tmp_path, BUS)
     assert [r.returncode for r in results] == [0, 0, 0], [r.stderr[-2000:] for r in results]
     answers = [json.loads(r.stdout.strip().splitlines()[-1]) for r in results]
     assert answers[0] == answers[1] == answers[2]
@@ -112,13 +121,6 @@ def test_the_byte_bus_between_three_hosts(tmp_path: Path) -> None:
 
 
 HOSTILE = """
-    import json, os
-    from pathlib import Path
-    import numpy as np
-    from sagecraft.training.joining import JoinSettings, joined
-
-    base = Path(os.environ["SAGEMAKER_BASE_DIR"])
-    config = json.loads((base / "input/config/resourceconfig.json").read_text())
     settings = JoinSettings(bootstrap_timeout=60, collective_timeout=20)
     with joined(config["hosts"], config["current_host"], settings) as c:
         if c.rank == 1:  # a peer that announces far more than it could send
@@ -133,13 +135,7 @@ HOSTILE = """
 
 @pytest.mark.skipif(not LocalCluster.available(), reason="needs user, network and mount namespaces")
 def test_a_peer_announcing_a_huge_exchange_is_refused_before_any_buffer(tmp_path: Path) -> None:
-    script = tmp_path / "hostile.py"
-    script.write_text(textwrap.dedent(HOSTILE))
-    results = (
-        LocalCluster([tmp_path / f"algo-{i}" for i in (1, 2, 3)])
-        .start(command=[sys.executable, str(script)])
-        .wait(120)
-    )
+    results = _on_three_hosts(tmp_path, HOSTILE)
     for run in (results[0], results[2]):
         assert run.returncode == 0, run.stderr[-2000:]
         error = json.loads(run.stdout.strip().splitlines()[-1])["error"]
