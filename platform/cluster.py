@@ -16,15 +16,20 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .environment import MAX_MODEL_FILE_SETTING, max_model_file_bytes
 from .errors import ClusterError
 
+if TYPE_CHECKING:
+    from .training.watch import Watch
+
 __all__ = ["Cluster"]
 
+# How long a host whose collective failed waits to learn from the hosts' watch which host is gone.
+NEWS_WAIT_S = 2.0
 # A piece of a byte exchange: an allreduce holds the piece twice, so this bounds the memory.
 EXCHANGE_CHUNK = 64 * 1024 * 1024
 # What XGBoost's messages say when the collective itself failed (a host gone, a timeout), as
@@ -43,12 +48,20 @@ class Cluster:
     what the job is doing, for the message a host writes when another host fails.
     """
 
-    def __init__(self, hosts: Sequence[str], current_host: str, *, collective: bool = False) -> None:
+    def __init__(
+        self,
+        hosts: Sequence[str],
+        current_host: str,
+        *,
+        collective: bool = False,
+        watch: Watch | None = None,
+    ) -> None:
         self.hosts = tuple(hosts)
         self.rank = self.hosts.index(current_host)
         self.stage = "while starting"
         self.stop_agreed = False
         self._collective = collective and len(self.hosts) > 1
+        self._watch = watch
 
     @classmethod
     def single(cls, host: str = "algo-1") -> Cluster:
@@ -154,6 +167,9 @@ class Cluster:
             return None
         if not _COLLECTIVE_FAILURE.search(str(exc)):
             return None
+        departure = self._watch.wait_departure(NEWS_WAIT_S) if self._watch is not None else None
+        if departure is not None:
+            return ClusterError(f"{departure} ({self.describe()} lost the collective: {_first_line(exc)})")
         return ClusterError(
             f"another host of the job failed or stopped answering {self.stage} "
             f"({self.describe()} lost the collective: {_first_line(exc)}); the failing host's "

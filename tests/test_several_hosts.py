@@ -306,8 +306,9 @@ def _slow_job(tmp_path: Path, **extra: object) -> list[TrainingTree]:
 
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGSTOP])
 def test_a_host_killed_or_stopped_mid_training_fails_the_others_promptly(tmp_path: Path, signum: int) -> None:
-    """A killed host breaks the collective at once; a stopped one after collective_timeout. The
-    others finalize, write the failure naming the cause and exit 1: none hangs, none crashes."""
+    """The hosts' watch sees a killed host at once and a stopped one after collective_timeout;
+    the others write the failure naming the host and what became of it, and exit 1: none hangs
+    (XGBoost's collective alone left a survivor blocked for good, 1 run in 6), none crashes."""
     trees = _slow_job(tmp_path, collective_timeout=8)
     running = LocalCluster([t.base for t in trees]).start()
     running.wait_for_output("algo-1", "[20]\t")
@@ -324,9 +325,10 @@ def test_a_host_killed_or_stopped_mid_training_fails_the_others_promptly(tmp_pat
             running.signal("algo-2", signal.SIGKILL)
     results = running.wait(120)
     assert time.monotonic() - began < 90
+    what = "ended after round" if signum == signal.SIGKILL else "stopped answering after round"
     for run in (results[0], results[2]):
         assert run.returncode == 1, _explain(results)
-        assert "another host of the job failed or stopped answering after round" in (run.failure or "")
+        assert (run.failure or "").startswith(f"host algo-2 of 3 {what} "), run.failure
         assert not run.model_files
     assert results[1].returncode == -signal.SIGKILL
 

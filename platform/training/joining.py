@@ -6,12 +6,14 @@ resourceconfig.json's `hosts` runs XGBoost's `RabitTracker`; every host (the fir
 (task ids are compared as text: they are zero-padded). Host names are resolved, never read from
 /etc/hosts (SageMaker says it may be wrong), with retries: a name can take a while to appear.
 Leaving, on every path, finalizes the collective (without it a survivor of a failed job crashes
-at exit) and stops the tracker.
+at exit) and stops the tracker. Beside the collective the hosts keep a watch on each other
+(`sagecraft.training.watch`), as XGBoost's collective can wait for good on a host that is gone.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import time
 import warnings
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 
 from ..cluster import Cluster
 from ..errors import ClusterError
+from .watch import Ending, Watch, watch_port
 
 log = logging.getLogger(__name__)
 
@@ -54,54 +57,94 @@ def resolve(host: str, deadline: float, clock: Callable[[], float] = time.monoto
             delay = min(delay * 2, 5.0)
 
 
+def end_process(exc: BaseException) -> None:
+    """End this process at once, with exit status 1 (its main thread may never return)."""
+    log.error("training failed: %s; ending this host now", exc)
+    logging.shutdown()
+    os._exit(1)
+
+
 @contextmanager
-def joined(hosts: Sequence[str], current_host: str, settings: JoinSettings) -> Iterator[Cluster]:
+def joined(
+    hosts: Sequence[str], current_host: str, settings: JoinSettings, end: Ending = end_process
+) -> Iterator[Cluster]:
     """The job's cluster, joined; a one-host job's without any communication. Raises
-    ClusterError naming the host or address when the hosts cannot join within the deadline."""
+    ClusterError naming the host or address when the hosts cannot join within the deadline.
+    `end` is what the hosts' watch calls (from its own thread) when this host must end at once
+    with an error: it writes the failure and ends the process."""
     if len(hosts) == 1:
         yield Cluster.single(current_host)
         return
     from xgboost import collective
-    from xgboost.tracker import RabitTracker
 
     deadline = time.monotonic() + settings.bootstrap_timeout
     leader = resolve(hosts[0], deadline)
     resolve(current_host, deadline)  # a host whose own name does not resolve cannot be reached
     rank = list(hosts).index(current_host)
+    watch = Watch(
+        hosts,
+        rank,
+        leader_address=leader,
+        port=watch_port(settings.port),
+        silence=settings.collective_timeout,
+        end=end,
+    )
     tracker = None
-    if rank == 0:
-        tracker = RabitTracker(
-            n_workers=len(hosts),
-            host_ip=leader,
-            port=settings.port,
-            sortby="task",
-            timeout=max(1, int(settings.bootstrap_timeout)),
-        )
-        try:
-            tracker.start()
-        except Exception as exc:
-            raise ClusterError(
-                f"the tracker could not start on {hosts[0]} ({leader}:{settings.port}): "
-                f"{_last_line(exc)}; is the port (cluster_port) free?"
-            ) from None
-        log.info("tracker for %d hosts listening on %s:%d", len(hosts), leader, settings.port)
     try:
+        if rank == 0:
+            watch.listen()
+            tracker = _start_tracker(hosts, leader, settings)
         _init(collective, leader, rank, settings, deadline, hosts)
         try:
-            cluster = Cluster(hosts, current_host, collective=True)
+            cluster = Cluster(hosts, current_host, collective=True, watch=watch)
             if collective.get_rank() != rank or collective.get_world_size() != len(hosts):
                 raise ClusterError(
                     f"host {current_host} joined as rank {collective.get_rank()} of "
                     f"{collective.get_world_size()}, not {rank} of {len(hosts)}: is another job "
                     f"using {hosts[0]}:{settings.port}?"
                 )
+            watch.begin(lambda: cluster.stage, time.monotonic() + settings.bootstrap_timeout)
             log.info("joined the cluster as %s (rank %d)", cluster.describe(), rank)
-            yield cluster
+            try:
+                yield cluster
+            except BaseException as exc:
+                watch.failing(exc)
+                raise
         finally:
             _finalize(collective)
     finally:
         if tracker is not None:
             _stop(tracker)
+        watch.close()
+
+
+def fit_returned(cluster: Cluster) -> None:
+    """This host's fit returned: from now on another host's end does not end this one (the
+    leader is about to save the model)."""
+    if cluster._watch is not None:
+        cluster._watch.done()
+
+
+def _start_tracker(hosts: Sequence[str], leader: str, settings: JoinSettings) -> object:
+    """XGBoost's tracker on the first host, started."""
+    from xgboost.tracker import RabitTracker
+
+    tracker = RabitTracker(
+        n_workers=len(hosts),
+        host_ip=leader,
+        port=settings.port,
+        sortby="task",
+        timeout=max(1, int(settings.bootstrap_timeout)),
+    )
+    try:
+        tracker.start()
+    except Exception as exc:
+        raise ClusterError(
+            f"the tracker could not start on {hosts[0]} ({leader}:{settings.port}): "
+            f"{_last_line(exc)}; is the port (cluster_port) free?"
+        ) from None
+    log.info("tracker for %d hosts listening on %s:%d", len(hosts), leader, settings.port)
+    return tracker
 
 
 def _init(

@@ -95,10 +95,11 @@ CORE_HYPERPARAMETERS = (
     hp.Hyperparameter(
         "cluster_port",
         int,
-        "With several instances: the port of the tracker the first host runs (XGBoost's collective).",
+        "With several instances: the port of the tracker the first host runs (XGBoost's collective); "
+        "the hosts' watch on each other uses the next one.",
         default=joining.DEFAULT_PORT,
         minimum=1,
-        maximum=65535,
+        maximum=65534,
     ),
     hp.Hyperparameter(
         "bootstrap_timeout",
@@ -142,7 +143,7 @@ class Prepared:
     dtypes: Mapping[Any, Any]  # the training table's columns and their types, in order
 
 
-def train(paths: SageMakerPaths) -> None:
+def train(paths: SageMakerPaths, end: joining.Ending | None = None) -> None:
     """Run one training job end to end; raises SagecraftError for anything the user must fix.
 
     On a multi-host job this runs on every host: the hosts join one cluster, each reads its
@@ -167,7 +168,7 @@ def train(paths: SageMakerPaths) -> None:
         bootstrap_timeout=choice.core["bootstrap_timeout"],
         collective_timeout=choice.core["collective_timeout"],
     )
-    with joining.joined(hosts, job.current_host, settings) as cluster:
+    with joining.joined(hosts, job.current_host, settings, end or _ending(paths)) as cluster:
         try:
             _train_on(paths, choice, cluster)
         except SagecraftError as exc:
@@ -200,6 +201,7 @@ def _train_on(paths: SageMakerPaths, choice: Choice, cluster: Cluster) -> None:
     context = _fit_context(paths, choice, data, history, stop, cluster)
     cluster.stage = "while fitting"
     model = _fit(paths, choice, data, context, stop)
+    joining.fit_returned(cluster)
     if not cluster.is_leader:
         log.info("%s trained its share; the leader, %s, writes the model", cluster.describe(), cluster.leader)
         return
@@ -573,17 +575,45 @@ def _report(
         log.exception("the training report could not be written; the model is saved")
 
 
+class _FailureOnce:
+    """Writes output/failure once: the main thread and the hosts' watch may both try."""
+
+    def __init__(self, paths: SageMakerPaths) -> None:
+        self.paths = paths
+        self._lock = threading.Lock()
+        self._written = False
+
+    def write(self, exc: BaseException) -> None:
+        with self._lock:
+            if not self._written:
+                write_failure(self.paths, exc)
+                self._written = True
+
+
+def _ending(paths: SageMakerPaths, failure: _FailureOnce | None = None) -> joining.Ending:
+    """What the hosts' watch calls when this host must end now: the main thread may be waiting
+    inside XGBoost's collective for good, so the failure is written here and the process ends."""
+    failure = failure or _FailureOnce(paths)
+
+    def end(exc: BaseException) -> None:
+        failure.write(exc)
+        joining.end_process(exc)
+
+    return end
+
+
 def run_training(paths: SageMakerPaths) -> int:
     """`sagecraft train`: 0 when the model is written, 1 after writing output/failure."""
+    failure = _FailureOnce(paths)
     try:
-        train(paths)
+        train(paths, _ending(paths, failure))
     except SagecraftError as exc:
         log.error("training failed: %s", exc, exc_info=log.isEnabledFor(logging.DEBUG))
-        write_failure(paths, exc)
+        failure.write(exc)
         return 1
     except Exception as exc:
         log.exception("training failed with an internal error")
-        write_failure(paths, exc)
+        failure.write(exc)
         return 1
     log.info("training complete")
     return 0
