@@ -7,6 +7,7 @@ SageMaker starts training with `docker run IMAGE train` and hosting with `docker
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shutil
@@ -16,7 +17,7 @@ import sys
 from .environment import SageMakerPaths, ServingSettings
 from .errors import SagecraftError
 
-COMMANDS = ("train", "serve", "plugins", "hyperparameters")
+COMMANDS = ("train", "serve", "plugins", "hyperparameters", "metrics")
 
 
 def _configure_logging() -> None:
@@ -37,12 +38,47 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("train", help="run a training job from $SAGEMAKER_BASE_DIR (/opt/ml)")
     commands.add_parser("serve", help="serve $SAGEMAKER_BASE_DIR/model on port 8080")
-    commands.add_parser("plugins", help="list the installed algorithm plugins")
+    plugins = commands.add_parser("plugins", help="list the installed algorithm plugins")
+    plugins.add_argument("--json", action="store_true", help="as JSON, with what each algorithm declares")
     table = commands.add_parser(
         "hyperparameters", help="print an algorithm's hyperparameters as a Markdown table"
     )
     table.add_argument("algorithm", help="an installed algorithm, or 'sagecraft' for the core's")
+    metrics = commands.add_parser(
+        "metrics", help="print the MetricDefinitions (JSON) a tuning job needs for an algorithm's metrics"
+    )
+    metrics.add_argument("algorithm", help="an installed algorithm")
     return parser
+
+
+def _plugins_json() -> int:
+    from .plugins import installed_plugins
+
+    plugins = installed_plugins()
+    entries = []
+    for name, record in sorted(plugins.records.items()):
+        entry: dict[str, object] = {
+            "name": name,
+            "distribution": record.source.distribution,
+            "version": record.source.version,
+            "hooks": list(record.hooks),
+            "content_types": list(record.content_types),
+        }
+        if name in plugins.algorithms:
+            info = plugins.algorithms[name].info
+            entry["algorithm"] = {
+                "description": info.description,
+                "api_version": info.api_version,
+                "several_hosts": info.several_hosts,
+                "checkpoints": info.checkpoints,
+                "metrics": list(info.metrics),
+                "metric_channels": list(info.metric_channels),
+                "hyperparameters": [h.name for h in info.hyperparameters],
+            }
+        entries.append(entry)
+    entries += [{"name": name, "problem": problem} for name, problem in sorted(plugins.problems.items())]
+    print(json.dumps(entries, indent=2))
+    return 0
 
 
 def _list_plugins() -> int:
@@ -59,6 +95,24 @@ def _list_plugins() -> int:
         print(f"  hooks: {', '.join(record.hooks)}")
     for name, problem in sorted(plugins.problems.items()):
         print(f"{name}  UNAVAILABLE: {problem}")
+    return 0
+
+
+def _metric_definitions(algorithm: str) -> int:
+    from .metrics import metric_definitions
+    from .plugins import installed_plugins
+
+    try:
+        info = installed_plugins().algorithm(algorithm).info
+    except SagecraftError as exc:
+        print(f"sagecraft: {exc}", file=sys.stderr)
+        return 2
+    if not info.metrics:
+        print(
+            f"sagecraft: algorithm '{algorithm}' declares no metrics (AlgorithmInfo.metrics)", file=sys.stderr
+        )
+        return 1
+    print(json.dumps(metric_definitions(info.metrics, info.metric_channels), indent=2))
     return 0
 
 
@@ -111,7 +165,9 @@ def main(argv: list[str] | None = None) -> int:
         return run_server(settings, SageMakerPaths.from_environment().model_dir, listener)
     if args.command == "hyperparameters":
         return _hyperparameters(args.algorithm)
-    return _list_plugins()
+    if args.command == "metrics":
+        return _metric_definitions(args.algorithm)
+    return _plugins_json() if args.json else _list_plugins()
 
 
 if __name__ == "__main__":

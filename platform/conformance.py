@@ -17,7 +17,15 @@ would (real processes, real HTTP on 127.0.0.1) and says what to fix when the plu
 - `categorical`: a text feature column; known and unseen categories in requests are answered;
 - `outputs`: every output kind is answered or refused as unsupported (400), never a 500;
 - `corrupt_model`: a truncated and a garbled model file are refused (`ModelLoadError`) on a
-  multi-model endpoint, which keeps serving.
+  multi-model endpoint, which keeps serving;
+- `sigterm`: SIGTERM during `fit` (SageMaker stopping the job) ends it with exit status 0 and a
+  model that serves;
+- `checkpoints` (for a plugin whose AlgorithmInfo declares `checkpoints`): checkpoints are left
+  in the job's checkpoint folder, and a job started again on them resumes;
+- `several_hosts` (when it declares `several_hosts`): two hosts on this machine train one model
+  (this needs `unshare`, see `sagecraft.local_cluster`).
+
+A check of something the plugin does not declare passes at once.
 
 `check(...)` returns every check's result; `assert_conforms(...)` raises one AssertionError listing
 the failures.
@@ -28,17 +36,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
+import signal
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from .testing import Answer, Endpoint, sagecraft_command, start_endpoint
 
 __all__ = ["CHECKS", "CheckResult", "assert_conforms", "check"]
 
@@ -76,7 +84,8 @@ class _Job:
             **extra,
         }
 
-    def train(self, files: Mapping[str, str], hyperparameters: Mapping[str, object]) -> None:
+    def write(self, files: Mapping[str, str], hyperparameters: Mapping[str, object]) -> None:
+        """The job's configuration and train channel, as SageMaker lays them out."""
         config = self.base / "input" / "config"
         config.mkdir(parents=True, exist_ok=True)
         values = {"algorithm": self.algorithm, **self.hyperparameters, **hyperparameters}
@@ -86,13 +95,43 @@ class _Job:
             path = self.base / "input" / "data" / "train" / name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
+
+    def start(self) -> subprocess.Popen:
+        """`sagecraft train`, started; its stderr (the log) goes to train.log."""
+        with (self.base / "train.log").open("wb") as log:
+            return subprocess.Popen(
+                [*self.command, "train"], env=self.environment(), stdout=subprocess.DEVNULL, stderr=log
+            )
+
+    def log(self) -> str:
+        path = self.base / "train.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def failure(self) -> str:
+        failure = self.base / "output" / "failure"
+        return (failure.read_text() if failure.exists() else self.log()[-1500:]).strip()
+
+    def train(self, files: Mapping[str, str], hyperparameters: Mapping[str, object]) -> None:
+        self.write(files, hyperparameters)
+        process = self.start()
+        try:
+            returncode = process.wait(600)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise _Failed("`sagecraft train` did not end within 10 minutes") from None
+        if returncode != 0:
+            raise _Failed(f"`sagecraft train` failed: {self.failure()}")
+
+    def info(self) -> dict[str, Any]:
+        """What the plugin declares (AlgorithmInfo), as `sagecraft plugins --json` prints it."""
         result = subprocess.run(
-            [*self.command, "train"], env=self.environment(), capture_output=True, text=True, timeout=600
+            [*self.command, "plugins", "--json"], env=self.environment(), capture_output=True, text=True
         )
-        if result.returncode != 0:
-            failure = self.base / "output" / "failure"
-            reason = failure.read_text() if failure.exists() else result.stderr[-1500:]
-            raise _Failed(f"`sagecraft train` failed: {reason.strip()}")
+        for entry in json.loads(result.stdout or "[]") if result.returncode == 0 else []:
+            if entry["name"] == self.algorithm and entry.get("algorithm"):
+                return dict(entry["algorithm"])
+        raise _Failed(f"algorithm '{self.algorithm}' is not installed: {result.stderr[-500:]}")
 
     @property
     def model_dir(self) -> Path:
@@ -110,52 +149,12 @@ class _Job:
         return x
 
 
-class _Server:
-    """A real `sagecraft serve` on 127.0.0.1."""
-
-    def __init__(self, job: _Job, **env: str) -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.log = (job.base / f"serve-{self.port}.log").open("w")
-        self.process = subprocess.Popen(
-            [*job.command, "serve"],
-            env=job.environment(
-                SAGEMAKER_BIND_TO_PORT=str(self.port), SAGECRAFT_BIND_HOST="127.0.0.1", **env
-            ),
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        self.log_path = Path(self.log.name)
-        deadline = time.monotonic() + 120
-        while self.request("GET", "/ping")[0] != 200:
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise _Failed(f"`sagecraft serve` did not start: {self.log_path.read_text()[-1500:]}")
-            time.sleep(0.1)
-
-    def request(self, method: str, path: str, body: bytes | None = None, **headers: str) -> tuple[int, str]:
-        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=body, method=method)
-        for name, value in headers.items():
-            request.add_header(name.replace("_", "-"), value)
-        try:
-            with urllib.request.urlopen(request, timeout=60) as answer:
-                return answer.status, answer.read().decode()
-        except urllib.error.HTTPError as error:
-            return error.code, error.read().decode()
-        except OSError:
-            return 0, ""
-
-    def invoke(self, csv: str, accept: str = "application/json") -> tuple[int, str]:
-        return self.request("POST", "/invocations", csv.encode(), Content_Type="text/csv", Accept=accept)
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        self.log.close()
+def _serve(job: _Job, multi_model: bool = False) -> Endpoint:
+    """A real `sagecraft serve` of the job's model/ (or an empty multi-model endpoint)."""
+    try:
+        return start_endpoint(job.base, multi_model=multi_model, env=job.env, command=job.command)
+    except RuntimeError as exc:
+        raise _Failed(str(exc)) from None
 
 
 def _rows(seed: int, count: int) -> np.ndarray:
@@ -166,8 +165,10 @@ def _classes(x: np.ndarray) -> np.ndarray:
     return np.where(x[:, 0] + x[:, 1] > 0.5, "high", np.where(x[:, 0] + x[:, 1] < -0.5, "low", "middle"))
 
 
-def _table(x: np.ndarray, labels: Sequence[object], blank: np.ndarray | None = None) -> str:
-    lines = ["label,a,b,c,d"]
+def _table(
+    x: np.ndarray, labels: Sequence[object], blank: np.ndarray | None = None, header: str = "label,a,b,c,d"
+) -> str:
+    lines = [header]
     for i, row in enumerate(x):
         cells = ["" if blank is not None and blank[i, j] else f"{v}" for j, v in enumerate(row)]
         lines.append(",".join([str(labels[i]), *cells]))
@@ -178,18 +179,18 @@ def _body(x: np.ndarray) -> str:
     return "".join(",".join(f"{v}" for v in row) + "\n" for row in x)
 
 
-def _predictions(status: int, text: str, what: str) -> list:
-    if status != 200:
-        raise _Failed(f"{what}: answered {status}: {text[:300]}")
-    return list(json.loads(text)["predictions"])
+def _predictions(answer: Answer, what: str) -> list:
+    if answer.status != 200:
+        raise _Failed(f"{what}: answered {answer.status}: {answer.text[:300]}")
+    return list(answer.json()["predictions"])
 
 
 def _text_labels(job: _Job) -> None:
     x = job.classifier()
     labels = _classes(x)
-    server = _Server(job)
+    server = _serve(job)
     try:
-        predicted = _predictions(*server.invoke(_body(x[:100])), "a CSV request of 100 rows")
+        predicted = _predictions(server.invoke(_body(x[:100])), "a CSV request of 100 rows")
     finally:
         server.stop()
     if not set(map(str, predicted)) <= {"high", "low", "middle"}:
@@ -205,10 +206,10 @@ def _regression(job: _Job) -> None:
     x = _rows(1, 300)
     y = 3 * x[:, 0] - 2 * x[:, 1]
     job.train({"train.csv": _table(x, [f"{v:.4f}" for v in y])}, {"target": "label", "task": "regression"})
-    server = _Server(job)
+    server = _serve(job)
     try:
         predicted = np.array(
-            _predictions(*server.invoke(_body(x[:100])), "a CSV request of 100 rows"), dtype=float
+            _predictions(server.invoke(_body(x[:100])), "a CSV request of 100 rows"), dtype=float
         )
     finally:
         server.stop()
@@ -220,28 +221,50 @@ def _regression(job: _Job) -> None:
 
 def _missing_values(job: _Job) -> None:
     """Empty cells in training and in requests are missing values: the fit gets NaN and must cope
-    (model them, as trees do, or impute from the training data); so must `predict`."""
-    x = _rows(2, 300)
-    labels = _classes(x)
-    blank = np.random.default_rng(2).random(x.shape) < 0.1
-    job.train({"train.csv": _table(x, list(labels), blank)}, {"target": "label"})
-    server = _Server(job)
+    (model them, as trees do, or impute from the training data); so must `predict`, never fail or
+    read them as 0. The data tells reading as 0 apart: `a` is 0 in a quarter of the rows (label
+    "low"), between 5 and 10 in half of them and empty in the last quarter (both "high"); a model
+    of the missing values and an imputation from the training data (mean 5, median 6) answer
+    "high" for an empty `a`, reading it as 0 answers "low"."""
+    rng = np.random.default_rng(2)
+    count = 400
+    kind = rng.permutation(np.repeat([0, 1, 1, 2], count // 4))  # 0: a is 0, 1: 5..10, 2: empty
+    a = np.where(kind == 0, 0.0, rng.uniform(5, 10, count).round(3))
+    noise = rng.normal(size=(count, 2)).round(4)
+    labels = np.where(kind == 0, "low", "high")
+    blank = np.zeros((count, 3), dtype=bool)
+    blank[:, 0] = kind == 2
+    blank[:, 1:] = rng.random((count, 2)) < 0.1
+    job.train(
+        {"train.csv": _table(np.column_stack([a, noise]), list(labels), blank, "label,a,b,c")},
+        {"target": "label"},
+    )
+    server = _serve(job)
     try:
-        rows = [
-            ",".join("" if j == i % 4 else f"{v}" for j, v in enumerate(row)) for i, row in enumerate(x[:40])
-        ]
-        status, text = server.invoke("\n".join(rows) + "\n")
-        if status != 200:
+        empty_a = "".join(f",{b},{c}\n" for b, c in noise[:20])
+        zero_a = "".join(f"0,{b},{c}\n" for b, c in noise[20:40])
+        empty_b = "".join(f"7.5,,{c}\n" for _, c in noise[40:60])
+        answer = server.invoke(empty_a + zero_a + empty_b)
+        if answer.status != 200:
             raise _Failed(
-                f"a request with an empty cell in every row was answered {status}: {text[:300]}; "
+                f"a request with empty cells was answered {answer.status}: {answer.text[:300]}; "
                 "`predict` receives NaN for an empty cell and must answer it as a missing value "
                 "(as in training), never fail or read it as 0"
             )
-        answered = _predictions(status, text, "a request with empty cells")
+        answered = [str(v) for v in _predictions(answer, "a request with empty cells")]
     finally:
         server.stop()
-    if len(answered) != 40 or not set(map(str, answered)) <= {"high", "low", "middle"}:
+    if len(answered) != 60 or not set(answered) <= {"high", "low"}:
         raise _Failed("rows with empty cells were not each answered with a training label")
+    if answered[20:40].count("low") < 16 or answered[40:].count("high") < 16:
+        raise _Failed("the model did not learn the training rows (a = 0: low, a = 7.5: high)")
+    if answered[:20].count("low") > 4:
+        raise _Failed(
+            f"{answered[:20].count('low')} of 20 rows with an empty `a` were answered like a = 0 "
+            "('low'), though in training an empty `a` meant 'high': an empty cell is a missing value "
+            "(NaN), not 0; model it (as trees do) or impute it from the training data, in `fit` "
+            "and in `predict` alike"
+        )
 
 
 def _categorical(job: _Job) -> None:
@@ -252,10 +275,10 @@ def _categorical(job: _Job) -> None:
         f"{labels[i]},{colour[i]},{x[i, 0]},{x[i, 1]}\n" for i in range(300)
     )
     job.train({"train.csv": table}, {"target": "label"})
-    server = _Server(job)
+    server = _serve(job)
     try:
         body = "red,0.5,0.1\nblue,0.5,0.1\ngreen,0.5,0.1\n,0.5,0.1\n"
-        answered = _predictions(*server.invoke(body), "rows with known, unseen and empty categories")
+        answered = _predictions(server.invoke(body), "rows with known, unseen and empty categories")
     finally:
         server.stop()
     if len(answered) != 4:
@@ -264,15 +287,15 @@ def _categorical(job: _Job) -> None:
 
 def _outputs(job: _Job) -> None:
     x = job.classifier()
-    server = _Server(job)
+    server = _serve(job)
     try:
         for kind in OUTPUT_KINDS:
-            status, text = server.invoke(_body(x[:5]), accept=f"application/json; output={kind}")
-            if status == 400 and "UnsupportedOutputError" in text:
+            answer = server.invoke(_body(x[:5]), accept=f"application/json; output={kind}")
+            if answer.status == 400 and "UnsupportedOutputError" in answer.text:
                 continue
-            if status != 200:
+            if answer.status != 200:
                 raise _Failed(
-                    f"output={kind} answered {status}: {text[:300]}; answer it, or raise "
+                    f"output={kind} answered {answer.status}: {answer.text[:300]}; answer it, or raise "
                     "UnsupportedOutputError for an output the model cannot give"
                 )
     finally:
@@ -290,11 +313,11 @@ def _corrupt_model(job: _Job) -> None:
         for path in folder.iterdir():
             if path.is_file() and path.name != "manifest.json":
                 path.write_bytes(change(path.read_bytes()))
-    server = _Server(job, SAGEMAKER_MULTI_MODEL="true")
+    server = _serve(job, multi_model=True)
     try:
         for name in ("truncated", "garbled", "good"):
-            body = json.dumps({"model_name": name, "url": str(models / name / "model")}).encode()
-            status, text = server.request("POST", "/models", body, Content_Type="application/json")
+            answer = server.load_model(name, models / name / "model")
+            status, text = answer.status, answer.text
             if name == "good" and status != 200:
                 raise _Failed(
                     f"after two bad model files the endpoint no longer loads a good one: {status} "
@@ -311,11 +334,98 @@ def _corrupt_model(job: _Job) -> None:
                     f"a {name} model file was answered {status} {text[:200]}: `load_model` must refuse it "
                     "with ModelLoadError (check lengths and values before your library parses the file)"
                 )
-        if (
-            server.request("POST", "/models/good/invoke", _body(x[:3]).encode(), Content_Type="text/csv")[0]
-            != 200
-        ):
+        if server.invoke(_body(x[:3]), model="good").status != 200:
             raise _Failed("the endpoint stopped serving after the bad model files")
+    finally:
+        server.stop()
+
+
+def _sigterm(job: _Job) -> None:
+    """SageMaker stops a job with SIGTERM, then SIGKILL 120 s later: during `fit`, the job ends
+    with exit status 0 and a model that serves (the fit stopped early at `stop_requested()`, or
+    finished)."""
+    x = _rows(5, 4000)
+    job.write({"train.csv": _table(x, list(_classes(x)))}, {"target": "label"})
+    process = job.start()
+    try:
+        deadline = time.monotonic() + 120
+        while "fitting " not in job.log() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        returncode = process.wait(120)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise _Failed(
+            "the job did not end within 120 s of SIGTERM (SageMaker kills it then, and the model "
+            "is lost): end `fit` at the next iteration once `context.stop_requested()` says True"
+        ) from None
+    if returncode != 0:
+        raise _Failed(
+            f"after SIGTERM during fit the job exited {returncode}: {job.failure()[:300]}; return "
+            "the model so far from `fit` when `context.stop_requested()` says True"
+        )
+    server = _serve(job)
+    try:
+        _predictions(server.invoke(_body(x[:10])), "the model saved after SIGTERM")
+    finally:
+        server.stop()
+
+
+def _checkpoints(job: _Job) -> None:
+    """For a plugin that declares `checkpoints`: a job with a checkpoint configuration leaves
+    checkpoints in the folder, and a job started again on them resumes (says so in its log, as
+    `sagecraft.checkpoints.CheckpointFolder.resume` does) and ends with a model."""
+    if not job.info().get("checkpoints"):
+        return
+    x = _rows(6, 600)
+    folder = job.base / "checkpoints"
+    config = job.base / "input" / "config"
+    config.mkdir(parents=True, exist_ok=True)
+    (config / "checkpointconfig.json").write_text(json.dumps({"LocalPath": str(folder)}))
+    job.train({"train.csv": _table(x, list(_classes(x)))}, {"target": "label"})
+    saved = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    if not saved:
+        raise _Failed(
+            f"the plugin declares checkpoints, but the job left none in {folder}: write them to "
+            "`context.checkpoint_dir` (sagecraft.checkpoints.CheckpointFolder does it safely)"
+        )
+    job.train({"train.csv": _table(x, list(_classes(x)))}, {"target": "label"})
+    if "resum" not in job.log().lower():
+        raise _Failed(
+            f"a job started on the checkpoints {saved[-3:]} did not say that it resumed: resume from "
+            "the newest one that loads, and log it (CheckpointFolder.resume does both)"
+        )
+
+
+def _several_hosts(job: _Job) -> None:
+    """For a plugin that declares `several_hosts`: two hosts (on one machine, in private network
+    namespaces: `sagecraft.local_cluster`) train one model, every host exits 0, the first host
+    saves it and it serves."""
+    if not job.info().get("several_hosts"):
+        return
+    from .local_cluster import LocalCluster
+
+    x = _rows(7, 600)
+    bases = [job.base / f"algo-{i}" for i in (1, 2)]
+    for index, base in enumerate(bases):
+        host = _Job(base, job.algorithm, job.hyperparameters, job.command, job.env, {})
+        host.write({"train.csv": _table(x[index::2], list(_classes(x[index::2])))}, {"target": "label"})
+        (base / "input" / "config" / "inputdataconfig.json").write_text(
+            json.dumps({"train": {"TrainingInputMode": "File", "S3DistributionType": "ShardedByS3Key"}})
+        )
+    if not LocalCluster.available():
+        raise _Failed("two hosts cannot be started on this machine: `unshare --map-root-user --net` fails")
+    results = LocalCluster(bases).start(env=job.env, command=[*job.command, "train"]).wait(300)
+    for result in results:
+        if result.returncode != 0:
+            reason = result.failure or result.stderr[-800:]
+            raise _Failed(f"on two hosts, {result.name} exited {result.returncode}: {reason.strip()[:400]}")
+    leader = _Job(bases[0], job.algorithm, job.hyperparameters, job.command, job.env, {})
+    server = _serve(leader)
+    try:
+        _predictions(server.invoke(_body(x[:10])), "the model two hosts trained")
     finally:
         server.stop()
 
@@ -327,6 +437,9 @@ CHECKS: dict[str, Callable[[_Job], None]] = {
     "categorical": _categorical,
     "outputs": _outputs,
     "corrupt_model": _corrupt_model,
+    "sigterm": _sigterm,
+    "checkpoints": _checkpoints,
+    "several_hosts": _several_hosts,
 }
 
 
@@ -341,8 +454,7 @@ def check(
 ) -> list[CheckResult]:
     """Run the checks (all, or those named in `only`) on `algorithm`, each in its own folder
     under `work_dir`. `command` is the `sagecraft` to run (default: this environment's)."""
-    script = Path(sys.executable).parent / "sagecraft"
-    command = list(command or ([str(script)] if script.exists() else [sys.executable, "-m", "sagecraft.cli"]))
+    command = list(command or sagecraft_command())
     results = []
     trained: dict[str, Path] = {}
     for name in only or list(CHECKS):

@@ -44,10 +44,11 @@ from .model_types import (
     AlgorithmInfo,
     Dataset,
     FitContext,
+    ReportSection,
 )
 
 PROJECT_NAME = "sagecraft"
-HOOK_API_VERSION = 5
+HOOK_API_VERSION = 6
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
@@ -66,6 +67,7 @@ __all__ = [
     "Dataset",
     "FitContext",
     "Hyperparameter",
+    "ReportSection",
     "hookimpl",
     "hookspec",
 ]

@@ -6,8 +6,9 @@ The line keeps the format of SageMaker's built-in XGBoost, `[12]<TAB>train-rmse:
 
 from __future__ import annotations
 
+import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -279,3 +280,21 @@ def evaluate(
         else Statistics.of_regression(labels, predictions, combine or _local)
     )
     return {name: METRICS[task][name](statistics) for name in names}
+
+
+# The value, and only it: in CloudWatch the next metric follows after "#011", not whitespace.
+NUMBER = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
+
+
+def metric_definitions(metrics: Sequence[str], channels: Sequence[str]) -> list[dict[str, str]]:
+    """SageMaker's `MetricDefinitions` for metric lines printed by `print_metrics`: one per
+    channel and metric, named as tuning jobs name them ("validation:rmse"), with the regex that
+    reads the value from the log (where CloudWatch shows the tab as `#011`)."""
+    return [
+        {
+            "Name": f"{channel}:{metric}",
+            "Regex": rf".*\[[0-9]+\].*#011{re.escape(channel)}-{re.escape(metric)}:{NUMBER}",
+        }
+        for channel in channels
+        for metric in metrics
+    ]

@@ -27,6 +27,7 @@ __all__ = [
     "Dataset",
     "FitContext",
     "MetricsSink",
+    "ReportSection",
 ]
 
 CLASSIFICATION = "classification"
@@ -66,6 +67,11 @@ class AlgorithmInfo:
     and `FitContext.cluster`, and the model the leader's `fit` returns is saved. A plugin that
     says nothing trains on the first host only, with every row, when the data is
     FullyReplicated; with ShardedByS3Key data the job fails, as the other shards would be lost.
+    `metrics` names every metric the plugin can print (through `FitContext.log_metrics`, as
+    `<channel>-<metric>`) and `metric_channels` the channels it prints them for: `sagecraft
+    metrics ALGORITHM` turns them into the `MetricDefinitions` a tuning job needs.
+    `checkpoints=True` says `fit` writes checkpoints to `FitContext.checkpoint_dir` and resumes
+    from the newest one (the conformance suite then checks both).
     """
 
     description: str
@@ -76,6 +82,19 @@ class AlgorithmInfo:
     feature_dtype: str = "float64"
     predict_in_thread: bool = False
     several_hosts: bool = False
+    metrics: Sequence[str] = ()
+    metric_channels: Sequence[str] = ("train", "validation")
+    checkpoints: bool = False
+
+
+@dataclass(frozen=True)
+class ReportSection:
+    """A plugin's section of the training report: a title, paragraphs of plain text (blank lines
+    between them) and a PNG figure file, any of them optional but the title."""
+
+    title: str
+    text: str = ""
+    figure: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +131,11 @@ class FitContext:
     `cluster` is the job's hosts (`sagecraft.cluster.Cluster`: rank, leader, allreduce, byte
     exchange, the agreed stop); a one-host job's has size 1. Only a plugin whose AlgorithmInfo
     says `several_hosts` ever sees more than one host.
+    `artefacts_dir` is a folder of the plugin's own under `output/data/` (uploaded with the
+    job's output.tar.gz, not with the model) for anything a person may want to look at later: a
+    feature map, a log of its own; it exists on the leader and is None on the other hosts.
+    `add_report_section(title, text, figure)` adds a section to the training report (the text
+    as paragraphs, the figure a PNG file the plugin wrote, in `artefacts_dir` say).
     """
 
     task: str
@@ -123,7 +147,13 @@ class FitContext:
     checkpoint_dir: Path | None = None
     stop_requested: Callable[[], bool] = field(default=lambda: False)
     cluster: Cluster = field(default_factory=Cluster.single)
+    artefacts_dir: Path | None = None
+    report_sections: list[ReportSection] = field(default_factory=list)
 
     @property
     def n_classes(self) -> int:
         return len(self.classes)
+
+    def add_report_section(self, title: str, text: str = "", figure: Path | None = None) -> None:
+        """Add a section to the training report, after the core's figures (on the leader)."""
+        self.report_sections.append(ReportSection(title=title, text=text, figure=figure))

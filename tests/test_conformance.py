@@ -74,3 +74,46 @@ def test_a_broken_plugin_fails_with_messages_that_say_what_to_fix(tmp_path: Path
     assert "refuse it with ModelLoadError" in results["corrupt_model"].message
     with pytest.raises(AssertionError, match=r"algorithm 'broken' fails \d conformance check"):
         assert_conforms("broken", tmp_path / "again", env={"PYTHONPATH": str(site)}, only=["corrupt_model"])
+
+
+READS_EMPTY_AS_ZERO = """
+    import json
+    import numpy as np
+    from sagecraft.hooks import AlgorithmInfo, hookimpl
+
+    @hookimpl
+    def algorithm_info():
+        return AlgorithmInfo(description="nearest class mean, imputing in fit only")
+
+    @hookimpl
+    def fit(train, hyperparameters, context):
+        matrix = train.features.to_numpy(dtype=float)
+        matrix = np.where(np.isnan(matrix), np.nanmean(matrix, axis=0), matrix)
+        codes = sorted(set(train.labels.tolist()))
+        return {"means": [matrix[train.labels == c].mean(axis=0).tolist() for c in codes]}
+
+    @hookimpl
+    def save_model(model, model_dir):
+        (model_dir / "model.json").write_text(json.dumps(model))
+
+    @hookimpl
+    def load_model(model_dir):
+        return json.loads((model_dir / "model.json").read_text())
+
+    @hookimpl
+    def predict(model, features, output):
+        matrix = np.nan_to_num(features.to_numpy(dtype=float))  # the mistake: an empty cell as 0
+        distances = [((matrix - np.array(m)) ** 2).sum(axis=1) for m in model["means"]]
+        return np.argmin(np.stack(distances, axis=1), axis=1)
+"""
+
+
+def test_a_plugin_that_reads_an_empty_cell_as_zero_fails_the_missing_values_check(tmp_path: Path) -> None:
+    """What a LightGBM plugin did (training had no empty cells, requests did): found, and named."""
+    site = install_test_plugin(
+        tmp_path / "site", "zero-plugin", {"zero": "zero_plugin"}, {"zero_plugin": READS_EMPTY_AS_ZERO}
+    )
+    (result,) = check("zero", tmp_path / "work", env={"PYTHONPATH": str(site)}, only=["missing_values"])
+    assert not result.passed
+    assert "rows with an empty `a` were answered like a = 0" in result.message
+    assert "an empty cell is a missing value (NaN), not 0" in result.message

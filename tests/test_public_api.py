@@ -18,11 +18,11 @@ EXPORTED = {
     "sagecraft.hooks": {
         "CLASSIFICATION", "CONTRIBUTIONS", "HOOK_API_VERSION", "LABEL", "LEAVES", "PROBABILITIES",
         "RAW_MARGIN", "REGRESSION", "AlgorithmInfo", "ContentTypeRegistry", "Dataset", "FitContext",
-        "Hyperparameter", "hookimpl", "hookspec",
+        "Hyperparameter", "ReportSection", "hookimpl", "hookspec",
     },
     "sagecraft.model_types": {
         "CLASSIFICATION", "CONTRIBUTIONS", "LABEL", "LEAVES", "PROBABILITIES", "RAW_MARGIN",
-        "REGRESSION", "TASKS", "AlgorithmInfo", "Dataset", "FitContext", "MetricsSink",
+        "REGRESSION", "TASKS", "AlgorithmInfo", "Dataset", "FitContext", "MetricsSink", "ReportSection",
     },
     "sagecraft.errors": {
         "SagecraftError", "PluginError", "UnknownAlgorithmError", "PluginConflictError", "TrainingError",

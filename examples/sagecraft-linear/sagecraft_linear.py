@@ -2,19 +2,27 @@
 
 Train with the hyperparameter `algorithm=linear`. The model is saved as plain JSON (coefficients,
 intercepts and the column means used for missing values), so loading it can never run code.
+
+Logistic regression is fitted in rounds of ROUND_ITERATIONS solver iterations (warm-started), to
+show what an iterative plugin does: a metric line per round, an early end when SageMaker stops the
+job (SIGTERM), and checkpoints through the core's `CheckpointFolder`, resumed by a restarted job.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import sklearn
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression, Ridge
 
 from sagecraft.categories import code_matrix
+from sagecraft.checkpoints import CheckpointFolder
 from sagecraft.errors import ModelLoadError, UnsupportedOutputError
 from sagecraft.files import read_model_file
 from sagecraft.hooks import (
@@ -30,6 +38,8 @@ from sagecraft.hooks import (
 from sagecraft.manifest import Manifest
 
 MODEL_FILE = "linear-model.json"
+ROUND_ITERATIONS = 10
+METRIC = {CLASSIFICATION: "accuracy", "regression": "r2"}
 
 
 @hookimpl
@@ -49,7 +59,9 @@ def algorithm_info() -> AlgorithmInfo:
             Hyperparameter("max_iter", int, "Most solver iterations.", default=1000, minimum=1),
         ],
         libraries={"scikit-learn": sklearn.__version__},
-        api_version=2,  # load_model receives the manifest
+        api_version=6,  # AlgorithmInfo.metrics and checkpoints
+        metrics=list(METRIC.values()),
+        checkpoints=True,
     )
 
 
@@ -64,24 +76,72 @@ def _matrix(features: pd.DataFrame, means: np.ndarray) -> np.ndarray:
 def fit(train: Dataset, validation: Dataset | None, hyperparameters: dict, context: FitContext) -> dict:
     means = np.nan_to_num(np.nanmean(code_matrix(train.features, np.float64), axis=0))
     matrix = _matrix(train.features, means)
+    channels = [("train", matrix, train)]
+    if validation is not None:
+        channels.append(("validation", _matrix(validation.features, means), validation))
+
+    def log_round(number: int, model: LogisticRegression | Ridge) -> None:
+        metric = METRIC[context.task]
+        context.log_metrics(number, {f"{name}-{metric}": model.score(m, d.labels) for name, m, d in channels})
+
     if context.task == CLASSIFICATION:
-        model = LogisticRegression(C=hyperparameters["C"], max_iter=hyperparameters["max_iter"])
+        model = _fit_in_rounds(matrix, train, hyperparameters, context, log_round)
     else:
         model = Ridge(alpha=hyperparameters["alpha"], max_iter=hyperparameters["max_iter"])
-    model.fit(matrix, train.labels, sample_weight=train.weights)
-    metric = "accuracy" if context.task == CLASSIFICATION else "r2"
-    scores = {
-        f"{name}-{metric}": model.score(_matrix(data.features, means), data.labels)
-        for name, data in (("train", train), ("validation", validation))
-        if data is not None
-    }
-    context.log_metrics(0, scores)
+        model.fit(matrix, train.labels, sample_weight=train.weights)
+        log_round(0, model)
     return {
         "task": context.task,
         "coef": np.atleast_2d(model.coef_).tolist(),
         "intercept": np.atleast_1d(model.intercept_).tolist(),
         "means": means.tolist(),
     }
+
+
+def _fit_in_rounds(
+    matrix: np.ndarray,
+    train: Dataset,
+    hyperparameters: dict,
+    context: FitContext,
+    log_round: Callable[[int, LogisticRegression | Ridge], None],
+) -> LogisticRegression:
+    """Logistic regression, ROUND_ITERATIONS solver iterations a round, warm-started: a metric
+    line and a checkpoint each round; it ends when the solver converges, after max_iter
+    iterations, or at the round SIGTERM arrives in (`context.stop_requested()`)."""
+    model = LogisticRegression(C=hyperparameters["C"], max_iter=ROUND_ITERATIONS, warm_start=True)
+    folder = CheckpointFolder(
+        context.checkpoint_dir, "linear-checkpoint", ".json", context.cluster, unit="rounds"
+    )
+    shape = (1 if context.n_classes == 2 else context.n_classes, matrix.shape[1])
+    start = 0
+    resumed = folder.resume(lambda data, where, step: _checkpoint(data, where, shape), context.logger)
+    if resumed is not None:
+        start, (model.coef_, model.intercept_) = resumed
+    rounds = -(-hyperparameters["max_iter"] // ROUND_ITERATIONS)
+    for number in range(start, rounds):
+        with warnings.catch_warnings():  # a round that stops short of convergence is the point
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model.fit(matrix, train.labels, sample_weight=train.weights)
+        log_round(number, model)
+        state = {"coef": model.coef_.tolist(), "intercept": model.intercept_.tolist()}
+        folder.write(number + 1, json.dumps(state).encode())
+        if model.n_iter_.max() < ROUND_ITERATIONS or context.stop_requested():
+            break
+    return model
+
+
+def _checkpoint(data: bytes, where: str, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """A checkpoint's coefficients and intercepts, checked against this job's data (a checkpoint
+    comes from a bucket: it is as untrusted as a model file)."""
+    try:
+        state = json.loads(data)
+        coef = np.array(state["coef"], np.float64)
+        intercept = np.array(state["intercept"], np.float64)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ModelLoadError(f"{where} is not a linear checkpoint: {exc}") from None
+    if coef.shape != shape or intercept.shape != shape[:1] or not np.isfinite(coef).all():
+        raise ModelLoadError(f"{where} does not fit this job's data (coefficients of shape {coef.shape})")
+    return coef, intercept
 
 
 @hookimpl

@@ -17,7 +17,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ..metrics import DEFAULT_METRIC, evaluate
-from ..model_types import CLASSIFICATION, LABEL, Dataset
+from ..model_types import CLASSIFICATION, LABEL, Dataset, ReportSection
 from ..plugins import Algorithm
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,8 @@ MAX_CLASSES = 30  # classes in the confusion matrix: the most frequent, the rest
 # (3,000 classes took 280 s and 15 GB for one confusion figure before it was bounded).
 TIME_BUDGET_S = 120.0
 SEED = 0
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+MAX_SECTION_FIGURE_BYTES = 10 << 20
 
 
 class ReportStopped(Exception):
@@ -217,6 +219,27 @@ def _image(path: Path) -> str:
     return f'<figure><img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}"></figure>'
 
 
+def _section(section: ReportSection) -> str:
+    """A plugin's section: its text escaped, its figure inlined only if it is a PNG of bounded size
+    (the plugin's file; a bad one is left out and logged, never fails the report)."""
+    paragraphs = "".join(
+        f"<p>{html.escape(part.strip())}</p>" for part in section.text.split("\n\n") if part.strip()
+    )
+    figure = ""
+    if section.figure is not None:
+        try:
+            with open(section.figure, "rb") as file:
+                data = file.read(MAX_SECTION_FIGURE_BYTES + 1)
+        except OSError as exc:
+            log.warning("report section %r: its figure cannot be read: %s", section.title, exc)
+        else:
+            if len(data) > MAX_SECTION_FIGURE_BYTES or not data.startswith(PNG_SIGNATURE):
+                log.warning("report section %r: its figure is not a PNG of at most 10 MB", section.title)
+            else:
+                figure = f'<img src="data:image/png;base64,{base64.b64encode(data).decode()}">'
+    return f"<h2>{html.escape(section.title)}</h2>{paragraphs}{figure}"
+
+
 def write_report(
     folder: Path,
     *,
@@ -228,6 +251,7 @@ def write_report(
     evaluation: Dataset,
     evaluation_name: str,
     stop_requested: Callable[[], bool] = lambda: False,
+    sections: Sequence[ReportSection] = (),
 ) -> Path:
     """Draw the figures and write report.html (figures inlined, so the page stands alone).
     `model` is the saved model as the plugin loaded it back. Bounded whatever the data: MAX_ROWS
@@ -258,6 +282,7 @@ img{{max-width:100%}}</style></head><body>
 <p>Figures from {len(sample.labels)} {html.escape(evaluation_name)} rows.</p>
 <h2>Metrics (latest values)</h2><table><tr><th>metric</th><th>value</th></tr>{rows}</table>
 <h2>Figures</h2>{"".join(_image(p) for p in figures)}
+{"".join(_section(section) for section in sections)}
 </body></html>
 """
     path = folder / "report.html"

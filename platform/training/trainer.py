@@ -40,7 +40,7 @@ from ..manifest import Manifest, runtime_libraries
 from ..media_types import RECORDIO, media_type
 from ..memory import MemoryGuard
 from ..metrics import print_metrics
-from ..model_types import TASKS, Dataset, FitContext
+from ..model_types import TASKS, Dataset, FitContext, ReportSection
 from ..plugins import Algorithm, PluginSet, installed_plugins
 from . import joining, pipe
 from .agreement import agree, digest, job_wide, together
@@ -221,7 +221,7 @@ def _train_on(paths: SageMakerPaths, choice: Choice, cluster: Cluster) -> None:
         hyperparameters=choice.hyperparameters,
     )
     loaded = _save(paths.model_dir, choice.algorithm, model, manifest)
-    _report(paths, choice.algorithm, loaded, data, history, stop, cluster)
+    _report(paths, choice.algorithm, loaded, data, history, stop, cluster, context.report_sections)
     choice.plugins.training_finished(
         algorithm=choice.algorithm.name,
         model_dir=paths.model_dir,
@@ -473,7 +473,15 @@ def _fit_context(
         checkpoint_dir=checkpoint_dir(paths),
         stop_requested=lambda: stop.is_set() or cluster.stop_agreed,
         cluster=cluster,
+        artefacts_dir=_artefacts_dir(paths, choice) if cluster.is_leader else None,
     )
+
+
+def _artefacts_dir(paths: SageMakerPaths, choice: Choice) -> Path:
+    """output/data/<algorithm>/: the plugin's folder for artefacts of its own."""
+    folder = paths.output_data_dir / choice.algorithm.name
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def _fit(
@@ -545,6 +553,7 @@ def _report(
     history: MetricHistory,
     stop: threading.Event,
     cluster: Cluster,
+    sections: list[ReportSection],
 ) -> None:
     """The training report, on the validation channel when there is one (on a multi-host job,
     the leader's share of it). An extra: the saved model is never lost to its failure."""
@@ -567,6 +576,7 @@ def _report(
             evaluation=evaluation,
             evaluation_name=evaluation_name,
             stop_requested=stop.is_set,
+            sections=sections,
         )
         log.info("training report: %s", report)
     except ReportStopped:

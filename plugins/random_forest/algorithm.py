@@ -27,7 +27,7 @@ from sagecraft.hooks import (
     hookimpl,
 )
 from sagecraft.manifest import Manifest
-from sagecraft.metrics import DEFAULT_METRIC, check_metric_names, evaluate
+from sagecraft.metrics import DEFAULT_METRIC, METRICS, check_metric_names, evaluate
 from sagecraft.progress import FitProgress
 
 from .across_hosts import gather_rows, host_seed, merge_on_leader, summed_values, tree_share, widen_classes
@@ -65,6 +65,8 @@ def algorithm_info() -> AlgorithmInfo:
         libraries={"scikit-learn": sklearn.__version__},
         feature_dtype="float32",  # scikit-learn's trees convert to float32 before they split
         several_hosts=True,  # each host grows its share of the trees; the leader merges them
+        metrics=list(dict.fromkeys(name for task in METRICS for name in METRICS[task])),
+        metric_channels=("train", "oob", "validation"),
     )
 
 

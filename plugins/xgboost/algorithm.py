@@ -48,6 +48,12 @@ NATIVE_METRICS = {"error", "merror", "logloss", "mlogloss", "rmse", "mae"}
 EXTRA_METRICS = {
     task: tuple(name for name in METRICS[task] if name not in NATIVE_METRICS) for task in METRICS
 }
+# What XGBoost can print as an eval_metric (its parametrised forms, such as ndcg@3, aside).
+XGBOOST_METRICS = (
+    "rmse", "rmsle", "mae", "mape", "mphe", "logloss", "error", "merror", "mlogloss", "auc",
+    "aucpr", "pre", "ndcg", "map", "poisson-nloglik", "gamma-nloglik", "cox-nloglik",
+    "gamma-deviance", "tweedie-nloglik", "aft-nloglik", "interval-regression-accuracy",
+)  # fmt: skip
 # XGBoost's objective families; XGBoost itself rejects unknown names within a family.
 OBJECTIVE_FAMILIES = ("reg", "binary", "multi", "count", "survival", "rank")
 _UNUSED = re.compile(r"Parameters: \{(?P<names>[^}]*)\} (?:are|is) not used")
@@ -83,6 +89,11 @@ def algorithm_info() -> AlgorithmInfo:
         libraries={"xgboost": xgb.__version__},
         feature_dtype="float32",  # XGBoost stores and compares float32
         several_hosts=True,  # XGBoost's own collective, which the core joins
+        metrics=[
+            *XGBOOST_METRICS,
+            *(m for task in METRICS for m in EXTRA_METRICS[task] if m not in XGBOOST_METRICS),
+        ],
+        checkpoints=True,
     )
 
 
