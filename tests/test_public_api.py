@@ -38,7 +38,7 @@ EXPORTED = {
     "sagecraft.checkpoints": {"CheckpointFolder"},
     "sagecraft.conformance": {"CHECKS", "CheckResult", "assert_conforms", "check"},
     "sagecraft.local_cluster": {"HostRun", "LocalCluster", "Running"},
-    "sagecraft.testing": {"load", "train", "write_training_job"},
+    "sagecraft.testing": {"Answer", "Endpoint", "load", "serve", "train", "write_training_job"},
     "sagecraft.hyperparameters": {"Hyperparameter", "did_you_mean", "string_list"},
     "sagecraft.files": {
         "MAX_MODEL_FILE_SETTING", "describe_kind", "max_model_file_bytes", "read_model_file", "read_regular",

@@ -202,6 +202,8 @@ def _train_on(paths: SageMakerPaths, choice: Choice, cluster: Cluster) -> None:
     cluster.stage = "while fitting"
     model = _fit(paths, choice, data, context, stop)
     joining.fit_returned(cluster)
+    if context.artefacts_dir is not None and not any(context.artefacts_dir.iterdir()):
+        context.artefacts_dir.rmdir()  # no empty folder in every job's output.tar.gz
     if not cluster.is_leader:
         log.info("%s trained its share; the leader, %s, writes the model", cluster.describe(), cluster.leader)
         return
