@@ -181,7 +181,19 @@ def _flag(environ: Mapping[str, str], name: str) -> bool:
 
 
 # What a prediction can return (see outputs.py); the first is the default.
-OUTPUT_KINDS = ("predicted_label", "probabilities", "probability", "raw_margin", "contributions", "leaves")
+OUTPUT_KINDS = (
+    "predicted_label",
+    "probabilities",
+    "probability",
+    "raw_margin",
+    "contributions",
+    "leaves",
+    # The keys of SageMaker's built-in algorithms (answered with their meanings: serving/outputs.py)
+    "labels",
+    "raw_score",
+    "raw_scores",
+    "predicted_score",
+)
 
 
 def _default_output(environ: Mapping[str, str]) -> str | None:

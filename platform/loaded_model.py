@@ -27,6 +27,8 @@ class LoadedModel:
     algorithm: Algorithm
     model: Any
     classes: np.ndarray  # original labels by class code; empty for regression
+    # The default output of the SageMaker built-in algorithm it answers as, or None (sagecraft's).
+    builtin_default: str | None = None
 
     @classmethod
     def load(cls, model_dir: Path, plugins: PluginSet | None = None) -> LoadedModel:
@@ -55,7 +57,7 @@ class LoadedModel:
             manifest.task,
             len(manifest.features),
         )
-        return cls(manifest, algorithm, model, classes)
+        return cls(manifest, algorithm, model, classes, algorithm.builtin_default_output(model, manifest))
 
     @functools.cached_property
     def feature_names(self) -> FeatureNames:

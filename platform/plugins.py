@@ -28,7 +28,7 @@ import pluggy
 
 from . import hooks
 from .content_registry import ContentTypeRegistry
-from .environment import PluginSettings
+from .environment import OUTPUT_KINDS, PluginSettings
 from .errors import PluginConflictError, PluginError, UnknownAlgorithmError
 from .hyperparameters import did_you_mean
 from .manifest import Manifest, sagecraft_version
@@ -81,6 +81,7 @@ class Algorithm:
         self._load_model = caller("load_model")
         self._predict = caller("predict")
         self._describe_model = caller("describe_model")
+        self._builtin_default_output = caller("builtin_default_output")
         info = caller("algorithm_info")()
         if not isinstance(info, AlgorithmInfo):
             raise PluginError(
@@ -122,6 +123,16 @@ class Algorithm:
 
     def predict(self, model: Any, features: pd.DataFrame, output: str) -> Any:
         return self._predict(model=model, features=features, output=output)
+
+    def builtin_default_output(self, model: Any, manifest: Manifest) -> str | None:
+        """The built-in algorithm's default output kind for this model, or None (see the hook)."""
+        kind = self._builtin_default_output(model=model, manifest=manifest)
+        if kind is not None and kind not in OUTPUT_KINDS:
+            raise PluginError(
+                f"plugin '{self.name}': builtin_default_output returned {kind!r}, not one of "
+                f"{', '.join(OUTPUT_KINDS)}"
+            )
+        return kind
 
     def describe_model(self, model_dir: Path) -> Manifest | None:
         """The plugin's manifest for a folder without one, or None when it is not the plugin's."""

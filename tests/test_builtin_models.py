@@ -54,11 +54,17 @@ def test_a_builtin_model_serves_without_a_manifest(tmp_path: Path, objective: st
             answer = server.invoke(BODY, accept="application/json", headers={
                 "X-Amzn-SageMaker-Custom-Attributes": "output=probabilities"})  # fmt: skip
             assert answer.status_code == 200, answer.text
-            probabilities = np.array(answer.json()["predictions"])
+            records = answer.json()["predictions"]  # as the built-in algorithm: one object a row
+            probabilities = np.array([r["probabilities"] for r in records])
+            default = np.array(
+                [float(v) for v in server.invoke(BODY).text.replace("\n", ",").strip(",").split(",")]
+            )
+            assert np.allclose(default, expected.ravel(), atol=1e-6)  # the objective's output
             if objective == "binary:logistic":
                 expected = np.column_stack([1 - expected, expected])
             assert np.allclose(probabilities, expected, atol=1e-6)
-            labels = [int(float(v)) for v in server.invoke(BODY).text.split()]
+            label = {"X-Amzn-SageMaker-Custom-Attributes": "output=predicted_label"}
+            labels = [int(float(v)) for v in server.invoke(BODY, headers=label).text.split()]
             assert labels == np.argmax(expected, axis=1).tolist()
         assert "has no manifest.json: serving it as a xgboost model" in server.log()
     finally:

@@ -74,6 +74,10 @@ PROBE = """
                         plugin={"name": "probe"}, libraries={}, hyperparameters={})
 
     @hookimpl
+    def builtin_default_output(model, manifest):
+        return {9: "probabilities", 8: "shap"}.get(model["hyperparameters"]["depth"])
+
+    @hookimpl
     def predict(model, features, output):
         if output == "probabilities":
             return np.full((len(features), len(model["classes"])), 1 / len(model["classes"]))
@@ -277,6 +281,28 @@ def test_hook_describe_model_serves_a_folder_without_a_manifest(site: Path, tmp_
         assert "has no manifest.json: serving it as a probe model" in server.log()
     finally:
         server.stop()
+
+
+def test_hook_builtin_default_output_makes_a_model_answer_as_a_builtin_algorithm(
+    site: Path, tmp_path: Path
+) -> None:
+    tree = _probe_job(tmp_path / "builtin", site, depth=9)
+    assert tree.train().returncode == 0, tree.explain()
+    server = Server(tree.base, pythonpath=site).wait_ready()
+    try:
+        third = 1 / 3
+        assert [list(map(float, line.split(","))) for line in server.invoke("1,2,3,4").text.split()] == [
+            [third] * 3
+        ]
+        answer = server.invoke("1,2,3,4", accept="application/json").json()
+        assert answer == {"predictions": [{"score": [third] * 3}]}
+        chosen = server.invoke("1,2,3,4", accept="application/json; output=predicted_label").json()
+        assert chosen == {"predictions": [{"predicted_label": "setosa"}]}
+    finally:
+        server.stop()
+    refused = _probe_job(tmp_path / "refused", site, depth=8)
+    assert refused.train().returncode == 1  # the trainer loads the model back: the kind is refused
+    assert "builtin_default_output returned 'shap', not one of predicted_label" in (refused.failure or "")
 
 
 def test_hook_load_model_error_stops_serve_with_its_message(site: Path, tmp_path: Path) -> None:

@@ -419,7 +419,11 @@ def test_positive_class_probability_for_a_binary_model(tmp_path: Path) -> None:
             },
         )
         assert [float(line.split(",")[1]) for line in both.text.splitlines()] == [low, high]
-        assert server.invoke("10,3\n90,3").text == "0\n1\n"
+        # The objective was the user's: by default the model answers as the built-in XGBoost does,
+        # P(class 1); the label is a request away.
+        assert server.invoke("10,3\n90,3").text == one.text
+        label = {"X-Amzn-SageMaker-Custom-Attributes": "output=predicted_label"}
+        assert server.invoke("10,3\n90,3", headers=label).text == "0\n1\n"
     finally:
         server.stop()
 
@@ -427,7 +431,6 @@ def test_positive_class_probability_for_a_binary_model(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("attributes", "phrase"),
     [
-        ("output=probability", "needs two classes; this model has 3"),
         (
             "output=shap",
             "output 'shap' is not one of predicted_label, probabilities, probability, raw_margin",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from typing import Any
 
 import numpy as np
@@ -18,11 +19,10 @@ def _is_numeric(predictions: np.ndarray) -> bool:
 
 
 def _record_cells(record: dict) -> list[Any]:
-    """A multi-output record (see outputs.predict_output) as CSV cells, lists flattened."""
-    cells: list[Any] = []
-    for value in record.values():
-        cells.extend(value if isinstance(value, list) else [value])
-    return cells
+    """A multi-output record (see outputs.predict_output) as CSV cells, one cell an output: a list
+    as one quoted cell, `"[0.1, 0.9]"`, as SageMaker's built-in algorithms write it (flattened,
+    the cells of a record could not be told apart)."""
+    return [json.dumps(value) if isinstance(value, list) else value for value in record.values()]
 
 
 def encode_csv(predictions: np.ndarray) -> bytes:

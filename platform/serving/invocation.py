@@ -47,7 +47,7 @@ from .appkeys import EXECUTOR, RUNTIME, SETTINGS, Runtime, Services
 from .bodies import SPOOL_BYTES, declared_length, read_body, read_bytes
 from .content_encoding import IDENTITY, content_coding, inflate
 from .middleware import error_response
-from .outputs import PREDICTED_LABEL, predict_output
+from .outputs import answer_for, labels_only
 from .request_format import TARGET_MODEL, RequestFormat, check_header_length
 from .tables import feature_table
 
@@ -147,7 +147,7 @@ async def _answer_small(
                 record_errors,
                 form.output,
             )
-        if app[SETTINGS].batching and form.output == PREDICTED_LABEL:
+        if app[SETTINGS].batching and labels_only(model, form.output):
             # Plain numbers skip the DataFrame: the batcher builds one for the whole batch.
             rows = types.read_numbers(form.content_type, data, model.feature_names)
             if rows is None:
@@ -269,10 +269,10 @@ async def expect_continue(request: web.Request) -> web.Response | None:
 
 
 def encode_answer(
-    model: LoadedModel, types: ContentTypeRegistry, features: pd.DataFrame, accept: str, output: str
+    model: LoadedModel, types: ContentTypeRegistry, features: pd.DataFrame, accept: str, output: str | None
 ) -> bytes:
     """The encoded answer for a decoded table."""
-    return types.encode(accept, predict_output(model, features, output))
+    return types.encode(accept, answer_for(model, features, output, accept))
 
 
 def answer_bytes(
@@ -282,7 +282,7 @@ def answer_bytes(
     data: bytes,
     accept: str,
     record_errors: bool = False,
-    output: str = PREDICTED_LABEL,
+    output: str | None = None,
 ) -> bytes:
     """Decode, predict and encode a body held in memory."""
     if _per_record(types, content_type, accept, record_errors):
@@ -297,7 +297,7 @@ def answer(
     body: IO[bytes],
     accept: str,
     record_errors: bool = False,
-    output: str = PREDICTED_LABEL,
+    output: str | None = None,
 ) -> IO[bytes]:
     """Decode, predict and encode a spooled body, slice by slice when it is line-oriented and
     large. Returns the answer as a file (in memory when small) for the handler to send."""
@@ -308,12 +308,14 @@ def answer(
         if sliced and _size(body) > SLICE_BYTES:
             if accept in types.line_oriented_out:
                 out = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 (returned)
-                for predictions in _slices(model, types, content_type, body, output):
+                for predictions in _slices(model, types, content_type, body, output, accept):
                     out.write(types.encode(accept, predictions))
                 out.seek(0)
                 return out
             return _spooled(
-                types.encode(accept, np.concatenate(list(_slices(model, types, content_type, body, output))))
+                types.encode(
+                    accept, np.concatenate(list(_slices(model, types, content_type, body, output, accept)))
+                )
             )
         return _spooled(answer_bytes(model, types, content_type, body.read(), accept, record_errors, output))
 
@@ -350,13 +352,18 @@ def _line_slices(body: IO[bytes]) -> Iterator[bytes]:
 
 
 def _slices(
-    model: LoadedModel, types: ContentTypeRegistry, content_type: str, body: IO[bytes], output: str
+    model: LoadedModel,
+    types: ContentTypeRegistry,
+    content_type: str,
+    body: IO[bytes],
+    output: str | None,
+    accept: str,
 ) -> Iterator[np.ndarray]:
     """Predictions for consecutive slices of whole lines of a large line-oriented body."""
     first_row = 1
     for piece in _line_slices(body):
         features = types.decode(content_type, piece, model.feature_names, first_row=first_row)
-        yield predict_output(model, features, output)
+        yield answer_for(model, features, output, accept)
         first_row += len(features)
     if first_row == 1:
         raise BadRequestError("the request body is empty")
@@ -378,7 +385,12 @@ def _error_marker(accept: str, message: str) -> bytes:
 
 
 def _predict_records(
-    model: LoadedModel, types: ContentTypeRegistry, content_type: str, body: bytes, accept: str, output: str
+    model: LoadedModel,
+    types: ContentTypeRegistry,
+    content_type: str,
+    body: bytes,
+    accept: str,
+    output: str | None,
 ) -> bytes:
     """One output line per input line; unreadable lines get an error marker instead."""
     lines = body.strip(b"\r\n").split(b"\n")
@@ -396,7 +408,7 @@ def _predict_records(
             markers[index] = _error_marker(accept, str(exc))
     answers: list[bytes] = []
     if frames:
-        predictions = predict_output(model, pd.concat(frames, ignore_index=True), output)
+        predictions = answer_for(model, pd.concat(frames, ignore_index=True), output, accept)
         answers = types.encode(accept, predictions).rstrip(b"\n").split(b"\n")
     by_line = dict(zip(good, answers, strict=True))
     return b"".join((markers.get(i) or by_line[i]) + b"\n" for i in range(len(lines)))

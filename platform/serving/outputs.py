@@ -1,11 +1,17 @@
 """What a prediction returns, chosen per request or by a container default.
 
 `predicted_label` (the default: the class label, or the value for regression), `probabilities` (one
-value per class), `probability` (the positive class's, for two classes), `raw_margin` (the score
-before the link function), `contributions` (per-feature contributions and the bias, SHAP values for
-XGBoost) or `leaves` (the leaf reached in each tree). Chosen by the request's
-`X-Amzn-SageMaker-Custom-Attributes: output=probabilities`, an `Accept` parameter
-(`text/csv; output=probabilities`), or SAGEMAKER_INFERENCE_OUTPUT, in that order.
+value per class), `probability` (the positive class's for two classes, the winning class's for
+more), `raw_margin` (the score before the link function), `contributions` (per-feature
+contributions and the bias, SHAP values for XGBoost) or `leaves` (the leaf reached in each tree).
+Chosen by the request's `X-Amzn-SageMaker-Custom-Attributes: output=probabilities`, an `Accept`
+parameter (`text/csv; output=probabilities`), or SAGEMAKER_INFERENCE_OUTPUT, in that order.
+
+The keys of SageMaker's built-in algorithms answer with the meanings they have there: `labels`
+(every class label), `raw_score` (the score of the prediction: the positive class's probability,
+the winning class's, or the regression value), `raw_scores` (every class's score), and
+`predicted_score` (a regression's value); a key that does not apply to the model (`labels` of a
+regression, `predicted_score` of a classifier) answers NaN, as there.
 """
 
 from __future__ import annotations
@@ -16,9 +22,11 @@ import pandas as pd
 from ..environment import OUTPUT_KINDS as KINDS
 from ..errors import BadRequestError, UnsupportedOutputError
 from ..loaded_model import LoadedModel
-from ..model_types import CONTRIBUTIONS, LABEL, LEAVES, PROBABILITIES, RAW_MARGIN
+from ..media_types import JSON, JSONLINES
+from ..model_types import CLASSIFICATION, CONTRIBUTIONS, LABEL, LEAVES, PROBABILITIES, RAW_MARGIN
 
 PREDICTED_LABEL = KINDS[0]
+RECORD_TYPES = (JSON, JSONLINES)
 # Output kinds answered by the plugin's predict as they are.
 _PLUGIN_OUTPUTS = {"raw_margin": RAW_MARGIN, "contributions": CONTRIBUTIONS, "leaves": LEAVES}
 
@@ -43,13 +51,40 @@ def _parameter(text: str | None, separator: str) -> str | None:
     return None
 
 
-def requested_output(custom_attributes: str | None, accept: str | None, default: str | None) -> str:
-    """The output kind of one request (a BadRequestError names a kind that does not exist)."""
+def requested_output(custom_attributes: str | None, accept: str | None, default: str | None) -> str | None:
+    """The output kind one request asks for, else SAGEMAKER_INFERENCE_OUTPUT's; None when neither
+    chooses (the model's default answers). A BadRequestError names a kind that does not exist."""
     if value := _parameter(custom_attributes, ",") or _parameter(custom_attributes, ";"):
         return check_kind(value, "X-Amzn-SageMaker-Custom-Attributes")
     if value := _parameter(accept, ";"):
         return check_kind(value, "Accept")
-    return default or PREDICTED_LABEL
+    return default
+
+
+def default_kind(model: LoadedModel) -> str:
+    """What a model answers when nothing chooses: `predicted_label`, or for a model that answers
+    as a SageMaker built-in algorithm, that algorithm's default (P(class 1) for binary:logistic)."""
+    return model.builtin_default or PREDICTED_LABEL
+
+
+def labels_only(model: LoadedModel, chosen: str | None) -> bool:
+    """Whether the answer is the bare predicted labels (the batcher's fast path)."""
+    return model.builtin_default is None and chosen in (None, PREDICTED_LABEL)
+
+
+def answer_for(model: LoadedModel, features: pd.DataFrame, chosen: str | None, accept: str) -> np.ndarray:
+    """The predictions to encode for `accept`: the chosen kind, or the model's default. A model
+    that answers as a SageMaker built-in algorithm answers JSON and JSON Lines as that algorithm
+    does, one object a row: `{"score": x}` for the default, `{"<kind>": x}` for a chosen kind."""
+    kind = chosen or default_kind(model)
+    predictions = (
+        _builtin_output(model, features, kind)
+        if model.builtin_default
+        else predict_output(model, features, kind)
+    )
+    if model.builtin_default is None or accept not in RECORD_TYPES or "," in kind:
+        return predictions
+    return _records(["score" if chosen is None else kind], [predictions], len(predictions))
 
 
 def predict_output(model: LoadedModel, features: pd.DataFrame, kind: str) -> np.ndarray:
@@ -58,21 +93,61 @@ def predict_output(model: LoadedModel, features: pd.DataFrame, kind: str) -> np.
     which the encoders write as `label,probability` CSV lines or JSON objects."""
     if "," in kind:
         kinds = kind.split(",")
-        answers = [predict_output(model, features, k) for k in kinds]
-        records = np.empty(len(features), dtype=object)
-        for row in range(len(features)):
-            records[row] = {k: _plain(a[row]) for k, a in zip(kinds, answers, strict=True)}
-        return records
+        return _records(kinds, [predict_output(model, features, k) for k in kinds], len(features))
     if kind == PREDICTED_LABEL:
         return model.predict(features, LABEL)
     if kind in _PLUGIN_OUTPUTS:
         return model.predict(features, _PLUGIN_OUTPUTS[kind])
+    if kind in _BUILT_IN_KEYS:
+        return _built_in_key(model, features, kind)
     probabilities = model.predict(features, PROBABILITIES)
     if kind == PROBABILITIES:
         return probabilities
-    if probabilities.shape[1] != 2:
-        raise UnsupportedOutputError(
-            f"output 'probability' needs two classes; this model has {probabilities.shape[1]}: "
-            "ask for 'probabilities'"
-        )
-    return probabilities[:, 1]
+    return _score(probabilities)
+
+
+_BUILT_IN_KEYS = ("labels", "raw_score", "raw_scores", "predicted_score")
+
+
+def _builtin_output(model: LoadedModel, features: pd.DataFrame, kind: str) -> np.ndarray:
+    """As `predict_output`, for a model that answers as a built-in algorithm: a kind that does not
+    apply to the model (the probabilities of a regression) answers NaN, as there, not a 400."""
+    kinds = kind.split(",")
+    answers = []
+    for one in kinds:
+        try:
+            answers.append(predict_output(model, features, one))
+        except UnsupportedOutputError:
+            answers.append(np.full(len(features), np.nan))
+    return answers[0] if len(kinds) == 1 else _records(kinds, answers, len(features))
+
+
+def _records(kinds: list[str], answers: list[np.ndarray], rows: int) -> np.ndarray:
+    """One dict a row, the kinds in the order given: what the encoders write as records."""
+    records = np.empty(rows, dtype=object)
+    for row in range(rows):
+        records[row] = {k: _plain(a[row]) for k, a in zip(kinds, answers, strict=True)}
+    return records
+
+
+def _score(probabilities: np.ndarray) -> np.ndarray:
+    """The score of each row's prediction: the positive class's probability (two classes), else
+    the winning class's."""
+    return probabilities[:, 1] if probabilities.shape[1] == 2 else probabilities.max(axis=1)
+
+
+def _built_in_key(model: LoadedModel, features: pd.DataFrame, kind: str) -> np.ndarray:
+    """`labels`, `raw_score`, `raw_scores`, `predicted_score`, as SageMaker's built-in algorithms
+    answer them; NaN where a key does not apply to the model."""
+    rows = len(features)
+    if model.manifest.task != CLASSIFICATION:
+        if kind in ("raw_score", "predicted_score"):
+            return np.asarray(model.predict(features, LABEL), dtype=np.float64)
+        return np.full(rows, np.nan)
+    if kind == "labels":
+        classes = model.classes.astype(object)
+        return np.tile(classes, (rows, 1)) if rows else np.empty((0, len(classes)), dtype=object)
+    if kind == "predicted_score":  # a regression's value: a classifier has none
+        return np.full(rows, np.nan)
+    probabilities = model.predict(features, PROBABILITIES)
+    return probabilities if kind == "raw_scores" else _score(probabilities)

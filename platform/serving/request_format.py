@@ -32,7 +32,7 @@ MAX_REMEMBERED = 512
 class RequestFormat:
     content_type: str  # the body's, bare and lower-case, aliases resolved
     accept: str  # the answer's
-    output: str  # the output kind (sagecraft.outputs)
+    output: str | None  # the output kind chosen (sagecraft.outputs); None: the model's default
 
 
 def check_header_length(name: str, value: str | None) -> None:

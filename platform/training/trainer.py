@@ -32,6 +32,7 @@ from ..errors import (
     HyperparameterError,
     ModelLoadError,
     OutputWriteError,
+    PluginError,
     SagecraftError,
     TrainingStoppedError,
     UnservableModelError,
@@ -535,7 +536,8 @@ def _save(model_dir: Path, algorithm: Algorithm, model: Any, manifest: Manifest)
         raise OutputWriteError(write_failure_message(model_dir, exc)) from exc
     try:
         loaded = algorithm.load_model(model_dir, manifest)
-    except ModelLoadError as exc:
+        algorithm.builtin_default_output(loaded, manifest)  # what serving asks it next
+    except (ModelLoadError, PluginError) as exc:
         for path in model_dir.iterdir():
             if path.is_file():
                 path.unlink()

@@ -452,6 +452,24 @@ def load_model(model_dir: Path, manifest: Manifest | None) -> XGBoostModel:
     return XGBoostModel(booster, objective, n_classes, flatten(booster, objective, document))
 
 
+# What SageMaker's built-in XGBoost answers by default: the objective's output.
+BUILTIN_DEFAULTS = {
+    "binary:logistic": "probability",
+    "multi:softprob": "probabilities",
+    "binary:logitraw": "raw_margin",
+}
+
+
+@hookimpl
+def builtin_default_output(model: XGBoostModel, manifest: Manifest) -> str | None:
+    """A model whose objective the user chose (or a built-in algorithm's own model file) answers as
+    SageMaker's built-in XGBoost: the objective's output. One whose objective sagecraft chose (text
+    labels, no objective) answers its labels, sagecraft's default."""
+    if "objective" not in manifest.hyperparameters:
+        return None
+    return BUILTIN_DEFAULTS.get(model.objective, "predicted_label")
+
+
 def _softmax(margin: np.ndarray) -> np.ndarray:
     shifted = np.exp(margin - margin.max(axis=1, keepdims=True))
     return shifted / shifted.sum(axis=1, keepdims=True)

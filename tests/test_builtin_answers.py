@@ -1,0 +1,173 @@
+"""Rows 10-16 of the built-in XGBoost notes (../shared/docs/builtin-xgboost-compat.md): an XGBoost
+model whose objective the user chose answers as SageMaker's built-in algorithm does (the
+objective's output by default, JSON as `{"score": x}` records, the seven SAGEMAKER_INFERENCE_OUTPUT
+keys with AWS's meanings, list values as one quoted CSV cell), driven by the SageMaker SDK v2's
+own serializers and deserializers against the real `sagecraft serve`; values checked against
+the same booster in-process, to float32 precision. A model whose objective sagecraft chose keeps
+sagecraft's answers (labels)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import boto3
+import numpy as np
+import pytest
+import sagemaker.local.local_session as local_session
+import xgboost as xgb
+from sagemaker.base_deserializers import CSVDeserializer, JSONDeserializer, StringDeserializer
+from sagemaker.base_serializers import CSVSerializer
+from sagemaker.local import LocalSagemakerRuntimeClient, LocalSession
+from sagemaker.predictor import Predictor
+
+from sagemaker_tree import Server, TrainingTree
+
+RNG = np.random.default_rng(44)
+X = RNG.normal(size=(400, 4)).astype(np.float32)
+PROBE = RNG.normal(size=(12, 4)).astype(np.float32)
+ALL_KEYS = "predicted_label,labels,probability,probabilities,raw_score,raw_scores,predicted_score"
+
+
+def _booster(objective: str) -> xgb.Booster:
+    if objective.startswith("multi:"):
+        labels, extra = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0).astype(int), {"num_class": 3}
+    elif objective.startswith("binary:"):
+        labels, extra = (X[:, 0] + X[:, 2] > 0).astype(int), {}
+    else:
+        labels, extra = 2 * X[:, 0] - X[:, 3], {}
+    params = {"objective": objective, "max_depth": 3, "eta": 0.3, **extra}
+    return xgb.train(params, xgb.DMatrix(X, label=labels), num_boost_round=12)
+
+
+def _serve_builtin(base: Path, objective: str, **env: str) -> tuple[Server, xgb.Booster]:
+    """A built-in algorithm's model.tar.gz, unpacked: a lone xgboost-model, written by XGBoost."""
+    booster = _booster(objective)
+    (base / "model").mkdir(parents=True)
+    (base / "model" / "xgboost-model").write_bytes(bytes(booster.save_raw("ubj")))
+    return Server(base, SAGEMAKER_MODEL_SERVER_WORKERS="1", **env).wait_ready(), booster
+
+
+def _predictor(server: Server, monkeypatch: pytest.MonkeyPatch, deserializer: object) -> Predictor:
+    monkeypatch.setattr(local_session, "get_docker_host", lambda: "127.0.0.1")
+    session = LocalSession(boto_session=boto3.Session(region_name="us-east-1"))
+    session.sagemaker_runtime_client = LocalSagemakerRuntimeClient({"local": {"serving_port": server.port}})
+    return Predictor(
+        "sagecraft-local", sagemaker_session=session, serializer=CSVSerializer(), deserializer=deserializer
+    )
+
+
+@pytest.mark.parametrize("objective", ["binary:logistic", "multi:softprob"])
+def test_the_default_answer_is_the_objectives_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, objective: str
+) -> None:
+    server, booster = _serve_builtin(tmp_path, objective)
+    expected = booster.inplace_predict(PROBE)  # P(class 1), or every class's probability
+    try:
+        rows = _predictor(server, monkeypatch, CSVDeserializer()).predict(PROBE.tolist())
+        values = np.array(rows, dtype=float)
+        assert np.allclose(values.reshape(expected.shape), expected, rtol=1e-6, atol=1e-7)  # rows 10, 11
+        answer = _predictor(server, monkeypatch, JSONDeserializer()).predict(PROBE.tolist())
+        scores = [record["score"] for record in answer["predictions"]]  # row 13
+        assert list(answer["predictions"][0]) == ["score"]
+        assert np.allclose(np.array(scores), expected, rtol=1e-6, atol=1e-7)
+    finally:
+        server.stop()
+
+
+def test_the_seven_keys_of_a_binary_model_as_aws_gives_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, booster = _serve_builtin(tmp_path, "binary:logistic", SAGEMAKER_INFERENCE_OUTPUT=ALL_KEYS)
+    p = booster.inplace_predict(PROBE)
+    try:
+        records = _predictor(server, monkeypatch, JSONDeserializer()).predict(PROBE.tolist())["predictions"]
+        assert [list(r) for r in records] == [ALL_KEYS.split(",")] * len(PROBE)
+        for record, positive in zip(records, p, strict=True):
+            assert record["predicted_label"] == int(positive > 0.5)
+            assert record["labels"] == [0, 1]
+            assert record["probability"] == pytest.approx(positive, rel=1e-6)
+            assert record["probabilities"] == pytest.approx([1 - positive, positive], rel=1e-6)
+            assert record["raw_score"] == pytest.approx(positive, rel=1e-6)
+            assert record["raw_scores"] == pytest.approx([1 - positive, positive], rel=1e-6)
+            assert record["predicted_score"] is None  # AWS: NaN, a key that does not apply
+        # Row 16: in CSV a list is one quoted cell.
+        text = _predictor(server, monkeypatch, StringDeserializer(accept="text/csv")).predict(PROBE.tolist())
+        cells = list(csv.reader(io.StringIO(text)))
+        assert all(len(row) == 7 for row in cells)
+        assert cells[0][1] == "[0, 1]" and float(cells[0][2]) == pytest.approx(p[0], rel=1e-6)
+        assert np.allclose(json.loads(cells[0][3]), [1 - p[0], p[0]], rtol=1e-6)
+    finally:
+        server.stop()
+
+
+def test_the_keys_of_multiclass_and_regression_models(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, booster = _serve_builtin(
+        tmp_path / "multi", "multi:softprob", SAGEMAKER_INFERENCE_OUTPUT=ALL_KEYS
+    )
+    probabilities = booster.inplace_predict(PROBE)
+    try:
+        records = _predictor(server, monkeypatch, JSONDeserializer()).predict(PROBE.tolist())["predictions"]
+        first = records[0]
+        assert first["labels"] == [0, 1, 2]
+        assert first["predicted_label"] == int(np.argmax(probabilities[0]))
+        assert first["probability"] == pytest.approx(probabilities[0].max(), rel=1e-6)  # the winning class's
+        assert first["raw_scores"] == pytest.approx(probabilities[0].tolist(), rel=1e-6)
+    finally:
+        server.stop()
+    server, booster = _serve_builtin(
+        tmp_path / "regression",
+        "reg:squarederror",
+        SAGEMAKER_INFERENCE_OUTPUT="predicted_score,labels,probability",
+    )
+    try:
+        records = _predictor(server, monkeypatch, JSONDeserializer()).predict(PROBE.tolist())["predictions"]
+        values = booster.inplace_predict(PROBE)
+        assert [r["predicted_score"] for r in records] == pytest.approx(values.tolist(), rel=1e-6)
+        assert all(r["labels"] is None and r["probability"] is None for r in records)
+    finally:
+        server.stop()
+
+
+def test_one_selected_key_answers_objects(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    server, booster = _serve_builtin(
+        tmp_path, "binary:logistic", SAGEMAKER_INFERENCE_OUTPUT="predicted_label"
+    )
+    try:
+        records = _predictor(server, monkeypatch, JSONDeserializer()).predict(PROBE.tolist())["predictions"]
+        assert records == [
+            {"predicted_label": int(p > 0.5)} for p in booster.inplace_predict(PROBE)
+        ]  # row 15
+        lines = server.invoke(b"0.1,0.2,0.3,0.4\n0.5,0.6,0.7,0.8\n", accept="application/jsonlines").text
+        assert [line.startswith('{"predicted_label":') for line in lines.splitlines()] == [True, True]
+    finally:
+        server.stop()
+
+
+def test_a_sagecraft_model_with_a_user_objective_answers_as_the_builtin_one(tmp_path: Path) -> None:
+    labels = (X[:, 0] + X[:, 2] > 0).astype(int)
+    rows = "".join(f"{y}," + ",".join(f"{v:.7g}" for v in x) + "\n" for y, x in zip(labels, X, strict=True))
+    chosen = TrainingTree(tmp_path / "chosen")
+    chosen.add_file("train", "d.csv", rows)
+    chosen.hyperparameters({"algorithm": "xgboost", "objective": "binary:logistic", "num_round": 10})
+    assert chosen.train().returncode == 0, chosen.explain()
+    body = "\n".join(",".join(f"{v:.7g}" for v in x) for x in PROBE) + "\n"
+    server = Server(chosen.base, SAGEMAKER_MODEL_SERVER_WORKERS="1").wait_ready()
+    try:
+        booster = xgb.Booster(model_file=str(chosen.model_dir / "xgboost-model.ubj"))
+        expected = booster.inplace_predict(np.array([[float(v) for v in x.split(",")] for x in body.split()]))
+        answered = [float(v) for v in server.invoke(body).text.split()]
+        assert np.allclose(answered, expected, rtol=1e-6)
+        label = server.invoke(body, headers={"X-Amzn-SageMaker-Custom-Attributes": "output=predicted_label"})
+        assert label.text.split() == [str(int(p > 0.5)) for p in expected]
+    finally:
+        server.stop()
+
+
+def test_a_model_whose_objective_sagecraft_chose_answers_labels(iris_server: Server) -> None:
+    answer = iris_server.invoke("5.1,3.5,1.4,0.2\n6.9,3.1,5.4,2.1\n", accept="application/json")
+    assert answer.json() == {"predictions": ["setosa", "virginica"]}
