@@ -230,6 +230,7 @@ class ServingSettings:
     batch_strategy: str | None
     batching: bool
     default_output: str | None
+    batch_transform: bool = False  # SAGEMAKER_BATCH: a batch transform job's container
     request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
     max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS
     max_rows: int | None = None
@@ -263,6 +264,7 @@ class ServingSettings:
             batching=environ.get("SAGECRAFT_REQUEST_BATCHING", "true").strip().lower()
             not in {"0", "false", "no", "off"},
             default_output=_default_output(environ),
+            batch_transform=_flag(environ, "SAGEMAKER_BATCH"),
             batch_strategy=(environ.get("SAGEMAKER_BATCH_STRATEGY") or "").upper() or None,
             request_timeout_s=_number(environ, "SAGECRAFT_REQUEST_TIMEOUT", DEFAULT_REQUEST_TIMEOUT_S, 0.001),
             max_concurrent_requests=int(

@@ -227,8 +227,8 @@ def builtin_default_output(model: Any, manifest: Manifest) -> str | None:
     """For a plugin that stands in for one of SageMaker's built-in algorithms: the output kind that
     algorithm answers by default for this model, or None for sagecraft's own answers.
 
-    Called once per model, after `load_model` (hook API 6, optional). A kind (one of
-    `sagecraft.environment.OUTPUT_KINDS`, such as "probability") makes the model answer as the
+    Called once per model, after `load_model` (hook API 6, optional). A kind (one of the
+    output kinds a request may ask for, such as "probability") makes the model answer as the
     built-in algorithm does: that kind when neither the request nor SAGEMAKER_INFERENCE_OUTPUT
     chooses one, and JSON and JSON Lines one object a row, `{"score": x}` for the default and
     `{"<kind>": x}` for a chosen kind. The XGBoost plugin answers P(class 1) for a model whose

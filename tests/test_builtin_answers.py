@@ -171,3 +171,118 @@ def test_a_sagecraft_model_with_a_user_objective_answers_as_the_builtin_one(tmp_
 def test_a_model_whose_objective_sagecraft_chose_answers_labels(iris_server: Server) -> None:
     answer = iris_server.invoke("5.1,3.5,1.4,0.2\n6.9,3.1,5.4,2.1\n", accept="application/json")
     assert answer.json() == {"predictions": ["setosa", "virginica"]}
+
+
+@pytest.mark.parametrize("objective", ["binary:logistic", "multi:softprob"])
+def test_a_batch_transform_answers_the_default_a_line_a_row_whatever_accept_says(
+    tmp_path: Path, objective: str
+) -> None:
+    """Row 17: SAGEMAKER_BATCH=true, as SageMaker sets it in a batch transform's container."""
+    server, booster = _serve_builtin(tmp_path, objective, SAGEMAKER_BATCH="true")
+    many = RNG.normal(size=(3000, 4)).astype(np.float32)  # past the small-body path too
+    try:
+        for rows in (PROBE, many):
+            body = "\n".join(",".join(f"{v:.9g}" for v in row) for row in rows) + "\n"
+            answer = server.invoke(body, accept="application/json")
+            assert answer.status_code == 200, answer.text
+            assert answer.headers["Content-Type"] == "text/csv"
+            lines = answer.text.splitlines()
+            expected = booster.inplace_predict(rows)
+            if objective == "multi:softprob":
+                assert lines[0].startswith("[") and ", " in lines[0]  # a list a line: [0.1, 0.2, 0.7]
+            assert np.allclose([json.loads(line) for line in lines], expected, rtol=1e-6, atol=1e-7)
+    finally:
+        server.stop()
+    chosen, _ = _serve_builtin(tmp_path / "chosen", objective, SAGEMAKER_BATCH="true",
+                               SAGEMAKER_INFERENCE_OUTPUT="predicted_label")  # fmt: skip
+    try:  # selected outputs are encoded for Accept, as AWS does
+        answer = chosen.invoke("0.1,0.2,0.3,0.4\n", accept="application/json")
+        assert answer.headers["Content-Type"] == "application/json"
+        assert list(answer.json()["predictions"][0]) == ["predicted_label"]
+    finally:
+        chosen.stop()
+
+
+def _ensemble_folder(base: Path, objective: str, count: int = 3, **names: str) -> list[xgb.Booster]:
+    """A built-in model folder of `count` boosters trained on different halves of the rows."""
+    boosters = []
+    folder = base / "model"
+    folder.mkdir(parents=True)
+    for index in range(count):
+        rows = RNG.permutation(len(X))[: len(X) // 2]
+        if objective.startswith("multi:"):
+            labels, extra = (X[rows, 0] > 0).astype(int) + (X[rows, 1] > 0).astype(int), {"num_class": 3}
+        elif objective.startswith("binary:"):
+            labels, extra = (X[rows, 0] + X[rows, 2] > 0).astype(int), {}
+        else:
+            labels, extra = 2 * X[rows, 0] - X[rows, 3], {}
+        params = {"objective": objective, "max_depth": 2 + index, **extra}
+        booster = xgb.train(params, xgb.DMatrix(X[rows], label=labels), num_boost_round=5 + 3 * index)
+        name = "xgboost-model" if index == 0 else names.get(str(index), f"xgboost-model-{index}")
+        (folder / name).write_bytes(bytes(booster.save_raw("ubj" if index % 2 == 0 else "json")))
+        boosters.append(booster)
+    return boosters
+
+
+BODY = "\n".join(",".join(f"{v:.9g}" for v in row) for row in PROBE) + "\n"
+
+
+@pytest.mark.parametrize("objective", ["binary:logistic", "multi:softprob", "reg:squarederror"])
+def test_several_model_files_answer_as_their_mean(tmp_path: Path, objective: str) -> None:
+    """Row 23: every file of a built-in model folder answers; probabilities and values averaged."""
+    boosters = _ensemble_folder(tmp_path, objective)
+    (tmp_path / "model" / ".hidden").write_text("not a model: hidden files are left alone")
+    expected = np.mean([b.inplace_predict(PROBE) for b in boosters], axis=0)
+    server = Server(tmp_path, SAGEMAKER_MODEL_SERVER_WORKERS="1").wait_ready()
+    try:
+        answer = server.invoke(BODY, accept="application/json")
+        assert answer.status_code == 200, answer.text
+        scores = np.array([r["score"] for r in answer.json()["predictions"]])
+        assert np.allclose(scores, expected, rtol=1e-5, atol=1e-6)
+        if objective != "reg:squarederror":
+            label = {"X-Amzn-SageMaker-Custom-Attributes": "output=predicted_label"}
+            labels = [int(v) for v in server.invoke(BODY, headers=label).text.split()]
+            averaged = expected if expected.ndim == 2 else np.column_stack([1 - expected, expected])
+            assert labels == averaged.argmax(axis=1).tolist()
+            shap = server.invoke(BODY, headers={"X-Amzn-SageMaker-Custom-Attributes": "output=contributions"})
+            assert shap.status_code == 400 and "an ensemble of 3 model files" in shap.text
+    finally:
+        server.stop()
+
+
+def test_an_ensemble_of_softmax_models_votes_and_can_be_switched_off(tmp_path: Path) -> None:
+    boosters = _ensemble_folder(tmp_path, "multi:softmax")
+    classes = np.stack([b.inplace_predict(PROBE).astype(int) for b in boosters], axis=1)
+    votes = [int(np.bincount(row, minlength=3).argmax()) for row in classes]
+    server = Server(tmp_path, SAGEMAKER_MODEL_SERVER_WORKERS="1").wait_ready()
+    try:
+        assert [int(v) for v in server.invoke(BODY).text.split()] == votes
+    finally:
+        server.stop()
+    alone = Server(
+        tmp_path, SAGEMAKER_MODEL_SERVER_WORKERS="1", SAGEMAKER_INFERENCE_ENSEMBLE="false"
+    ).wait_ready()
+    try:
+        assert [int(v) for v in alone.invoke(BODY).text.split()] == classes[:, 0].tolist()
+    finally:
+        alone.stop()
+
+
+@pytest.mark.parametrize(
+    ("write", "phrase"),
+    [
+        (
+            lambda path: path.write_bytes(bytes(_booster("reg:squarederror").save_raw("ubj"))),
+            "its objective is reg:squarederror",
+        ),
+        (lambda path: path.write_text('{"learner": 3}'), "xgboost-model-9"),
+    ],
+    ids=["another objective", "not a booster"],
+)
+def test_a_member_that_does_not_fit_is_refused_naming_it(tmp_path: Path, write, phrase: str) -> None:  # type: ignore[no-untyped-def]
+    _ensemble_folder(tmp_path, "binary:logistic", count=2)
+    write(tmp_path / "model" / "xgboost-model-9")
+    server = Server(tmp_path)
+    assert server.process.wait(60) == 1
+    assert phrase in server.log() and "xgboost-model-9" in server.log()
+    server.stop()

@@ -24,9 +24,10 @@ def test_a_format_is_resolved_once_per_set_of_header_values(formats: RequestForm
     first = formats.of(headers)
     assert first == RequestFormat("text/csv", "application/json", "probabilities")
     assert formats.of(dict(headers)) is first
-    assert formats.of({}) == RequestFormat("text/csv", "text/csv", "predicted_label")
+    # Nothing chosen: None, the model's default answers (its label, or a built-in algorithm's).
+    assert formats.of({}) == RequestFormat("text/csv", "text/csv", None)
     assert formats.of({"Content-Type": "application/jsonl"}) == RequestFormat(
-        "application/jsonlines", "application/jsonlines", "predicted_label"
+        "application/jsonlines", "application/jsonlines", None
     )
 
 
@@ -57,5 +58,5 @@ def test_headers_that_cannot_be_served_fail_every_time_and_are_not_remembered(
 def test_the_memory_of_formats_stays_bounded(formats: RequestFormats) -> None:
     for trace in range(3 * MAX_REMEMBERED):
         custom = f"trace={trace}"
-        assert formats.of({"X-Amzn-SageMaker-Custom-Attributes": custom}).output == "predicted_label"
+        assert formats.of({"X-Amzn-SageMaker-Custom-Attributes": custom}).output is None
         assert len(formats.known) <= MAX_REMEMBERED

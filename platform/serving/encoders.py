@@ -87,3 +87,13 @@ def encode_recordio(predictions: np.ndarray) -> bytes:
     else:
         answers = [{"predicted_label": [str(label)]} for label in predictions.tolist()]
     return encode_answers(answers)
+
+
+def encode_batch_lines(predictions: np.ndarray) -> bytes:
+    """A batch transform's answer as SageMaker's built-in XGBoost writes it with SAGEMAKER_BATCH:
+    one line a row, a value as it is, a row of values (probabilities) as a list, `[0.1, 0.9]`."""
+    lines = [
+        json.dumps(row) if isinstance(row, list) else orjson.dumps(row).decode()
+        for row in predictions.tolist()
+    ]
+    return ("\n".join(lines) + "\n").encode() if lines else b""

@@ -41,11 +41,12 @@ from ..errors import (
     SagecraftError,
 )
 from ..loaded_model import LoadedModel
-from ..media_types import JSONLINES
+from ..media_types import CSV, JSONLINES
 from ..memory import release_memory
 from .appkeys import EXECUTOR, RUNTIME, SETTINGS, Runtime, Services
 from .bodies import SPOOL_BYTES, declared_length, read_body, read_bytes
 from .content_encoding import IDENTITY, content_coding, inflate
+from .encoders import encode_batch_lines
 from .middleware import error_response
 from .outputs import answer_for, labels_only
 from .request_format import TARGET_MODEL, RequestFormat, check_header_length
@@ -61,6 +62,9 @@ SEND_CHUNK = 1024 * 1024
 # _release_soon): a release per 10,000-row request cost the serving benchmark about a tenth.
 RELEASE_AFTER_BYTES = 1024 * 1024
 RELEASE_INTERVAL_S = 1.0
+# The answer of a batch transform (SAGEMAKER_BATCH) by a model that answers as a built-in
+# algorithm: its own line format, sent as text/csv.
+BATCH_LINES = "text/csv; sagecraft=batch-lines"
 
 
 async def invoke(request: web.Request, model_name: str) -> web.StreamResponse:
@@ -103,17 +107,20 @@ async def _invoke(
     waits = not (small and request.content.is_eof() and services.registry.is_ready(model_name))
     timer = asyncio.timeout_at(deadline) if waits else contextlib.nullcontext()
     result: bytes | IO[bytes]
+    answered_as = form.accept
     reading = True
     try:
         async with timer:
             if small:
                 data = await read_bytes(request, settings.max_payload_bytes)
                 reading = False
-                result = await _answer_small(request.app, model_name, services, form, data)
+                result, answered_as = await _answer_small(request.app, model_name, services, form, data)
             else:
                 body = await read_body(request, settings.max_payload_bytes)
                 reading = False
-                result = await _answer_large(request.app, model_name, services, form, body, coding)
+                result, answered_as = await _answer_large(
+                    request.app, model_name, services, form, body, coding
+                )
     except TimeoutError:
         if reading:
             raise RequestTimeoutError(
@@ -123,20 +130,30 @@ async def _invoke(
             f"the prediction did not finish within {settings.request_timeout_s:g} s "
             "(SAGECRAFT_REQUEST_TIMEOUT); send fewer rows per request"
         ) from None
-    return await _send(request, result, form.accept)
+    return await _send(request, result, CSV if answered_as == BATCH_LINES else answered_as)
+
+
+def _for_model(form: RequestFormat, model: LoadedModel, settings: ServingSettings) -> RequestFormat:
+    """The request's format for this model: in a batch transform (SAGEMAKER_BATCH), a model that
+    answers as a built-in algorithm answers its default one line a row, whatever Accept says, as
+    that algorithm does."""
+    if settings.batch_transform and model.builtin_default is not None and form.output is None:
+        return RequestFormat(form.content_type, BATCH_LINES, None)
+    return form
 
 
 async def _answer_small(
     app: web.Application, model_name: str, services: Services, form: RequestFormat, data: bytes
-) -> bytes | IO[bytes]:
+) -> tuple[bytes | IO[bytes], str]:
     """The answer to a small body, decoded on the event loop and, for a few rows, predicted there
     too. Labels are predicted with other requests' rows (see batching.py). Many rows in few
     bytes, per-record errors and plugins that predict in a thread go to the pool."""
     types, registry, executor = services.content_types, services.registry, app[EXECUTOR]
     record_errors = app[SETTINGS].record_errors
     async with registry.use(model_name) as model:
+        form = _for_model(form, model, app[SETTINGS])
         if record_errors or model.algorithm.info.predict_in_thread:
-            return await _in_thread(
+            answered = await _in_thread(
                 executor,
                 answer_bytes,
                 model,
@@ -147,13 +164,16 @@ async def _answer_small(
                 record_errors,
                 form.output,
             )
+            return answered, form.accept
         if app[SETTINGS].batching and labels_only(model, form.output):
             # Plain numbers skip the DataFrame: the batcher builds one for the whole batch.
             rows = types.read_numbers(form.content_type, data, model.feature_names)
             if rows is None:
                 rows = types.decode(form.content_type, data, model.feature_names)
             if len(rows) <= INLINE_ROWS:
-                return types.encode(form.accept, await registry.batcher(model_name).predict(rows))
+                return types.encode(
+                    form.accept, await registry.batcher(model_name).predict(rows)
+                ), form.accept
             features = (
                 rows
                 if isinstance(rows, pd.DataFrame)
@@ -162,8 +182,9 @@ async def _answer_small(
         else:
             features = types.decode(form.content_type, data, model.feature_names)
         if len(features) <= INLINE_ROWS:
-            return encode_answer(model, types, features, form.accept, form.output)
-        return await _in_thread(executor, encode_answer, model, types, features, form.accept, form.output)
+            return encode_answer(model, types, features, form.accept, form.output), form.accept
+        answered = await _in_thread(executor, encode_answer, model, types, features, form.accept, form.output)
+        return answered, form.accept
 
 
 async def _answer_large(
@@ -173,7 +194,7 @@ async def _answer_large(
     form: RequestFormat,
     body: IO[bytes],
     coding: str,
-) -> IO[bytes]:
+) -> tuple[IO[bytes], str]:
     """The answer to a large (or compressed) body, all of its work in the prediction pool."""
     executor, settings = app[EXECUTOR], app[SETTINGS]
     if coding != IDENTITY:
@@ -181,8 +202,9 @@ async def _answer_large(
     size = body.seek(0, io.SEEK_END)
     body.seek(0)
     async with services.registry.use(model_name) as model:
+        form = _for_model(form, model, settings)
         try:
-            return await _in_thread(
+            answered = await _in_thread(
                 executor,
                 answer,
                 model,
@@ -193,6 +215,7 @@ async def _answer_large(
                 settings.record_errors,
                 form.output,
             )
+            return answered, form.accept
         finally:
             if size >= RELEASE_AFTER_BYTES:  # what it decoded to is garbage now
                 _release_soon(app)
@@ -272,7 +295,11 @@ def encode_answer(
     model: LoadedModel, types: ContentTypeRegistry, features: pd.DataFrame, accept: str, output: str | None
 ) -> bytes:
     """The encoded answer for a decoded table."""
-    return types.encode(accept, answer_for(model, features, output, accept))
+    return _encode(types, accept, answer_for(model, features, output, accept))
+
+
+def _encode(types: ContentTypeRegistry, accept: str, predictions: np.ndarray) -> bytes:
+    return encode_batch_lines(predictions) if accept == BATCH_LINES else types.encode(accept, predictions)
 
 
 def answer_bytes(
@@ -306,17 +333,14 @@ def answer(
             types, content_type, accept, record_errors
         )
         if sliced and _size(body) > SLICE_BYTES:
-            if accept in types.line_oriented_out:
+            if accept in types.line_oriented_out or accept == BATCH_LINES:
                 out = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 (returned)
                 for predictions in _slices(model, types, content_type, body, output, accept):
-                    out.write(types.encode(accept, predictions))
+                    out.write(_encode(types, accept, predictions))
                 out.seek(0)
                 return out
-            return _spooled(
-                types.encode(
-                    accept, np.concatenate(list(_slices(model, types, content_type, body, output, accept)))
-                )
-            )
+            slices = _slices(model, types, content_type, body, output, accept)
+            return _spooled(_encode(types, accept, np.concatenate(list(slices))))
         return _spooled(answer_bytes(model, types, content_type, body.read(), accept, record_errors, output))
 
 

@@ -107,17 +107,22 @@ def predict_output(model: LoadedModel, features: pd.DataFrame, kind: str) -> np.
 
 
 _BUILT_IN_KEYS = ("labels", "raw_score", "raw_scores", "predicted_score")
+# The keys SageMaker's built-in algorithms answer (NaN where one does not apply).
+AWS_KEYS = (PREDICTED_LABEL, "labels", "probability", "probabilities", *_BUILT_IN_KEYS[1:])
 
 
 def _builtin_output(model: LoadedModel, features: pd.DataFrame, kind: str) -> np.ndarray:
-    """As `predict_output`, for a model that answers as a built-in algorithm: a kind that does not
-    apply to the model (the probabilities of a regression) answers NaN, as there, not a 400."""
+    """As `predict_output`, for a model that answers as a built-in algorithm: one of that
+    algorithm's keys that does not apply to the model (the probabilities of a regression) answers
+    NaN, as there, not a 400; sagecraft's own kinds (contributions...) still say why not."""
     kinds = kind.split(",")
     answers = []
     for one in kinds:
         try:
             answers.append(predict_output(model, features, one))
         except UnsupportedOutputError:
+            if one not in AWS_KEYS:
+                raise
             answers.append(np.full(len(features), np.nan))
     return answers[0] if len(kinds) == 1 else _records(kinds, answers, len(features))
 

@@ -6,7 +6,7 @@ import json
 import re
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from sagecraft.hooks import (
     CONTRIBUTIONS,
     LABEL,
     LEAVES,
+    PROBABILITIES,
     RAW_MARGIN,
     REGRESSION,
     AlgorithmInfo,
@@ -33,12 +34,20 @@ from sagecraft.manifest import Manifest
 from sagecraft.metrics import HIGHER_IS_BETTER, METRICS, evaluate
 
 from .checkpoints import CheckpointAndStop, Progress, resume
+from .ensemble import ENSEMBLE_SETTING, VOTED_OBJECTIVES, check_member, mean, member_files, vote
 from .flat_booster import FLAT_MAX_ROWS, FlatBooster, flatten
 from .foreign import describe
 from .hyperparameters import HYPERPARAMETERS, LEGACY, PLUGIN_ONLY
 from .messages import xgboost_message
 from .model_checks import check_against_manifest
-from .persistence import load_booster, save_booster
+from .persistence import (
+    BUILTIN_MODEL_FILE,
+    MODEL_FILE,
+    booster_objective,
+    load_booster,
+    read_booster,
+    save_booster,
+)
 
 CLASSIFICATION_FAMILIES = ("binary", "multi")
 # Metrics XGBoost lacks that SageMaker's built-in XGBoost offers; computed by sagecraft.metrics.
@@ -68,6 +77,8 @@ class XGBoostModel:
     objective: str
     n_classes: int
     flat: FlatBooster | None = None
+    # The other files of a built-in algorithm's folder, answering with this one (ensemble.py).
+    members: tuple[XGBoostModel, ...] = ()
 
     def margin(self, matrix: np.ndarray | pd.DataFrame) -> np.ndarray:
         if self.flat is not None and isinstance(matrix, np.ndarray) and len(matrix) <= FLAT_MAX_ROWS:
@@ -449,7 +460,47 @@ def load_model(model_dir: Path, manifest: Manifest | None) -> XGBoostModel:
     booster, objective, n_classes, document = load_booster(model_dir)
     if manifest is not None:
         check_against_manifest(document, manifest, str(model_dir))
-    return XGBoostModel(booster, objective, n_classes, flatten(booster, objective, document))
+    model = XGBoostModel(booster, objective, n_classes, flatten(booster, objective, document))
+    if (model_dir / MODEL_FILE).exists() or not (model_dir / BUILTIN_MODEL_FILE).exists():
+        return model  # a folder sagecraft trained: one model file
+    return replace(model, members=tuple(_members(model_dir, model)))
+
+
+def _features(booster: xgb.Booster) -> tuple[list[str] | None, list[str] | None, int]:
+    return booster.feature_names, booster.feature_types, booster.num_features()
+
+
+def _members(model_dir: Path, first: XGBoostModel) -> list[XGBoostModel]:
+    """The other model files of a built-in algorithm's folder, checked against xgboost-model."""
+    members = []
+    for path in member_files(model_dir):
+        booster, document = read_booster(path)
+        objective, n_classes = booster_objective(booster, path)
+        check_member(
+            path,
+            objective,
+            n_classes,
+            _features(booster),
+            (first.objective, first.n_classes, _features(first.booster)),
+        )
+        members.append(XGBoostModel(booster, objective, n_classes, flatten(booster, objective, document)))
+    return members
+
+
+def _ensemble(model: XGBoostModel, features: pd.DataFrame, output: str) -> np.ndarray:
+    """The answer of an ensemble (ensemble.py): means of probabilities, values and margins; votes
+    for the classes of objectives without probabilities."""
+    everyone = (replace(model, members=()), *model.members)
+    if output in (CONTRIBUTIONS, LEAVES):
+        raise UnsupportedOutputError(
+            f"this model folder is an ensemble of {len(everyone)} model files, which has no single "
+            f"'{output}'; serve one file alone ({ENSEMBLE_SETTING}=false) to ask for it"
+        )
+    if output == LABEL and model.n_classes:
+        if model.objective in VOTED_OBJECTIVES:
+            return vote([predict(m, features, LABEL) for m in everyone], model.n_classes)
+        return mean([predict(m, features, PROBABILITIES) for m in everyone]).argmax(axis=1)
+    return mean([predict(m, features, output) for m in everyone])
 
 
 # What SageMaker's built-in XGBoost answers by default: the objective's output.
@@ -477,6 +528,8 @@ def _softmax(margin: np.ndarray) -> np.ndarray:
 
 @hookimpl
 def predict(model: XGBoostModel, features: pd.DataFrame, output: str) -> np.ndarray:
+    if model.members:
+        return _ensemble(model, features, output)
     # Categorical features go as the DataFrame (XGBoost reads their codes); others as float32.
     numbers = numeric_matrix(features)
     categorical = numbers is None

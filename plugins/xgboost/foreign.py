@@ -2,7 +2,8 @@
 XGBoost algorithm (UBJSON or JSON, as XGBoost writes them), described so that it serves without
 a manifest.json. Pickled boosters (older built-in versions) and XGBoost's old binary format are
 refused with the one line of Python that converts them: sagecraft never unpickles, and every
-file is decoded and checked in Python before XGBoost's parser sees it.
+file is decoded and checked in Python before XGBoost's parser sees it. Other model files in the
+folder make an ensemble with it: ensemble.py.
 """
 
 from __future__ import annotations
