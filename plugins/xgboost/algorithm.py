@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -466,7 +466,7 @@ def load_model(model_dir: Path, manifest: Manifest | None) -> XGBoostModel:
     return replace(model, members=tuple(_members(model_dir, model)))
 
 
-def _features(booster: xgb.Booster) -> tuple[list[str] | None, list[str] | None, int]:
+def _features(booster: xgb.Booster) -> tuple[Sequence[str] | None, Sequence[str] | None, int]:
     return booster.feature_names, booster.feature_types, booster.num_features()
 
 
