@@ -64,8 +64,12 @@ def test_a_broken_plugin_fails_with_messages_that_say_what_to_fix(tmp_path: Path
     site = install_test_plugin(
         tmp_path / "site", "broken-plugin", {"broken": "broken_plugin"}, {"broken_plugin": BROKEN}
     )
-    results = {r.name: r for r in check("broken", tmp_path / "work", env={"PYTHONPATH": str(site)})}
-    assert set(results) == set(CHECKS)
+    # The checks its faults touch, and two it passes (the others are the built-ins' to pass).
+    checked = ["text_labels", "outputs", "missing_values", "corrupt_model"]
+    results = {
+        r.name: r for r in check("broken", tmp_path / "work", env={"PYTHONPATH": str(site)}, only=checked)
+    }
+    assert set(results) == set(checked) and set(checked) <= set(CHECKS)
     assert results["text_labels"].passed and results["outputs"].passed
     assert not results["missing_values"].passed
     assert "Input contains NaN" in results["missing_values"].message
