@@ -122,7 +122,7 @@ def test_example_plugin_own_tests_pass_when_installed(example_env: Path) -> None
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "5 passed" in result.stdout
+    assert "6 passed" in result.stdout
 
 
 def test_example_plugin_folder_holds_its_module_pyproject_test_and_readme() -> None:

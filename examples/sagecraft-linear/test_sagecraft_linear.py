@@ -70,3 +70,22 @@ def test_served_by_the_real_process(tmp_path) -> None:
         refused = endpoint.invoke("5.1,3.5\n")
         assert refused.status == 400 and "2 values" in refused.text
         assert endpoint.ping() == 200
+
+
+def test_a_checkpoint_that_does_not_fit_the_data_is_skipped(tmp_path, capsys) -> None:
+    """A checkpoint comes from a bucket: one that does not parse, or whose shapes do not fit this
+    job's data, is passed over for the newest one that does."""
+    (tmp_path / "input" / "config").mkdir(parents=True)
+    folder = tmp_path / "checkpoints"
+    (tmp_path / "input" / "config" / "checkpointconfig.json").write_text(f'{{"LocalPath": "{folder}"}}')
+    hyperparameters = {"algorithm": "linear", "target": "species", "C": 10, "max_iter": 30}
+    train(tmp_path, hyperparameters, FRAME.to_csv(index=False))
+    capsys.readouterr()
+    (folder / "linear-checkpoint.50.json").write_text('{"coef": [[1, 2]], "intercept": [0]}')
+    (folder / "linear-checkpoint.60.json").write_text("{truncated")
+    model = load(train(tmp_path, hyperparameters, FRAME.to_csv(index=False)))
+    lines = [line for line in capsys.readouterr().out.splitlines() if "train-accuracy:" in line]
+    assert not lines  # resumed from round 3 of 3: nothing left to fit, and no bad start
+    features = FRAME.drop(columns="species")
+    features.columns = model.feature_names
+    assert (model.predict(features) == FRAME["species"]).mean() > 0.9
