@@ -286,3 +286,19 @@ def test_a_member_that_does_not_fit_is_refused_naming_it(tmp_path: Path, write, 
     assert server.process.wait(60) == 1
     assert phrase in server.log() and "xgboost-model-9" in server.log()
     server.stop()
+
+
+def test_an_ensemble_is_held_to_one_models_size_limit(tmp_path: Path) -> None:
+    """Many files, each within the model file limit, are still one model: counted together."""
+    _ensemble_folder(tmp_path, "binary:logistic", count=3)
+    sizes = [p.stat().st_size for p in (tmp_path / "model").iterdir()]
+    limit_mb = f"{max(sizes) * 1.5 / 2**20:.6f}"  # every file fits, the three together do not
+    server = Server(tmp_path, SAGECRAFT_MAX_MODEL_FILE_MB=limit_mb)
+    assert server.process.wait(60) == 1
+    assert "holds 3 model files of" in server.log() and "SAGECRAFT_MAX_MODEL_FILE_MB" in server.log()
+    server.stop()
+    alone = Server(tmp_path, SAGECRAFT_MAX_MODEL_FILE_MB=limit_mb, SAGEMAKER_INFERENCE_ENSEMBLE="false")
+    try:
+        assert alone.wait_ready().invoke(BODY).status_code == 200
+    finally:
+        alone.stop()

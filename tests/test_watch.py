@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from sagecraft.errors import ClusterError
-from sagecraft.training.watch import Watch
+from sagecraft.training.watch import HELLO_TIMEOUT_S, MAX_STRANGERS, Watch
 
 HOSTS = ("algo-1", "algo-2", "algo-3")
 GRACE = 0.3
@@ -24,7 +24,7 @@ GRACE = 0.3
 HOST_PROCESS = textwrap.dedent(
     """
     import os, sys, time
-    from sagecraft.training.watch import Watch
+    from sagecraft.training.watch import HELLO_TIMEOUT_S, MAX_STRANGERS, Watch
     hosts, rank, port, then = sys.argv[1].split(","), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
     watch = Watch(hosts, rank, leader_address="127.0.0.1", port=port, silence=30,
                   end=lambda exc: os._exit(3), grace=0.3)
@@ -278,3 +278,27 @@ def test_an_unreachable_leader_is_a_clear_error(port: int) -> None:
     with pytest.raises(ClusterError, match=r"host algo-2 could not reach the hosts' watch on algo-1"):
         watch.begin(lambda: "while fitting", time.monotonic() + 0.5)
     watch.close()
+
+
+def test_a_flood_of_silent_strangers_does_not_keep_a_host_out(port: int, hosts: list[Host]) -> None:
+    """More silent connections than the watch holds at once: it stops accepting until they time
+    out, and the job's host, queued by the kernel meanwhile, gets in without a false alarm."""
+    leader = _in_process(hosts, 0, port, hosts=HOSTS[:2])
+    _begin(leader)
+    strangers = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(MAX_STRANGERS + 8)]
+    try:
+        deadline = time.monotonic() + 3
+        while len(leader.watch._strangers) < MAX_STRANGERS and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        assert len(leader.watch._strangers) == MAX_STRANGERS  # the rest wait in the kernel's queue
+        worker = _in_process(hosts, 1, port, hosts=HOSTS[:2])
+        worker.watch.begin(lambda: "while fitting", time.monotonic() + 30)
+        time.sleep(HELLO_TIMEOUT_S + 2)  # the strangers time out; the worker's hello is read
+        assert leader.watch.departure is None and worker.watch.departure is None
+        worker.watch.done()
+        time.sleep(0.5)
+        assert leader.watch.departure is None and not leader.ended and not worker.ended
+    finally:
+        for stranger in strangers:
+            stranger.close()

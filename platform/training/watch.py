@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 BEAT_S = 1.0
 GRACE_S = 3.0
 HELLO_TIMEOUT_S = 5.0
+MAX_STRANGERS = 32  # connections not yet introduced, held at once: a flood cannot exhaust the fds
 _FRAME = struct.Struct("!cH")  # kind, the rank of the host the frame is about
 
 HELLO, BEAT, DONE, FAILED, ENDED, SILENT = b"h", b".", b"d", b"f", b"x", b"z"
@@ -128,7 +129,7 @@ class Watch:
                 f"the hosts' watch could not listen on {self.hosts[0]} ({self._address}:{self._port}, "
                 f"cluster_port + 1): {exc.strerror or exc}; is the port free?"
             ) from None
-        server.listen(len(self.hosts))
+        server.listen(len(self.hosts) + MAX_STRANGERS)
         server.setblocking(False)
         self._server = server
         self._selector.register(server, selectors.EVENT_READ, self._accept)
@@ -229,6 +230,17 @@ class Watch:
         sock.settimeout(5)
         self._strangers[sock] = (time.monotonic(), b"")
         self._selector.register(sock, selectors.EVENT_READ, lambda: self._introduce(sock))
+        if len(self._strangers) >= MAX_STRANGERS:
+            # Stop accepting until some leave (said who they are, or timed out): the next ones
+            # wait in the kernel's queue, and a host of the job retries until it is let in.
+            self._selector.unregister(self._server)
+
+    def _forget(self, sock: socket.socket) -> None:
+        """A connection is no longer a stranger: accept again if the cap had stopped it."""
+        self._selector.unregister(sock)
+        del self._strangers[sock]
+        if self._server is not None and len(self._strangers) == MAX_STRANGERS - 1:
+            self._selector.register(self._server, selectors.EVENT_READ, self._accept)
 
     def _introduce(self, sock: socket.socket) -> None:
         """A new connection on the leader: it must say which host it is, once."""
@@ -238,8 +250,7 @@ class Watch:
         if data and len(pending) < _FRAME.size:
             self._strangers[sock] = (since, pending)
             return
-        self._selector.unregister(sock)
-        del self._strangers[sock]
+        self._forget(sock)
         if not data:
             sock.close()
             return
@@ -293,8 +304,7 @@ class Watch:
                 self._lost(link.rank, SILENT)
         for sock, (since, _) in list(self._strangers.items()):
             if now - since > HELLO_TIMEOUT_S:
-                self._selector.unregister(sock)
-                del self._strangers[sock]
+                self._forget(sock)
                 sock.close()
 
     def _lost(self, rank: int, how: bytes) -> None:

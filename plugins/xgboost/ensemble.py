@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from sagecraft.errors import ModelLoadError
+from sagecraft.files import MAX_MODEL_FILE_SETTING, max_model_file_bytes
 
 from .persistence import BUILTIN_MODEL_FILE
 
@@ -34,14 +35,25 @@ def ensemble_enabled() -> bool:
 
 def member_files(model_dir: Path) -> list[Path]:
     """The other model files of a built-in algorithm's folder, in name order: every regular,
-    non-hidden file beside `xgboost-model` (none when ensembles are switched off)."""
+    non-hidden file beside `xgboost-model` (none when ensembles are switched off). The folder is
+    as hostile as any model file: all of the ensemble's files together are held to the one model
+    file limit (SAGECRAFT_MAX_MODEL_FILE_MB), before any is read; ModelLoadError beyond."""
     if not ensemble_enabled():
         return []
-    return sorted(
+    members = sorted(
         path
         for path in model_dir.iterdir()
         if path.name != BUILTIN_MODEL_FILE and not path.name.startswith(".") and path.is_file()
     )
+    limit = max_model_file_bytes()
+    total = sum(path.stat().st_size for path in [model_dir / BUILTIN_MODEL_FILE, *members])
+    if total > limit:
+        raise ModelLoadError(
+            f"{model_dir} holds {len(members) + 1} model files of {total} bytes together, over the "
+            f"{limit} bytes one model may take ({MAX_MODEL_FILE_SETTING}); set "
+            f"{ENSEMBLE_SETTING}=false to serve xgboost-model alone"
+        )
+    return members
 
 
 def check_member(
