@@ -42,13 +42,15 @@ from .model_types import (
     RAW_MARGIN,
     REGRESSION,
     AlgorithmInfo,
+    Batch,
+    BatchStream,
     Dataset,
     FitContext,
     ReportSection,
 )
 
 PROJECT_NAME = "sagecraft"
-HOOK_API_VERSION = 6
+HOOK_API_VERSION = 7
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
@@ -63,6 +65,8 @@ __all__ = [
     "RAW_MARGIN",
     "REGRESSION",
     "AlgorithmInfo",
+    "Batch",
+    "BatchStream",
     "ContentTypeRegistry",
     "Dataset",
     "FitContext",

@@ -30,9 +30,34 @@ def rss_bytes(pid: int | str = "self") -> int:
         return 0
 
 
+def _own_cgroup_limits() -> list[Path]:
+    """The limit files of this process's own cgroup (from /proc/self/cgroup), for a process
+    placed in a cgroup below the one the mount shows (no cgroup namespace: a job started in a
+    limited cgroup of its own, as the training benchmark does)."""
+    found = []
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, path = parts
+        relative = path.strip().lstrip("/")
+        if not relative or ".." in relative.split("/"):
+            continue
+        if controllers == "":
+            found.append(Path("/sys/fs/cgroup") / relative / "memory.max")
+        elif "memory" in controllers.split(","):
+            found.append(Path("/sys/fs/cgroup/memory") / relative / "memory.limit_in_bytes")
+    return found
+
+
 def container_memory_bytes() -> int:
-    """The container's memory limit from its cgroup, else the machine's RAM."""
-    for path in _CGROUP_LIMITS:
+    """The container's memory limit from its cgroup (this process's own, else the mount's
+    root: a container's), else the machine's RAM."""
+    for path in (*_own_cgroup_limits(), *_CGROUP_LIMITS):
         try:
             text = path.read_text().strip()
         except OSError:
@@ -107,8 +132,10 @@ class MemoryGuard:
         if self.used > self.limit:
             raise DataTooLargeError(
                 f"{what}: the training data would take {self.used / 2**20:,.0f} MiB, over the "
-                f"{self.limit / 2**20:,.0f} MiB this job's data may use ({self.source}). Train on "
-                "an instance with more memory or on fewer rows or features"
+                f"{self.limit / 2**20:,.0f} MiB this job's data may use ({self.source}). Stream the "
+                "channels from the scratch disk instead (streaming=true, for algorithms that take "
+                "batches such as xgboost), or train on an instance with more memory, on more "
+                "instances, or on fewer rows or features"
             )
 
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -24,6 +24,8 @@ __all__ = [
     "REGRESSION",
     "TASKS",
     "AlgorithmInfo",
+    "Batch",
+    "BatchStream",
     "Dataset",
     "FitContext",
     "MetricsSink",
@@ -72,6 +74,9 @@ class AlgorithmInfo:
     metrics ALGORITHM` turns them into the `MetricDefinitions` a tuning job needs.
     `checkpoints=True` says `fit` writes checkpoints to `FitContext.checkpoint_dir` and resumes
     from the newest one (the conformance suite then checks both).
+    `streaming=True` says `fit` can train from batches (`Dataset.stream`): a channel larger than
+    the job's memory is then parsed once into float32 batches on the scratch disk and handed over
+    as a `BatchStream` instead of a DataFrame (the `streaming` hyperparameter decides when).
     """
 
     description: str
@@ -85,6 +90,7 @@ class AlgorithmInfo:
     metrics: Sequence[str] = ()
     metric_channels: Sequence[str] = ("train", "validation")
     checkpoints: bool = False
+    streaming: bool = False
 
 
 @dataclass(frozen=True)
@@ -98,19 +104,48 @@ class ReportSection:
 
 
 @dataclass(frozen=True)
+class Batch:
+    """A block of a streamed channel's rows: `features` a float32 (rows, n_features) array
+    (missing values NaN; memory-mapped, so read-only), `labels` as `Dataset.labels`, `weights`
+    float32 or None."""
+
+    features: np.ndarray
+    labels: np.ndarray
+    weights: np.ndarray | None = None
+
+
+@runtime_checkable
+class BatchStream(Protocol):
+    """A streamed channel (see `Dataset.stream`): `batches()` starts again from the first row
+    each time it is called, so a fit may read the channel as often as it needs."""
+
+    @property
+    def n_rows(self) -> int: ...
+
+    @property
+    def feature_names(self) -> Sequence[str]: ...
+
+    def batches(self) -> Iterator[Batch]: ...
+
+
+@dataclass(frozen=True)
 class Dataset:
     """One channel's rows, ready to fit: numeric features, encoded labels, optional weights.
 
     `labels` holds class codes 0..k-1 (int) for classification, floats for regression.
+    `stream` is set only for an algorithm whose AlgorithmInfo says `streaming`, when the job's
+    channels are streamed: the rows are then in `stream.batches()`, and `features` has the
+    columns (all float32) but no rows, `labels` and `weights` nothing.
     """
 
     features: pd.DataFrame
     labels: np.ndarray
     weights: np.ndarray | None = None
+    stream: BatchStream | None = None
 
     @property
     def n_rows(self) -> int:
-        return len(self.features)
+        return self.stream.n_rows if self.stream is not None else len(self.features)
 
 
 MetricsSink = Callable[[int, Mapping[str, float]], None]
@@ -136,6 +171,10 @@ class FitContext:
     feature map, a log of its own; it exists on the leader and is None on the other hosts.
     `add_report_section(title, text, figure)` adds a section to the training report (the text
     as paragraphs, the figure a PNG file the plugin wrote, in `artefacts_dir` say).
+    `scratch_dir` is a folder for the fit's temporary files on the instance's disk (a page
+    cache, say), outside model/ and output/ and removed after the job; `data_memory_bytes` is
+    what the job's data may take in memory (SAGECRAFT_TRAINING_MEMORY_MB, else half the
+    container's memory): compare a matrix's size with it before building one in memory.
     """
 
     task: str
@@ -149,6 +188,8 @@ class FitContext:
     cluster: Cluster = field(default_factory=Cluster.single)
     artefacts_dir: Path | None = None
     report_sections: list[ReportSection] = field(default_factory=list)
+    scratch_dir: Path | None = None
+    data_memory_bytes: int = 1 << 62
 
     @property
     def n_classes(self) -> int:

@@ -17,12 +17,13 @@ GUIDE = (REPO / "docs" / "plugins.md").read_text()
 EXPORTED = {
     "sagecraft.hooks": {
         "CLASSIFICATION", "CONTRIBUTIONS", "HOOK_API_VERSION", "LABEL", "LEAVES", "PROBABILITIES",
-        "RAW_MARGIN", "REGRESSION", "AlgorithmInfo", "ContentTypeRegistry", "Dataset", "FitContext",
-        "Hyperparameter", "ReportSection", "hookimpl", "hookspec",
+        "RAW_MARGIN", "REGRESSION", "AlgorithmInfo", "Batch", "BatchStream", "ContentTypeRegistry",
+        "Dataset", "FitContext", "Hyperparameter", "ReportSection", "hookimpl", "hookspec",
     },
     "sagecraft.model_types": {
         "CLASSIFICATION", "CONTRIBUTIONS", "LABEL", "LEAVES", "PROBABILITIES", "RAW_MARGIN",
-        "REGRESSION", "TASKS", "AlgorithmInfo", "Dataset", "FitContext", "MetricsSink", "ReportSection",
+        "REGRESSION", "TASKS", "AlgorithmInfo", "Batch", "BatchStream", "Dataset", "FitContext",
+        "MetricsSink", "ReportSection",
     },
     "sagecraft.errors": {
         "SagecraftError", "PluginError", "UnknownAlgorithmError", "PluginConflictError", "TrainingError",

@@ -144,6 +144,16 @@ def test_xgboost_on_sharded_data_trains_one_model_on_the_leader(tmp_path: Path) 
         _accuracy(one.model_dir, test_x, test_labels),
     )
     assert abs(several - single) <= 0.02, (several, single)
+    # Streamed (each host's shard parsed into batches, the schema agreed from their summaries):
+    # the same model, to the byte.
+    streamed = _job(tmp_path / "streamed", {**parameters, "streaming": "true"}, "ShardedByS3Key")
+    for tree, (start, end) in zip(streamed, shards, strict=True):
+        tree.add_file("train", "part.csv", _csv(x[start:end], labels[start:end]))
+    results = _run(streamed)
+    assert [r.returncode for r in results] == [0, 0, 0], _explain(results)
+    assert all("streamed:" in r.stderr for r in results)
+    model = "xgboost-model.ubj"
+    assert (streamed[0].model_dir / model).read_bytes() == (trees[0].model_dir / model).read_bytes()
 
 
 def test_replicated_data_is_divided_among_the_hosts(tmp_path: Path) -> None:

@@ -60,7 +60,7 @@ def _first_rows(path: Path, count: int, encoding: str = "utf-8") -> list[list[st
     return rows
 
 
-def _looks_like_header(rows: list[list[str]]) -> bool:
+def looks_like_header(rows: list[list[str]]) -> bool:
     """True when the first row has text where the second row has numbers."""
     if len(rows) < 2:
         return len(rows) == 1 and not any(is_number(cell) for cell in rows[0][1:])
@@ -106,7 +106,7 @@ def _read_csv(
         raise DataError(f"{path} is not valid CSV: {exc}") from None
 
 
-def _csv_header(spec: formats.FormatSpec | None, target: str | None, channel: str) -> bool:
+def csv_header(spec: formats.FormatSpec | None, target: str | None, channel: str) -> bool:
     """Whether CSV files have a header row: as the ContentType says, else when `target` is set."""
     header = spec.header if spec is not None else None
     if header is False and target is not None:
@@ -132,7 +132,7 @@ def _read_file(
         head = _first_rows(path, 2, encoding)
         if not head:
             return None
-        if not header and _looks_like_header(head):
+        if not header and looks_like_header(head):
             first = ", ".join(head[0])
             raise DataError(
                 f"{path} starts with a header row ({first[:200]}), but without the 'target' "
@@ -225,7 +225,7 @@ def read_share(
         if not alone and (listed or share.distribution == SHARDED):
             return None
         raise DataError(f"the '{channel}' channel holds no data files (looked in {channel_dir})")
-    header = _csv_header(spec, target, channel)
+    header = csv_header(spec, target, channel)
 
     read: list[ReadFile] = []
     for path in files:

@@ -95,7 +95,11 @@ def _head(path: Path, size: int = 4096) -> bytes:
 
 def detect_format(path: Path) -> str:
     """The format of a file with no ContentType to go by, from its first bytes."""
-    head = _head(path)
+    return format_of_head(_head(path))
+
+
+def format_of_head(head: bytes) -> str:
+    """The format of data whose first (inflated) bytes are `head`."""
     if head.startswith(PARQUET_MAGIC):
         return PARQUET
     if is_recordio(head):
@@ -180,7 +184,7 @@ def read_csv(
                     guard.charge(batch.nbytes, str(path))
                 batches.append(batch)
     except pa.ArrowInvalid as exc:
-        conversion = _CONVERSION_ERROR.search(str(exc))
+        conversion = CONVERSION_ERROR.search(str(exc))
         if conversion is None:
             raise
         column = names[int(conversion.group(1))] if int(conversion.group(1)) < len(names) else "?"
@@ -206,7 +210,7 @@ def _text_columns(path: Path, read_options: pacsv.ReadOptions) -> set[str]:
     return {f.name for f in schema if is_text(f.type)}
 
 
-_CONVERSION_ERROR = re.compile(
+CONVERSION_ERROR = re.compile(
     r"In CSV column #(\d+): .*CSV conversion error to float: invalid value (.*)$", re.DOTALL
 )
 
@@ -225,9 +229,29 @@ def read_libsvm(
     except ValueError:
         # scikit-learn's parser takes neither `label:weight` nor `index:` with no value, which
         # SageMaker's built-in XGBoost reads (its own test data has both): read those in Python.
-        return _read_libsvm_lines(path, feature_type, guard)
+        with _bounded(path, guard) as handle:
+            return _libsvm_lines(handle, str(path), feature_type, guard)
     except (EOFError, OSError) as exc:
         raise DataError(f"{path} is not valid libsvm text: {exc}") from None
+    return _dense_table(matrix, labels, feature_type, str(path), guard)
+
+
+def libsvm_table(data: bytes, where: str, feature_type: pa.DataType) -> pa.Table:
+    """libsvm lines held in memory (a chunk of a streamed channel) as `read_libsvm` reads a file."""
+    from sklearn.datasets import load_svmlight_file
+
+    try:
+        matrix, labels = load_svmlight_file(
+            io.BytesIO(data), zero_based=True, dtype=feature_type.to_pandas_dtype()
+        )
+    except ValueError:
+        return _libsvm_lines(io.BytesIO(data), where, feature_type, None)
+    return _dense_table(matrix, labels, feature_type, where, None)
+
+
+def _dense_table(
+    matrix: Any, labels: np.ndarray, feature_type: pa.DataType, path: str, guard: MemoryGuard | None
+) -> pa.Table:
     if guard is not None:
         rows, width = matrix.shape
         guard.charge(
@@ -242,7 +266,9 @@ def read_libsvm(
     return pa.Table.from_arrays(arrays, names=libsvm_columns(matrix.shape[1]))
 
 
-def _read_libsvm_lines(path: Path, feature_type: pa.DataType, guard: MemoryGuard | None) -> pa.Table:
+def _libsvm_lines(
+    handle: IO[bytes], path: str, feature_type: pa.DataType, guard: MemoryGuard | None
+) -> pa.Table:
     """libsvm lines with `label:weight` first tokens (a `weight` column follows the label) and
     `index:` pairs without a value (missing values); DataError naming the line of anything else."""
     labels: list[float] = []
@@ -250,39 +276,37 @@ def _read_libsvm_lines(path: Path, feature_type: pa.DataType, guard: MemoryGuard
     rows: list[int] = []
     columns: list[int] = []
     values: list[float] = []
-    with _bounded(path, guard) as handle:
-        text = io.TextIOWrapper(handle, encoding="utf-8", errors="strict")
-        try:
-            for number, raw in enumerate(text, 1):
-                line = raw.split("#", 1)[0].split()
-                if not line:
-                    continue
-                label, _, weight = line[0].partition(":")
+    text = io.TextIOWrapper(handle, encoding="utf-8", errors="strict")
+    try:
+        for number, raw in enumerate(text, 1):
+            line = raw.split("#", 1)[0].split()
+            if not line:
+                continue
+            label, _, weight = line[0].partition(":")
+            try:
+                labels.append(float(label))
+                weights.append(float(weight) if weight else 1.0)
+            except ValueError:
+                raise DataError(
+                    f"{path} is not valid libsvm text: line {number}: {line[0][:40]!r} is not a label "
+                    "(or label:weight)"
+                ) from None
+            for pair in line[1:]:
+                index, colon, value = pair.partition(":")
                 try:
-                    labels.append(float(label))
-                    weights.append(float(weight) if weight else 1.0)
+                    column = int(index)
+                    cell = float(value) if value else float("nan")
                 except ValueError:
+                    column = -1
+                if not colon or column < 0:
                     raise DataError(
-                        f"{path} is not valid libsvm text: line {number}: {line[0][:40]!r} is not a label "
-                        "(or label:weight)"
+                        f"{path} is not valid libsvm text: line {number}: {pair[:40]!r} is not index:value"
                     ) from None
-                for pair in line[1:]:
-                    index, colon, value = pair.partition(":")
-                    try:
-                        column = int(index)
-                        cell = float(value) if value else float("nan")
-                    except ValueError:
-                        column = -1
-                    if not colon or column < 0:
-                        raise DataError(
-                            f"{path} is not valid libsvm text: line {number}: {pair[:40]!r} is not "
-                            "index:value"
-                        ) from None
-                    rows.append(len(labels) - 1)
-                    columns.append(column)
-                    values.append(cell)
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{path} is not valid libsvm text: {exc}") from None
+                rows.append(len(labels) - 1)
+                columns.append(column)
+                values.append(cell)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path} is not valid libsvm text: {exc}") from None
     width = max(columns) + 1 if columns else 0
     if guard is not None:
         guard.charge(
@@ -306,17 +330,26 @@ def read_recordio(
     """RecordIO-protobuf records (dense or sparse tensors of float32, float64 or int32), each with
     its label: `label, f0, f1, ...` as libsvm gives them, sparse positions a record does not
     mention being missing values. Rows x width is bounded by `guard` before the matrix is made."""
-    cell = feature_type.byte_width
     with _bounded(path, guard) as handle:
         data = handle.read()
+    return recordio_table(data, str(path), feature_type, guard)
+
+
+def recordio_table(
+    data: bytes, path: str, feature_type: pa.DataType, guard: MemoryGuard | int | None
+) -> pa.Table:
+    """RecordIO-protobuf records held in memory as `read_recordio` reads a file; `guard` bounds
+    rows x width (a MemoryGuard, or the bytes they may take)."""
+    cell = feature_type.byte_width
+    budget = guard.remaining() if isinstance(guard, MemoryGuard) else guard
     try:
-        rows = decode_rows(data, None if guard is None else guard.remaining() // max(cell, 8) + 1)
+        rows = decode_rows(data, None if budget is None else budget // max(cell, 8) + 1)
     except RecordIOError as exc:
         raise DataError(f"{path} is not valid RecordIO-protobuf: {exc}") from None
     if rows.labels is None:
         raise DataError(f"{path}: its RecordIO-protobuf records have no label; training needs one per record")
     count, width = rows.features.shape
-    if guard is not None:
+    if isinstance(guard, MemoryGuard):
         guard.charge(count * width * cell, f"{path}: {count:,} records of {width:,} features")
     features = rows.features.astype(feature_type.to_pandas_dtype(), copy=False)
     arrays = [pa.array(rows.labels), *(pa.array(features[:, i]) for i in range(width))]

@@ -12,11 +12,13 @@ copied, a few megabytes at a time; RecordIO-protobuf channels are kept as they a
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import shutil
 import stat
 from pathlib import Path
+from typing import Any
 
 from ..environment import SageMakerPaths
 from ..errors import DataError, DataTooLargeError
@@ -34,14 +36,7 @@ def copy_first_epoch(paths: SageMakerPaths, channel: str, *, record_wrapped: boo
     DataError when the FIFO is missing or is not a FIFO, DataTooLargeError when the disk would
     fill. The caller removes the folder once it has read it (`remove_copy`)."""
     fifo = paths.pipe(channel, 0)
-    try:
-        mode = fifo.stat().st_mode
-    except FileNotFoundError:
-        raise DataError(
-            f"the '{channel}' channel is in Pipe mode, but SageMaker's FIFO {fifo} does not exist"
-        ) from None
-    if not stat.S_ISFIFO(mode):
-        raise DataError(f"the '{channel}' channel is in Pipe mode, but {fifo} is not a FIFO")
+    check_fifo(fifo, channel)
     folder = paths.scratch_dir / f"pipe-{channel}"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
@@ -63,6 +58,51 @@ def copy_first_epoch(paths: SageMakerPaths, channel: str, *, record_wrapped: boo
             ) from None
     log.info("channel '%s': %d bytes read from its pipe", channel, copied)
     return folder
+
+
+def check_fifo(fifo: Path, channel: str) -> None:
+    """DataError unless `fifo` is the FIFO SageMaker makes for a Pipe mode channel's epoch."""
+    try:
+        mode = fifo.stat().st_mode
+    except FileNotFoundError:
+        raise DataError(
+            f"the '{channel}' channel is in Pipe mode, but SageMaker's FIFO {fifo} does not exist"
+        ) from None
+    if not stat.S_ISFIFO(mode):
+        raise DataError(f"the '{channel}' channel is in Pipe mode, but {fifo} is not a FIFO")
+
+
+class Unwrapped(io.RawIOBase):
+    """A FIFO of RecordIO-wrapped objects (RecordWrapperType RecordIO) read as the bytes they
+    wrap, a record piece at a time; DataError naming the channel for a broken record."""
+
+    def __init__(self, fifo: Path, channel: str) -> None:
+        self._source = fifo.open("rb", buffering=0)
+        self._pieces = unwrap(self._source, CHUNK_BYTES)
+        self._held = b""
+        self._channel = channel
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._held:
+            try:
+                self._held = next(self._pieces, b"")
+            except RecordIOError as exc:
+                raise DataError(
+                    f"the '{self._channel}' channel (Pipe mode, RecordWrapperType RecordIO): {exc}"
+                ) from None
+            if not self._held:
+                return 0
+        count = min(len(buffer), len(self._held))
+        buffer[:count] = self._held[:count]
+        self._held = self._held[count:]
+        return count
+
+    def close(self) -> None:
+        self._source.close()
+        super().close()
 
 
 def _check_room(folder: Path, size: int, channel: str, copied: int) -> None:

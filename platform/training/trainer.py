@@ -43,7 +43,7 @@ from ..memory import MemoryGuard
 from ..metrics import print_metrics
 from ..model_types import TASKS, Dataset, FitContext, ReportSection
 from ..plugins import Algorithm, PluginSet, installed_plugins
-from . import joining, pipe
+from . import joining, pipe, streamed
 from .agreement import agree, digest, job_wide, together
 from .cross_validation import cross_validate
 from .data import ChannelTable, align_widths, read_share
@@ -117,6 +117,7 @@ CORE_HYPERPARAMETERS = (
         default=float(joining.DEFAULT_COLLECTIVE_TIMEOUT_S),
         minimum=1.0,
     ),
+    streamed.STREAMING,
 )
 _CORE_NAMES = {name for h in CORE_HYPERPARAMETERS for name in (h.name, *h.aliases)}
 
@@ -194,6 +195,13 @@ def _train_on(paths: SageMakerPaths, choice: Choice, cluster: Cluster) -> None:
             hyperparameters=choice.hyperparameters,
             output_data_dir=paths.output_data_dir,
         )
+    try:
+        _prepared_and_fitted(paths, choice, cluster)
+    finally:
+        streamed.remove_scratch(paths)
+
+
+def _prepared_and_fitted(paths: SageMakerPaths, choice: Choice, cluster: Cluster) -> None:
     data = _prepare(paths, choice, cluster)
     stop = _stop_on_sigterm()
     history = MetricHistory()
@@ -329,7 +337,20 @@ def _default_algorithm(given: Mapping[str, Any], plugins: PluginSet) -> str:
 
 def _prepare(paths: SageMakerPaths, choice: Choice, cluster: Cluster) -> Prepared:
     """Read this host's share of the channels, agree their schema with the other hosts (a
-    one-host job's is its own), and encode them as the algorithm receives them."""
+    one-host job's is its own), and encode them as the algorithm receives them: in memory, or
+    streamed into batches on the scratch disk (streamed.py says when)."""
+    info = choice.algorithm.info
+    if cluster.any(streamed.decide(choice.core["streaming"], info, choice.algorithm.name, choice.job, paths)):
+        given = choice.core.get("task") or choice.algorithm.infer_task(choice.hyperparameters)
+        channels = streamed.prepare(paths, choice.job, choice.core, cluster, given)
+        return Prepared(
+            task=channels.task,
+            train=channels.train,
+            validation=channels.validation,
+            encoding=channels.encoding,
+            levels={},
+            dtypes=channels.dtypes,
+        )
     train_table, validation_table = _read_channels(paths, choice, cluster)
     task = agree_task(
         choice.core.get("task") or choice.algorithm.infer_task(choice.hyperparameters),
@@ -477,6 +498,8 @@ def _fit_context(
         stop_requested=lambda: stop.is_set() or cluster.stop_agreed,
         cluster=cluster,
         artefacts_dir=_artefacts_dir(paths, choice) if cluster.is_leader else None,
+        scratch_dir=streamed.fit_scratch_dir(paths),
+        data_memory_bytes=MemoryGuard.for_training().limit,
     )
 
 
@@ -566,6 +589,10 @@ def _report(
     )
     if cluster.size > 1:
         evaluation_name += f" ({cluster.leader}'s share)"
+    if evaluation.stream is not None:
+        if evaluation.n_rows > streamed.REPORT_ROWS:
+            evaluation_name += f", its first {streamed.REPORT_ROWS:,} rows"
+        evaluation = streamed.report_sample(evaluation)
     if evaluation.n_rows == 0:
         log.warning("no training report: this host holds no %s rows", evaluation_name)
         return

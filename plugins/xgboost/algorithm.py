@@ -38,6 +38,7 @@ from .ensemble import ENSEMBLE_SETTING, VOTED_OBJECTIVES, check_member, mean, me
 from .flat_booster import FLAT_MAX_ROWS, FlatBooster, flatten
 from .foreign import describe
 from .hyperparameters import HYPERPARAMETERS, LEGACY, PLUGIN_ONLY
+from .matrices import matrices
 from .messages import xgboost_message
 from .model_checks import check_against_manifest
 from .persistence import (
@@ -105,6 +106,7 @@ def algorithm_info() -> AlgorithmInfo:
             *(m for task in METRICS for m in EXTRA_METRICS[task] if m not in XGBOOST_METRICS),
         ],
         checkpoints=True,
+        streaming=True,  # QuantileDMatrix / ExtMemQuantileDMatrix from the batches (matrices.py)
     )
 
 
@@ -330,36 +332,6 @@ def _check_empty_hosts(train: Dataset, validation: Dataset | None, context: FitC
         )
 
 
-# The tree methods that train on histograms, which QuantileDMatrix holds already binned (a byte a
-# value for up to 256 bins, against the raw float32 copy a DMatrix keeps): the same model to the
-# bit, in a fraction of the memory. exact, approx and gblinear need the raw values.
-HISTOGRAM_METHODS = (None, "auto", "hist")
-
-
-def _matrices(
-    train: Dataset, validation: Dataset | None, params: dict[str, Any]
-) -> list[tuple[xgb.DMatrix, str]]:
-    """The training matrix and the validation one, which takes the training matrix's bins."""
-    binned = params.get("tree_method") in HISTOGRAM_METHODS and params.get("booster", "gbtree") != "gblinear"
-
-    def matrix(data: Dataset, ref: xgb.DMatrix | None = None) -> xgb.DMatrix:
-        if not binned:
-            return xgb.DMatrix(data.features, label=data.labels, weight=data.weights, enable_categorical=True)
-        return xgb.QuantileDMatrix(
-            data.features,
-            label=data.labels,
-            weight=data.weights,
-            enable_categorical=True,
-            ref=ref,
-            max_bin=params.get("max_bin"),
-        )
-
-    evals = [(matrix(train), "train")]
-    if validation is not None:
-        evals.append((matrix(validation, ref=evals[0][0]), "validation"))
-    return evals
-
-
 @hookimpl
 def fit(
     train: Dataset, validation: Dataset | None, hyperparameters: dict[str, Any], context: FitContext
@@ -374,7 +346,7 @@ def fit(
     passed_through = set(hyperparameters) - declared
 
     _check_empty_hosts(train, validation, context)
-    evals = _matrices(train, validation, params)
+    evals = matrices(train, validation, params, hyperparameters["external_memory"], context)
     resumed = resume(context.checkpoint_dir, context.cluster, context.logger)
     done = resumed.num_boosted_rounds() if resumed is not None else 0
     if resumed is not None and done >= rounds:

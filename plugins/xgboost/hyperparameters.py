@@ -115,6 +115,15 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
         minimum=1,
     ),
     Hyperparameter(
+        "external_memory",
+        str,
+        "true: train from external memory (ExtMemQuantileDMatrix, its pages cached on the "
+        "scratch disk); false: the binned matrix in memory; auto: external when the binned "
+        "matrix would pass the job's memory for data.",
+        default="auto",
+        choices=("auto", "true", "false"),
+    ),
+    Hyperparameter(
         "early_stopping_rounds",
         int,
         "Stop when the validation metric has not improved for this many rounds "
@@ -138,5 +147,6 @@ PLUGIN_ONLY = {
     "early_stopping_rounds",
     "checkpoint_rounds",
     "save_model_on_termination",
+    "external_memory",
     *LEGACY,
 }
