@@ -74,6 +74,7 @@ class _Job:
     command: Sequence[str]
     env: Mapping[str, str]
     trained: dict[str, Path]  # models trained by earlier checks of the same run, by kind
+    shared: _SharedEndpoint
 
     def environment(self, **extra: str) -> dict[str, str]:
         return {
@@ -149,6 +150,56 @@ class _Job:
         return x
 
 
+class _SharedEndpoint:
+    """One multi-model endpoint for the checks of a run that only ask a model questions: each
+    loads its model there (a fraction of a second) instead of starting a server of its own (a
+    few seconds each). The single-model endpoint is checked by `sigterm` and `several_hosts`."""
+
+    def __init__(self, base: Path, command: Sequence[str], env: Mapping[str, str]) -> None:
+        self.base = base
+        self.command = command
+        self.env = env
+        self.endpoint: Endpoint | None = None
+
+    def serve(self, job: _Job, name: str) -> _Served:
+        """The job's model/, loaded on the shared endpoint as `name` (started, or restarted
+        after a plugin killed it, as needed)."""
+        if self.endpoint is None or self.endpoint.process.poll() is not None:
+            try:
+                self.endpoint = start_endpoint(
+                    self.base, multi_model=True, env=self.env, command=self.command
+                )
+            except RuntimeError as exc:
+                raise _Failed(str(exc)) from None
+        folder = self.base / "models" / name
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.copytree(job.model_dir, folder)
+        answer = self.endpoint.load_model(name, folder)
+        if answer.status != 200:
+            raise _Failed(
+                f"the trained model does not load on an endpoint: {answer.status} {answer.text[:300]}"
+            )
+        return _Served(self.endpoint, name)
+
+    def stop(self) -> None:
+        if self.endpoint is not None:
+            self.endpoint.stop()
+
+
+@dataclass(frozen=True)
+class _Served:
+    """A model loaded on the shared endpoint, asked as an endpoint of its own is."""
+
+    endpoint: Endpoint
+    name: str
+
+    def invoke(self, body: str, content_type: str = "text/csv", accept: str = "application/json") -> Answer:
+        return self.endpoint.invoke(body, content_type=content_type, accept=accept, model=self.name)
+
+    def stop(self) -> None:
+        self.endpoint.unload_model(self.name)
+
+
 def _serve(job: _Job, multi_model: bool = False) -> Endpoint:
     """A real `sagecraft serve` of the job's model/ (or an empty multi-model endpoint)."""
     try:
@@ -188,7 +239,7 @@ def _predictions(answer: Answer, what: str) -> list:
 def _text_labels(job: _Job) -> None:
     x = job.classifier()
     labels = _classes(x)
-    server = _serve(job)
+    server = job.shared.serve(job, "text_labels")
     try:
         predicted = _predictions(server.invoke(_body(x[:100])), "a CSV request of 100 rows")
     finally:
@@ -206,7 +257,7 @@ def _regression(job: _Job) -> None:
     x = _rows(1, 300)
     y = 3 * x[:, 0] - 2 * x[:, 1]
     job.train({"train.csv": _table(x, [f"{v:.4f}" for v in y])}, {"target": "label", "task": "regression"})
-    server = _serve(job)
+    server = job.shared.serve(job, "regression")
     try:
         predicted = np.array(
             _predictions(server.invoke(_body(x[:100])), "a CSV request of 100 rows"), dtype=float
@@ -239,7 +290,7 @@ def _missing_values(job: _Job) -> None:
         {"train.csv": _table(np.column_stack([a, noise]), list(labels), blank, "label,a,b,c")},
         {"target": "label"},
     )
-    server = _serve(job)
+    server = job.shared.serve(job, "missing_values")
     try:
         empty_a = "".join(f",{b},{c}\n" for b, c in noise[:20])
         zero_a = "".join(f"0,{b},{c}\n" for b, c in noise[20:40])
@@ -275,7 +326,7 @@ def _categorical(job: _Job) -> None:
         f"{labels[i]},{colour[i]},{x[i, 0]},{x[i, 1]}\n" for i in range(300)
     )
     job.train({"train.csv": table}, {"target": "label"})
-    server = _serve(job)
+    server = job.shared.serve(job, "categorical")
     try:
         body = "red,0.5,0.1\nblue,0.5,0.1\ngreen,0.5,0.1\n,0.5,0.1\n"
         answered = _predictions(server.invoke(body), "rows with known, unseen and empty categories")
@@ -287,7 +338,7 @@ def _categorical(job: _Job) -> None:
 
 def _outputs(job: _Job) -> None:
     x = job.classifier()
-    server = _serve(job)
+    server = job.shared.serve(job, "outputs")
     try:
         for kind in OUTPUT_KINDS:
             answer = server.invoke(_body(x[:5]), accept=f"application/json; output={kind}")
@@ -410,7 +461,7 @@ def _several_hosts(job: _Job) -> None:
     x = _rows(7, 600)
     bases = [job.base / f"algo-{i}" for i in (1, 2)]
     for index, base in enumerate(bases):
-        host = _Job(base, job.algorithm, job.hyperparameters, job.command, job.env, {})
+        host = _Job(base, job.algorithm, job.hyperparameters, job.command, job.env, {}, job.shared)
         host.write({"train.csv": _table(x[index::2], list(_classes(x[index::2])))}, {"target": "label"})
         (base / "input" / "config" / "inputdataconfig.json").write_text(
             json.dumps({"train": {"TrainingInputMode": "File", "S3DistributionType": "ShardedByS3Key"}})
@@ -422,7 +473,7 @@ def _several_hosts(job: _Job) -> None:
         if result.returncode != 0:
             reason = result.failure or result.stderr[-800:]
             raise _Failed(f"on two hosts, {result.name} exited {result.returncode}: {reason.strip()[:400]}")
-    leader = _Job(bases[0], job.algorithm, job.hyperparameters, job.command, job.env, {})
+    leader = _Job(bases[0], job.algorithm, job.hyperparameters, job.command, job.env, {}, job.shared)
     server = _serve(leader)
     try:
         _predictions(server.invoke(_body(x[:10])), "the model two hosts trained")
@@ -457,16 +508,26 @@ def check(
     command = list(command or sagecraft_command())
     results = []
     trained: dict[str, Path] = {}
-    for name in only or list(CHECKS):
-        job = _Job(
-            Path(work_dir) / name, algorithm, dict(hyperparameters or {}), command, dict(env or {}), trained
-        )
-        try:
-            CHECKS[name](job)
-        except _Failed as failure:
-            results.append(CheckResult(name, False, str(failure)))
-        else:
-            results.append(CheckResult(name, True, ""))
+    shared = _SharedEndpoint(Path(work_dir) / "endpoint", command, dict(env or {}))
+    try:
+        for name in only or list(CHECKS):
+            job = _Job(
+                Path(work_dir) / name,
+                algorithm,
+                dict(hyperparameters or {}),
+                command,
+                dict(env or {}),
+                trained,
+                shared,
+            )
+            try:
+                CHECKS[name](job)
+            except _Failed as failure:
+                results.append(CheckResult(name, False, str(failure)))
+            else:
+                results.append(CheckResult(name, True, ""))
+    finally:
+        shared.stop()
     return results
 
 

@@ -1,6 +1,7 @@
 """Model files as an attacker writes them: crafted trees, special files, manifests that lie, and
-thousands of random mutations of real saved models. None may crash or hang a process; each is
-refused with ModelLoadError naming the file (and the tree and node), or loads and predicts."""
+thousands of random mutations of real saved models (800 of each of four). None may crash or hang
+a process; each is refused with ModelLoadError naming the file (and the tree and node), or loads
+and predicts."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from sagemaker_tree import REPO, Server, TrainingTree, install_test_plugin, iris
 pytestmark = pytest.mark.hardening
 
 SETOSA = "5.0,3.4,1.5,0.2"
-FUZZ_MUTATIONS = int(os.environ.get("SAGECRAFT_FUZZ_MUTATIONS", "1500"))
+FUZZ_MUTATIONS = int(os.environ.get("SAGECRAFT_FUZZ_MUTATIONS", "800"))
 
 
 @pytest.fixture(scope="module")

@@ -3,10 +3,13 @@ SageMaker does, in every format a channel may hold; the model is the one File mo
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
+import logging
 import os
 import struct
+import threading
 from pathlib import Path
 
 os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
@@ -15,7 +18,10 @@ import numpy as np
 import pytest
 from sagemaker.amazon.common import write_numpy_to_dense_tensor
 
+from sagecraft.environment import SageMakerPaths
+from sagecraft.errors import DataError
 from sagecraft.recordio import MAGIC
+from sagecraft.training.trainer import train as run_training_job
 from sagemaker_tree import Server, TrainingTree, regression_rows
 
 XGBOOST = {"algorithm": "xgboost", "num_round": 10}
@@ -125,3 +131,65 @@ def test_a_pipe_that_would_fill_the_scratch_disk_stops_the_job_with_a_message(tm
         DataTooLargeError, match="'train' channel \\(Pipe mode\\) does not fit the scratch disk"
     ):
         pipe._check_room(tmp_path, free - pipe.DISK_RESERVE_BYTES + 1, "train", 5 << 20)
+
+
+def _epochs(tree: TrainingTree, channel: str, epochs: list[bytes]) -> list[Path]:
+    """Pipe mode FIFOs `<channel>_0`, `<channel>_1`, ... each filled by a writer thread with its
+    epoch's bytes once the job opens it (as SageMaker opens the next epoch after the last)."""
+    tree.write_config(
+        "inputdataconfig.json", {channel: {"TrainingInputMode": "Pipe", "ContentType": "text/csv"}}
+    )
+    fifos = []
+    for number, data in enumerate(epochs):
+        fifo = tree.base / "input" / "data" / f"{channel}_{number}"
+        os.mkfifo(fifo)
+        fifos.append(fifo)
+
+        def write(fifo: Path = fifo, data: bytes = data) -> None:
+            with contextlib.suppress(BrokenPipeError), fifo.open("wb") as out:
+                for start in range(0, len(data), 65536):
+                    out.write(data[start : start + 65536])
+
+        threading.Thread(target=write, daemon=True).start()
+    return fifos
+
+
+def _release(fifos: list[Path]) -> None:
+    """Let the writers of epochs the job never opened finish."""
+    for fifo in fifos:
+        with contextlib.suppress(OSError):
+            os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+
+
+def test_pipe_epochs_read_one_epoch_a_pass_and_train_the_file_mode_model(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    tree = TrainingTree(tmp_path / "pipe")
+    fifos = _epochs(tree, "train", [CSV_ROWS.encode()] * 12)
+    tree.hyperparameters({**XGBOOST, "pipe_epochs": True})
+    try:
+        run_training_job(SageMakerPaths(tree.base))
+    finally:
+        _release(fifos)
+    assert "epoch 0 read (the schema pass)" in caplog.text
+    assert "reading epoch 0 from" in caplog.text and "_2 as it arrives" in caplog.text  # pass 2, epoch 2
+    assert not (tree.base / "scratch").exists()  # nothing was written there
+    assert (tree.model_dir / "xgboost-model.ubj").read_bytes() == _file_mode_model(tmp_path, CSV_ROWS)
+
+
+def test_a_shuffled_second_epoch_is_a_clear_error(tmp_path: Path) -> None:
+    lines = CSV_ROWS.splitlines(keepends=True)
+    shuffled = "".join(lines[1:] + lines[:1]).encode()  # the same rows, another order
+    tree = TrainingTree(tmp_path / "pipe")
+    fifos = _epochs(tree, "train", [CSV_ROWS.encode(), shuffled, *([CSV_ROWS.encode()] * 6)])
+    tree.hyperparameters({**XGBOOST, "pipe_epochs": True})
+    try:
+        with pytest.raises(
+            DataError, match="epoch 1 of the 'train' channel \\(Pipe mode\\) differs from epoch 0"
+        ) as caught:
+            run_training_job(SageMakerPaths(tree.base))
+    finally:
+        _release(fifos)
+    assert "the same count but other bytes or another order" in str(caught.value)
+    assert "ShuffleConfig" in str(caught.value)

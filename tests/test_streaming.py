@@ -305,3 +305,18 @@ def test_a_job_in_a_memory_cgroup_of_its_own_knows_its_limit(tmp_path: Path) -> 
         assert int(limit) == 768 << 20
     finally:
         group.rmdir()
+
+
+def test_a_fastfile_channel_streams_as_a_file_channel(tmp_path: Path) -> None:
+    """FastFile: SageMaker streams each file from S3 as it is read; sagecraft reads each once,
+    from start to end, as a File channel."""
+    rows = _binary_rows(8, 2000).encode()
+    hyperparameters = {**XGBOOST, "objective": "binary:logistic", "streaming": "true"}
+    models = []
+    for mode in ("File", "FastFile"):
+        tree = _job(tmp_path, mode, hyperparameters, train__csv=rows)
+        tree.write_config(
+            "inputdataconfig.json", {"train": {"TrainingInputMode": mode, "ContentType": "text/csv"}}
+        )
+        models.append(_model(tree))
+    assert models[0] == models[1]

@@ -11,9 +11,11 @@ every feature of the in-memory path (text categories, JSON Lines, k-fold) is ava
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import shutil
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,7 @@ from ..environment import SageMakerPaths
 from ..errors import DataError, HyperparameterError
 from ..media_types import RECORDIO, media_type
 from ..memory import MemoryGuard
-from ..model_types import REGRESSION, AlgorithmInfo, Dataset
+from ..model_types import REGRESSION, AlgorithmInfo, Batch, BatchStream, Dataset
 from .agreement import together
 from .channel_files import channel_files
 from .data import POSITIONAL, csv_header
@@ -37,7 +39,7 @@ from .labels import LabelEncoding
 from .sharding import SHARDED, Share
 from .stream import (
     ChannelStream,
-    EncodedStream,
+    EpochStream,
     Source,
     StreamSchema,
     agree,
@@ -58,6 +60,15 @@ STREAMING = hp.Hyperparameter(
     "data in memory, or come through Pipe mode.",
     default=AUTO,
     choices=(AUTO, ON, OFF),
+)
+PIPE_EPOCHS = hp.Hyperparameter(
+    "pipe_epochs",
+    bool,
+    "Pipe mode channels, streamed: true reads one epoch a pass over the data (XGBoost makes a "
+    "few), each checked to equal the first, with nothing on the scratch disk (for channels "
+    "larger than the instance's disk; ShuffleConfig must be off); false parses the first epoch "
+    "once into batches on the scratch disk.",
+    default=False,
 )
 # What reading a channel in memory and building the algorithm's matrices took, per byte of CSV
 # text (bench/TRAINING_DATA.md): the auto choice compares the channels' bytes times this with the
@@ -134,9 +145,25 @@ class StreamedChannels:
             stream.remove()
 
 
+@dataclass(frozen=True)
+class _Read:
+    """One channel as this host streamed it, and the schema every host agreed."""
+
+    stream: ChannelStream
+    schema: StreamSchema
+    rows: slice | None  # this host's block of rows, when the hosts divide them
+    epochs: tuple[Callable[[int, Callable[[Batch], None], Any], ChannelStream], str] | None = None
+
+    def encoded(self, encoding: LabelEncoding, names: list[str]) -> BatchStream:
+        stream = encoded(self.stream, self.schema, encoding, self.rows, names)
+        if self.epochs is None:
+            return stream
+        return EpochStream(stream, *self.epochs)
+
+
 def _read(
     paths: SageMakerPaths, job: TrainingJob, core: dict[str, Any], cluster: Cluster, channel: str
-) -> tuple[ChannelStream, StreamSchema, slice | None]:
+) -> _Read:
     content_type = job.content_type(channel)
     spec = FormatSpec.from_content_type(content_type, channel) if content_type else None
     target = core.get("target")
@@ -147,8 +174,9 @@ def _read(
         str((job.channels.get(channel) or {}).get("S3DistributionType", "FullyReplicated")),
     )
     listed = 1
+    by_epoch = bool(job.is_pipe(channel) and core.get("pipe_epochs"))
+    wrapped = job.record_wrapped(channel) and media_type(content_type) != RECORDIO
     if job.is_pipe(channel):
-        wrapped = job.record_wrapped(channel) and media_type(content_type) != RECORDIO
         source = Source([], pipe=paths.pipe(channel, 0), record_wrapped=wrapped)
     else:
         folder = paths.channel_dir(channel)
@@ -166,12 +194,17 @@ def _read(
                 raise DataError(f"the '{channel}' channel holds no data files (looked in {folder})")
             files = share.files(every)
         source = Source(files)
-    stream = together(
-        cluster,
-        f"while reading the '{channel}' channel",
-        lambda: read_stream(
+    folder = paths.scratch_dir / f"stream-{channel}"
+
+    def read(
+        source: Source,
+        sink: Callable[[Batch], None] | None = None,
+        digest: Any = None,
+        again: ChannelStream | None = None,
+    ) -> ChannelStream:
+        return read_stream(
             source,
-            paths.scratch_dir / f"stream-{channel}",
+            folder,
             channel=channel,
             fmt=spec.name if spec is not None else None,
             header=header,
@@ -179,13 +212,38 @@ def _read(
             csv_weights=bool(core.get("csv_weights")),
             encoding=spec.encoding if spec is not None else "utf-8",
             memory_limit=MemoryGuard.for_training().limit,
-        ),
+            sink=sink,
+            digest=digest,
+            stream=again,
+        )
+
+    first_digest = hashlib.blake2b()
+    stream = together(
+        cluster,
+        f"while reading the '{channel}' channel",
+        lambda: read(source, (lambda batch: None), first_digest) if by_epoch else read(source),
     )
     if cluster.size == 1 and stream.rows == 0:
         raise DataError(f"the '{channel}' channel holds no rows")
     schema = agree(cluster, stream)
     rows = share.rows(stream.rows) if share.splits_rows(listed) else None
-    return stream, schema, rows
+    if not by_epoch:
+        return _Read(stream, schema, rows)
+
+    def read_epoch(epoch: int, sink: Callable[[Batch], None], digest: Any) -> ChannelStream:
+        again = ChannelStream(
+            channel,
+            stream.format,
+            folder,
+            columns=list(stream.columns),
+            label_kind=stream.label_kind,
+            text_labels=dict(stream.text_labels),
+            numeric_labels=None,
+        )
+        return read(Source([], pipe=paths.pipe(channel, epoch), record_wrapped=wrapped), sink, digest, again)
+
+    log.info("channel '%s': epoch 0 read (the schema pass); each pass reads the next epoch", channel)
+    return _Read(stream, schema, rows, (read_epoch, first_digest.hexdigest()))
 
 
 def _frame(names: list[str]) -> pd.DataFrame:
@@ -205,7 +263,8 @@ def prepare(
         )
     streams: list[ChannelStream] = []
     try:
-        train, train_schema, train_rows = _read(paths, job, core, cluster, "train")
+        train_read = _read(paths, job, core, cluster, "train")
+        train, train_schema = train_read.stream, train_read.schema
         streams.append(train)
         task = given_task or (REGRESSION if train_schema.numeric_labels else "classification")
         encoding = label_encoding(task, train_schema)
@@ -213,16 +272,12 @@ def prepare(
         validation = None
         has_validation = paths.channel_dir("validation").exists() or "validation" in job.channels
         if cluster.any(has_validation):
-            read, schema, rows = _read(paths, job, core, cluster, "validation")
-            streams.append(read)
-            if train_schema.format in POSITIONAL and schema.format in POSITIONAL:
-                names = [f"f{i}" for i in range(max(len(names), len(schema.columns)))]
-            validation = Dataset(
-                _frame(names),
-                np.empty(0),
-                stream=encoded(read, schema, encoding, rows, names),
-            )
-        stream = encoded(train, train_schema, encoding, train_rows, names)
+            validation_read = _read(paths, job, core, cluster, "validation")
+            streams.append(validation_read.stream)
+            if train_schema.format in POSITIONAL and validation_read.schema.format in POSITIONAL:
+                names = [f"f{i}" for i in range(max(len(names), len(validation_read.schema.columns)))]
+            validation = Dataset(_frame(names), np.empty(0), stream=validation_read.encoded(encoding, names))
+        stream = train_read.encoded(encoding, names)
     except BaseException:
         for held in streams:
             held.remove()
@@ -243,9 +298,29 @@ def prepare(
 def report_sample(data: Dataset) -> Dataset:
     """A streamed dataset's first REPORT_ROWS rows, in memory, for the training report."""
     stream = data.stream
-    assert isinstance(stream, EncodedStream)
-    features, labels, weights = stream.head(REPORT_ROWS)
-    return Dataset(pd.DataFrame(features, columns=stream.feature_names), labels, weights)
+    assert stream is not None
+    features, labels, weights = _head(stream, REPORT_ROWS)
+    return Dataset(pd.DataFrame(features, columns=list(stream.feature_names)), labels, weights)
+
+
+def _head(stream: BatchStream, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The first `count` rows of a stream as arrays."""
+    features, labels, weights = [], [], []
+    held = 0
+    for batch in stream.batches():
+        take = min(count - held, len(batch.features))
+        features.append(np.asarray(batch.features[:take]))
+        labels.append(batch.labels[:take])
+        if batch.weights is not None:
+            weights.append(batch.weights[:take])
+        held += take
+        if held >= count:
+            break
+    return (
+        np.concatenate(features) if features else np.empty((0, len(stream.feature_names)), np.float32),
+        np.concatenate(labels) if labels else np.empty(0),
+        np.concatenate(weights) if weights else None,
+    )
 
 
 def remove_scratch(paths: SageMakerPaths) -> None:

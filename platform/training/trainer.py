@@ -118,6 +118,7 @@ CORE_HYPERPARAMETERS = (
         minimum=1.0,
     ),
     streamed.STREAMING,
+    streamed.PIPE_EPOCHS,
 )
 _CORE_NAMES = {name for h in CORE_HYPERPARAMETERS for name in (h.name, *h.aliases)}
 
