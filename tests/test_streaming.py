@@ -168,6 +168,7 @@ def test_many_small_batches_give_the_one_batch_model(
     assert not list((tmp_path / "chunked").glob("scratch/**/*.npy"))
 
 
+@pytest.mark.usefixtures("with_report")
 def test_the_report_and_the_served_model_of_a_streamed_job(tmp_path: Path) -> None:
     header, lines = iris_rows()
     model_dir = train(
@@ -320,3 +321,21 @@ def test_a_fastfile_channel_streams_as_a_file_channel(tmp_path: Path) -> None:
         )
         models.append(_model(tree))
     assert models[0] == models[1]
+
+
+def test_a_libsvm_index_far_beyond_the_others_is_refused_before_its_matrix_exists(tmp_path: Path) -> None:
+    rows = "1 3000000000:1\n0 1:2\n"  # three billion columns: 12 GB a row as float32
+    with pytest.raises(DataError, match=r"its highest index is 3,000,000,000.*an index far beyond"):
+        train(tmp_path, {**XGBOOST, "streaming": "true"}, rows)
+
+
+def test_batches_widened_past_the_memory_for_data_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each chunk is small, but a narrow chunk of many rows widened to one row's far index is not."""
+    monkeypatch.setattr(stream_module, "CHUNK_BYTES", 4096)
+    monkeypatch.setenv("SAGECRAFT_TRAINING_MEMORY_MB", "1")
+    # 16 bytes a line: two chunks of 256 narrow rows each, then the wide row in a chunk alone
+    rows = "1 0:1.500 1:2.5\n" * 512 + "1 60000:1\n"
+    with pytest.raises(DataError, match="once widened to the highest position any row mentions"):
+        train(tmp_path, {**XGBOOST, "streaming": "true"}, rows)

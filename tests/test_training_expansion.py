@@ -50,7 +50,9 @@ def _job(tmp_path: Path, content_type: str | None = None) -> TrainingTree:
     tree = TrainingTree(tmp_path)
     if content_type:
         tree.channels(train=content_type)
-    tree.hyperparameters({"algorithm": "xgboost", "num_round": 2})
+    # In memory: these are the in-memory readers' bounds (streamed channels are bounded by
+    # their chunks and the scratch disk: test_streaming.py).
+    tree.hyperparameters({"algorithm": "xgboost", "num_round": 2, "streaming": "false"})
     return tree
 
 

@@ -226,7 +226,7 @@ def read_libsvm(
     try:
         with _bounded(path, guard) as handle:
             matrix, labels = load_svmlight_file(handle, zero_based=True, dtype=feature_type.to_pandas_dtype())
-    except ValueError:
+    except (ValueError, OverflowError):  # (an index past int32: scikit-learn's overflow)
         # scikit-learn's parser takes neither `label:weight` nor `index:` with no value, which
         # SageMaker's built-in XGBoost reads (its own test data has both): read those in Python.
         with _bounded(path, guard) as handle:
@@ -236,17 +236,18 @@ def read_libsvm(
     return _dense_table(matrix, labels, feature_type, str(path), guard)
 
 
-def libsvm_table(data: bytes, where: str, feature_type: pa.DataType) -> pa.Table:
-    """libsvm lines held in memory (a chunk of a streamed channel) as `read_libsvm` reads a file."""
+def libsvm_table(data: bytes, where: str, feature_type: pa.DataType, guard: MemoryGuard) -> pa.Table:
+    """libsvm lines held in memory (a chunk of a streamed channel) as `read_libsvm` reads a file,
+    the dense rows x width charged to `guard` before the matrix is made."""
     from sklearn.datasets import load_svmlight_file
 
     try:
         matrix, labels = load_svmlight_file(
             io.BytesIO(data), zero_based=True, dtype=feature_type.to_pandas_dtype()
         )
-    except ValueError:
-        return _libsvm_lines(io.BytesIO(data), where, feature_type, None)
-    return _dense_table(matrix, labels, feature_type, where, None)
+    except (ValueError, OverflowError):
+        return _libsvm_lines(io.BytesIO(data), where, feature_type, guard)
+    return _dense_table(matrix, labels, feature_type, where, guard)
 
 
 def _dense_table(

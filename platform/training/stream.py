@@ -48,6 +48,7 @@ import pyarrow.parquet as pq
 from ..cluster import Cluster
 from ..errors import ClusterError, DataError, DataTooLargeError
 from ..media_types import CSV, LIBSVM, PARQUET, RECORDIO, short_name
+from ..memory import MemoryGuard
 from ..model_types import CLASSIFICATION, REGRESSION, Batch
 from . import formats
 from .agreement import job_wide
@@ -482,9 +483,27 @@ def _positional(table: pa.Table) -> tuple[np.ndarray, pa.Array, np.ndarray | Non
     return features, table.column("label").combine_chunks(), weights
 
 
-def _stream_libsvm(source: IO[bytes], where: str, writer: _Writer) -> None:
+class _ChunkGuard(MemoryGuard):
+    """What one chunk's dense matrix may take while it is parsed."""
+
+    def charge(self, nbytes: int, what: str) -> None:
+        self.used += nbytes
+        if self.used > self.limit:
+            raise DataTooLargeError(
+                f"{what}: {self.used / 2**20:,.0f} MiB as a dense float32 block, over the "
+                f"{self.limit / 2**20:,.0f} MiB {self.source}: check the file for an index far "
+                "beyond the others, or give the job more memory (SAGECRAFT_TRAINING_MEMORY_MB)"
+            )
+
+
+def _stream_libsvm(source: IO[bytes], where: str, writer: _Writer, memory_limit: int) -> None:
+    # Each chunk's dense matrix is bounded before it is made: one line `1 3000000000:1` would
+    # make three billion columns. The chunks in flight share the job's memory for data.
+    share = memory_limit // (_workers() + 2)
+
     def parse(chunk: memoryview, index: int) -> _Saved:
-        table = formats.libsvm_table(bytes(chunk), f"{where} (chunk {index + 1})", pa.float32())
+        guard = _ChunkGuard(share, "a share of the job's memory for data, per chunk being parsed")
+        table = formats.libsvm_table(bytes(chunk), f"{where} (chunk {index + 1})", pa.float32(), guard)
         return writer.save(*_positional(table), where)
 
     for saved in _parallel(_Chunks(source, where), parse, _workers()):
@@ -523,7 +542,9 @@ def _stream_parquet(path: Path, where: str, writer: _Writer, target: str | None)
                     f"feature column '{field_.name}' in {where} is {kind}: streamed channels hold numbers "
                     "only; a channel with text categories is read in memory (streaming=false)"
                 )
-        for batch in parquet.iter_batches(batch_size=BATCH_ROWS):
+        # Rows a batch of this width holds within about a chunk's bytes (a file may be wide).
+        rows = max(1, min(BATCH_ROWS, 2 * CHUNK_BYTES // (8 * max(1, len(names)))))
+        for batch in parquet.iter_batches(batch_size=rows):
             table = pa.Table.from_batches([batch])
             writer.write(_matrix(table, features), table.column(label).combine_chunks(), None, where)
         return features
@@ -603,7 +624,7 @@ def read_stream(
                     layout=layout,
                 )
             elif kind == LIBSVM:
-                _stream_libsvm(handle, where, writer)
+                _stream_libsvm(handle, where, writer, memory_limit)
             elif kind == RECORDIO:
                 _stream_recordio(handle, where, writer, memory_limit)
             else:
@@ -867,6 +888,20 @@ def encoded(
             DataError(
                 f"the {stream.channel} channel has {stream.width} features, more than the train "
                 f"channel's {len(names)}"
+            )
+        )
+    # Narrow batches are widened to the widest position as they are read: bound the widest
+    # batch, as a libsvm row mentioning feature 10,000,000 would make every batch that wide.
+    guard = MemoryGuard.for_training()
+    largest = max((part.rows for part in stream.parts if part.width < len(names)), default=0)
+    if largest * len(names) * 4 > guard.limit // 4:
+        raise job_wide(
+            DataError(
+                f"the {stream.channel} channel's batches would be {largest:,} rows x {len(names):,} "
+                f"features ({largest * len(names) * 4 / 2**20:,.0f} MiB each) once widened to the "
+                f"highest position any row mentions, more than a quarter of the "
+                f"{guard.limit / 2**20:,.0f} MiB this job's data may use ({guard.source}): check "
+                "the files for an index far beyond the others"
             )
         )
     return EncodedStream(stream, list(names), encoding, schema.weighted, rows)

@@ -33,11 +33,12 @@ from ..model_types import REGRESSION, AlgorithmInfo, Batch, BatchStream, Dataset
 from .agreement import together
 from .channel_files import channel_files
 from .data import POSITIONAL, csv_header
-from .formats import GZIP_MAGIC, FormatSpec
+from .formats import GZIP_MAGIC, FormatSpec, detect_format
 from .job import TrainingJob
 from .labels import LabelEncoding
 from .sharding import SHARDED, Share
 from .stream import (
+    STREAMED_FORMATS,
     ChannelStream,
     EpochStream,
     Source,
@@ -115,8 +116,18 @@ def decide(
     total = 0
     for channel in channels:
         folder = paths.channel_dir(channel)
-        if folder.is_dir():
-            total += sum(text_bytes(path) for path in channel_files(folder))
+        if not folder.is_dir():
+            continue
+        files = channel_files(folder)
+        content_type = job.content_type(channel)
+        try:
+            fmt = FormatSpec.from_content_type(content_type, channel).name if content_type else None
+            fmt = fmt or (detect_format(files[0]) if files else None)
+        except DataError:
+            return False  # the in-memory reader names the problem
+        if fmt is not None and fmt not in STREAMED_FORMATS:
+            return False  # JSON Lines: read in memory
+        total += sum(text_bytes(path) for path in files)
     guard = MemoryGuard.for_training()
     needed = total * IN_MEMORY_BYTES_PER_TEXT_BYTE
     if needed > guard.limit:
