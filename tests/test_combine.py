@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
+from sagecraft.categories import code_matrix
 from sagecraft.errors import DataError
 from sagecraft.media_types import CSV, LIBSVM, PARQUET
 from sagecraft.training.combine import ColumnRoles, ReadFile, check_files, combine
@@ -100,3 +102,18 @@ def test_libsvm_keeps_its_index_names_and_a_single_column_is_refused() -> None:
     assert "libsvm indices are column numbers" in roles.describe(LIBSVM, False)
     with pytest.raises(DataError, match="has 1 column; a label and features are needed"):
         _roles(_file("a.csv", {"f0": [1]}))
+
+
+def test_float_features_are_one_block_the_forest_fits_on_without_a_copy() -> None:
+    """Numbers of one float type become one column-major block: the matrix the forest fits on
+    (scikit-learn's trees take Fortran order) is a view of it, so the rows are held once."""
+    columns = {"f0": [1, 0, 1], **{f"f{i}": pa.array([0.5, None, 2.5], pa.float32()) for i in (1, 2, 3)}}
+    first = _file("a.csv", columns)
+    table = combine([first], _roles(first), channel="train")
+    matrix = code_matrix(table.features, order="F")
+    assert matrix.dtype == np.float32 and matrix.flags["F_CONTIGUOUS"] and matrix.shape == (3, 3)
+    assert np.shares_memory(matrix, table.features.to_numpy())
+    assert np.isnan(matrix[1]).all() and matrix[2].tolist() == [2.5, 2.5, 2.5]
+    # text beside the numbers keeps one block per column (categories are encoded later)
+    mixed = _file("b.csv", {"f0": [1, 0], "f1": [0.5, 1.5], "f2": ["red", "blue"]})
+    assert combine([mixed], _roles(mixed), channel="train").features["f0"].tolist() == [0.5, 1.5]

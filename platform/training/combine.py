@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -172,7 +173,21 @@ def combine(read: list[ReadFile], roles: ColumnRoles, *, channel: str) -> Channe
     weights = combined.column(roles.weight).to_pandas() if roles.weight else None
     if weights is not None and (weights.isna().any() or (weights < 0).any()):
         raise DataError(f"the '{channel}' channel has missing or negative weights")
+    return ChannelTable(_features(combined, roles), labels, weights, read[0].format)
+
+
+def _features(table: pa.Table, roles: ColumnRoles) -> pd.DataFrame:
+    """The feature columns as a DataFrame. Numbers of one float type become one column-major
+    block, filled a column at a time (the fit then reads it without another copy: numpy sees
+    it as a Fortran-ordered matrix); otherwise one block per column (text, mixed types)."""
+    types = {table.column(name).type for name in roles.features}
+    if len(types) == 1 and pa.types.is_floating(next(iter(types))) and table.num_rows:
+        dtype = next(iter(types)).to_pandas_dtype()
+        block = np.empty((len(roles.features), table.num_rows), dtype=dtype)
+        for index, name in enumerate(roles.features):
+            block[index] = table.column(name).to_numpy()
+        return pd.DataFrame(block.T, columns=roles.names, copy=False)
     # One block per column: no consolidation copy of the whole table.
-    features = combined.select(roles.features).to_pandas(split_blocks=True)
+    features = table.select(roles.features).to_pandas(split_blocks=True)
     features.columns = roles.names
-    return ChannelTable(features, labels, weights, read[0].format)
+    return features

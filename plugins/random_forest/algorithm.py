@@ -120,7 +120,9 @@ def fit(
         params["random_state"] = host_seed(params.get("random_state"), cluster)
     model = estimator(**params, oob_score=oob) if params["n_estimators"] else None
     if model is not None:
-        _fit_in_stages(model, _as_matrix(train.features), train, context)
+        # Column-major, as scikit-learn's trees fit: a view of the training table's float block
+        # (combine.py builds one), so the rows are held once, not twice.
+        _fit_in_stages(model, code_matrix(train.features, order="F"), train, context)
         if cluster.size > 1 and context.task == CLASSIFICATION:
             widen_classes(model, context.n_classes)
     trees = int(cluster.allreduce(np.array([0 if model is None else len(model.estimators_)]))[0])
