@@ -10,8 +10,17 @@ import pytest
 
 # The SDK v2 warns on import that v3 exists; the tests use v2's Predictor on purpose.
 os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
+# The training report costs about a second of CPU a job, a quarter of a small one: off for the
+# suite's hundreds of jobs, on for the tests of the report (the `with_report` fixture).
+os.environ.setdefault("SAGECRAFT_TRAINING_REPORT", "false")
 
 from sagemaker_tree import Server, TrainingTree, iris_tree, regression_rows
+
+
+@pytest.fixture
+def with_report(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Training jobs of this test (in-process or `sagecraft train`) write their report."""
+    monkeypatch.setenv("SAGECRAFT_TRAINING_REPORT", "true")
 
 
 @pytest.fixture(scope="session")
@@ -19,7 +28,9 @@ def iris_forest(tmp_path_factory: pytest.TempPathFactory) -> TrainingTree:
     tree = iris_tree(
         tmp_path_factory.mktemp("iris-forest"), {"algorithm": "random_forest", "target": "Species", "mtry": 2}
     )
-    assert tree.train().returncode == 0, tree.explain()
+    assert tree.train(SAGECRAFT_TRAINING_REPORT="true").returncode == 0, (
+        tree.explain()
+    )  # test_report.py reads it
     return tree
 
 
@@ -40,7 +51,7 @@ def regression_xgboost(tmp_path_factory: pytest.TempPathFactory) -> TrainingTree
     tree.add_file("validation", "validation.csv", regression_rows(1, 100))
     tree.channels(train="text/csv", validation="text/csv")
     tree.hyperparameters({"algorithm": "xgboost", "num_round": 30, "eval_metric": "rmse"})
-    assert tree.train().returncode == 0, tree.explain()
+    assert tree.train(SAGECRAFT_TRAINING_REPORT="true").returncode == 0, tree.explain()  # test_report.py
     return tree
 
 

@@ -89,7 +89,7 @@ def test_the_local_run_script_trains_serves_and_answers(
     result = subprocess.run(
         ["bash", "-e", "-c", script],
         cwd=tmp_path,
-        env=_environment(env_dir, PORT=str(port)),
+        env=_environment(env_dir, PORT=str(port), SAGECRAFT_TRAINING_REPORT="true"),
         capture_output=True,
         text=True,
         timeout=300,

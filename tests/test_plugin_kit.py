@@ -10,6 +10,8 @@ import subprocess
 import zlib
 from pathlib import Path
 
+import pytest
+
 from sagemaker_tree import SAGECRAFT, TrainingTree, environment, install_test_plugin, regression_rows
 
 
@@ -114,6 +116,7 @@ def test_plugins_as_json_say_what_each_algorithm_declares(tmp_path: Path) -> Non
     assert entries["mean"]["algorithm"]["metrics"] == ["rmse"]
 
 
+@pytest.mark.usefixtures("with_report")
 def test_a_plugin_writes_artefacts_and_report_sections(tmp_path: Path) -> None:
     site = _site(tmp_path)
     tree = TrainingTree(tmp_path / "job", pythonpath=site)

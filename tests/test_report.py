@@ -22,6 +22,8 @@ from sagecraft.training.report import permutation_importance
 from sagecraft_xgboost.checkpoints import Progress
 from sagemaker_tree import TrainingTree, environment, regression_rows
 
+pytestmark = pytest.mark.usefixtures("with_report")
+
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -203,3 +205,15 @@ def test_an_xgboost_report_with_a_categorical_feature_is_written(tmp_path: Path)
     assert result.returncode == 0, tree.explain()
     assert "could not be written" not in result.stderr, result.stderr
     assert "feature-importance.png" in _figures(tmp_path / "output/data/report")
+
+
+def test_the_report_can_be_turned_off_and_a_bad_setting_is_named(tmp_path: Path) -> None:
+    tree = TrainingTree(tmp_path / "off")
+    tree.add_file("train", "data.csv", regression_rows(3, 200))
+    tree.hyperparameters({"algorithm": "xgboost", "num_round": 3})
+    result = tree.train(SAGECRAFT_TRAINING_REPORT="false")
+    assert result.returncode == 0, tree.explain()
+    assert "no training report: SAGECRAFT_TRAINING_REPORT is false" in result.stderr
+    assert not (tree.base / "output/data/report").exists()
+    assert tree.train(SAGECRAFT_TRAINING_REPORT="sometimes").returncode == 1
+    assert "SAGECRAFT_TRAINING_REPORT='sometimes' must be true or false" in (tree.failure or "")

@@ -25,7 +25,13 @@ import numpy as np
 from .. import categories
 from .. import hyperparameters as hp
 from ..cluster import Cluster
-from ..environment import DEFAULT_ALGORITHM_SETTING, SageMakerPaths, default_algorithm
+from ..environment import (
+    DEFAULT_ALGORITHM_SETTING,
+    TRAINING_REPORT_SETTING,
+    SageMakerPaths,
+    default_algorithm,
+    training_report,
+)
 from ..errors import (
     ClusterError,
     DataError,
@@ -206,7 +212,8 @@ def _prepared_and_fitted(paths: SageMakerPaths, choice: Choice, cluster: Cluster
     data = _prepare(paths, choice, cluster)
     stop = _stop_on_sigterm()
     history = MetricHistory()
-    if cluster.is_leader:
+    report = training_report()
+    if cluster.is_leader and report:
         start_loading_matplotlib()
     context = _fit_context(paths, choice, data, history, stop, cluster)
     cluster.stage = "while fitting"
@@ -233,7 +240,10 @@ def _prepared_and_fitted(paths: SageMakerPaths, choice: Choice, cluster: Cluster
         hyperparameters=choice.hyperparameters,
     )
     loaded = _save(paths.model_dir, choice.algorithm, model, manifest)
-    _report(paths, choice.algorithm, loaded, data, history, stop, cluster, context.report_sections)
+    if report:
+        _report(paths, choice.algorithm, loaded, data, history, stop, cluster, context.report_sections)
+    else:
+        log.info("no training report: %s is false", TRAINING_REPORT_SETTING)
     choice.plugins.training_finished(
         algorithm=choice.algorithm.name,
         model_dir=paths.model_dir,
