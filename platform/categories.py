@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -83,7 +84,9 @@ def encode(features: pd.DataFrame, categories: Mapping[str, Sequence[str]]) -> p
     return encoded
 
 
-def numeric_matrix(features: pd.DataFrame, dtype: type = np.float32, order: str = "C") -> np.ndarray | None:
+def numeric_matrix(
+    features: pd.DataFrame, dtype: type = np.float32, order: Literal["C", "F"] = "C"
+) -> np.ndarray | None:
     """`features` as a `dtype` matrix, NaN for missing values, when no column is categorical;
     None when one is (the caller encodes those columns its own way). Categories are text, so a
     table holding one is not all floats; the check costs 2 µs, scanning `features.dtypes` 16 µs
@@ -97,7 +100,9 @@ def numeric_matrix(features: pd.DataFrame, dtype: type = np.float32, order: str 
     return features.to_numpy(dtype=dtype, na_value=np.nan)
 
 
-def code_matrix(features: pd.DataFrame, dtype: type = np.float32, order: str = "C") -> np.ndarray:
+def code_matrix(
+    features: pd.DataFrame, dtype: type = np.float32, order: Literal["C", "F"] = "C"
+) -> np.ndarray:
     """`features` as one `dtype` matrix for a library without categorical support: a categorical
     feature as its category's code (0, 1, ... in the order of the training categories), a missing
     or unseen category, like any missing value, as NaN."""

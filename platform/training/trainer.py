@@ -667,5 +667,10 @@ def run_training(paths: SageMakerPaths) -> int:
         log.exception("training failed with an internal error")
         failure.write(exc)
         return 1
+    finally:
+        # The job's outcome is settled: a SIGTERM now (SageMaker stopping a job that is ending)
+        # must not turn it into a death by signal, which Python's exit would let it be.
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
     log.info("training complete")
     return 0
