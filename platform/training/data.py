@@ -70,6 +70,17 @@ def looks_like_header(rows: list[list[str]]) -> bool:
     )
 
 
+def unexpected_header(where: str, first_row: list[str]) -> DataError:
+    """The error for a header row in CSV read without one (the in-memory and streamed readers)."""
+    shown = ", ".join(first_row)
+    return DataError(
+        f"{where} starts with a header row ({shown[:200]}), but without the 'target' "
+        "hyperparameter files must have no header and the label in the first column. "
+        "Set target=<label column name> to use the header, send the channel as "
+        "text/csv;header=present, or remove the header row"
+    )
+
+
 def _bad_row_location(path: Path, expected: int) -> str:
     """Find the first row whose field count differs, to name it in the error (error path only)."""
     with _open_text(path) as handle:
@@ -133,13 +144,7 @@ def _read_file(
         if not head:
             return None
         if not header and looks_like_header(head):
-            first = ", ".join(head[0])
-            raise DataError(
-                f"{path} starts with a header row ({first[:200]}), but without the 'target' "
-                "hyperparameter files must have no header and the label in the first column. "
-                "Set target=<label column name> to use the header, send the channel as "
-                "text/csv;header=present, or remove the header row"
-            )
+            raise unexpected_header(str(path), head[0])
         if target is not None and target not in head[0]:
             raise DataError(
                 f"target column '{target}' is not in {path}; its columns are: {', '.join(head[0])}"

@@ -384,7 +384,7 @@ def _stream_csv(
 ) -> _Layout | None:
     """One CSV file or pipe into batches; returns the layout (the first file's, which later files
     must match), or None for a file without rows."""
-    from .data import looks_like_header  # (data imports this module's readers' siblings)
+    from .data import looks_like_header, unexpected_header  # (data imports this module's siblings)
 
     chunks = iter(_Chunks(source, where))
     first = next(chunks, None)
@@ -394,13 +394,7 @@ def _stream_csv(
     if not head:
         return layout
     if not header and looks_like_header(head):
-        shown = ", ".join(head[0])
-        raise DataError(
-            f"{where} starts with a header row ({shown[:200]}), but without the 'target' "
-            "hyperparameter files must have no header and the label in the first column. "
-            "Set target=<label column name> to use the header, send the channel as "
-            "text/csv;header=present, or remove the header row"
-        )
+        raise unexpected_header(where, head[0])
     mine = _csv_layout(head[0], header, target, csv_weights, where)
     if layout is not None and mine.names != layout.names:
         raise DataError(
