@@ -339,3 +339,15 @@ def test_batches_widened_past_the_memory_for_data_are_refused(
     rows = "1 0:1.500 1:2.5\n" * 512 + "1 60000:1\n"
     with pytest.raises(DataError, match="once widened to the highest position any row mentions"):
         train(tmp_path, {**XGBOOST, "streaming": "true"}, rows)
+
+
+def test_more_distinct_text_labels_than_classes_may_be_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every distinct text label becomes a class and is held in the channel's dictionary: a
+    column of unique texts (an identifier as the target?) is stopped at the bound."""
+    monkeypatch.setattr(stream_module, "MAX_CLASSES", 50)
+    rows = "".join(f"id-{i},{i % 7}.5\n" for i in range(200))
+    with pytest.raises(DataError, match="more than 50 distinct texts"):
+        train(tmp_path, {**XGBOOST, "streaming": "true"}, rows)
+    assert not list((tmp_path / "scratch").glob("stream-*"))
