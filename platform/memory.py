@@ -102,14 +102,22 @@ def release_memory() -> None:
     _malloc_trim()
 
 
+STREAM_OR_SCALE = (
+    "Stream the channels from the scratch disk instead (streaming=true, for algorithms that take "
+    "batches such as xgboost), or train on an instance with more memory, on more instances, or on "
+    "fewer rows or features"
+)
+
+
 class MemoryGuard:
     """What a training job's data may take as it is read: SAGECRAFT_TRAINING_MEMORY_MB, else
     half the container's memory (cgroup limit). Readers `charge` what they hold (or are about to
     make) and get DataTooLargeError, with the size, the limit and what to do, past it."""
 
-    def __init__(self, limit: int, source: str) -> None:
+    def __init__(self, limit: int, source: str, advice: str = STREAM_OR_SCALE) -> None:
         self.limit = limit
         self.source = source
+        self.advice = advice  # what the user may do, the message's last sentence
         self.used = 0
 
     @classmethod
@@ -132,10 +140,7 @@ class MemoryGuard:
         if self.used > self.limit:
             raise DataTooLargeError(
                 f"{what}: the training data would take {self.used / 2**20:,.0f} MiB, over the "
-                f"{self.limit / 2**20:,.0f} MiB this job's data may use ({self.source}). Stream the "
-                "channels from the scratch disk instead (streaming=true, for algorithms that take "
-                "batches such as xgboost), or train on an instance with more memory, on more "
-                "instances, or on fewer rows or features"
+                f"{self.limit / 2**20:,.0f} MiB this job's data may use ({self.source}). {self.advice}"
             )
 
 

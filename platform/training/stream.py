@@ -52,7 +52,8 @@ from ..memory import MemoryGuard
 from ..model_types import CLASSIFICATION, REGRESSION, Batch
 from . import formats
 from .agreement import job_wide
-from .combine import is_number
+from .combine import ColumnRoles, ReadFile, is_number
+from .data import POSITIONAL, looks_like_header, unexpected_header
 from .labels import LabelEncoding
 
 __all__ = ["ChannelStream", "EncodedStream", "EpochStream", "agree", "read_stream"]
@@ -71,7 +72,6 @@ DISK_RESERVE_BYTES = 256 << 20
 # Distinct labels a classification may have (each is a class the model predicts).
 MAX_CLASSES = 65_536
 STREAMED_FORMATS = (CSV, LIBSVM, RECORDIO, PARQUET)
-_POSITIONAL = (LIBSVM, RECORDIO)
 NUMERIC = "number"
 TEXT = "text"
 
@@ -106,7 +106,7 @@ class ChannelStream:
 
     @property
     def width(self) -> int:
-        if self.format in _POSITIONAL:
+        if self.format in POSITIONAL:
             return max((part.width for part in self.parts), default=0)
         return len(self.columns)
 
@@ -119,7 +119,7 @@ class ChannelStream:
         return {
             "rows": self.rows,
             "format": self.format,
-            "columns": self.columns if self.format not in _POSITIONAL else [],
+            "columns": self.columns if self.format not in POSITIONAL else [],
             "width": self.width,
             "weighted": self.weighted,
             "labels": self.label_kind,
@@ -340,25 +340,15 @@ def _workers() -> int:
 def _csv_layout(
     first_line: list[str], header: bool, target: str | None, csv_weights: bool, where: str
 ) -> _Layout:
-    names = first_line if header else [f"c{i}" for i in range(len(first_line))]
-    if target is not None and target not in names:
-        raise DataError(f"target column '{target}' is not in {where}; its columns are: {', '.join(names)}")
-    label = target if target is not None else names[0]
-    weight = None
-    if csv_weights:
-        if target is not None:
-            raise DataError(
-                "csv_weights=1 reads weights from the second column of label-first CSV files; "
-                "remove 'target' or csv_weights"
-            )
-        if len(names) < 3:
-            raise DataError(f"{where}: csv_weights=1 needs a label, a weight and features")
-        weight = names[1]
-    if len(names) < 2:
-        raise DataError(f"{where} has {len(names)} column; a label and features are needed")
-    features = [n for n in names if n not in (label, weight)]
-    model_names = features if header else [f"f{i}" for i in range(len(features))]
-    return _Layout(names, label, weight, features, model_names, first_line if header else None)
+    """The layout from the first line, decided as the in-memory combiner decides it."""
+    names = first_line if header else [f"f{i}" for i in range(len(first_line))]
+    empty = pa.Table.from_arrays([pa.array([], pa.string()) for _ in names], names=names)
+    roles = ColumnRoles.decide(
+        ReadFile(Path(where), CSV, empty), target=target, header=header, csv_weights=csv_weights
+    )
+    return _Layout(
+        roles.columns, roles.label, roles.weight, roles.features, roles.names, first_line if header else None
+    )
 
 
 def _first_lines(chunk: memoryview, encoding: str, where: str) -> list[list[str]]:
@@ -384,8 +374,6 @@ def _stream_csv(
 ) -> _Layout | None:
     """One CSV file or pipe into batches; returns the layout (the first file's, which later files
     must match), or None for a file without rows."""
-    from .data import looks_like_header, unexpected_header  # (data imports this module's siblings)
-
     chunks = iter(_Chunks(source, where))
     first = next(chunks, None)
     if first is None:
@@ -477,26 +465,18 @@ def _positional(table: pa.Table) -> tuple[np.ndarray, pa.Array, np.ndarray | Non
     return features, table.column("label").combine_chunks(), weights
 
 
-class _ChunkGuard(MemoryGuard):
-    """What one chunk's dense matrix may take while it is parsed."""
-
-    def charge(self, nbytes: int, what: str) -> None:
-        self.used += nbytes
-        if self.used > self.limit:
-            raise DataTooLargeError(
-                f"{what}: {self.used / 2**20:,.0f} MiB as a dense float32 block, over the "
-                f"{self.limit / 2**20:,.0f} MiB {self.source}: check the file for an index far "
-                "beyond the others, or give the job more memory (SAGECRAFT_TRAINING_MEMORY_MB)"
-            )
-
-
 def _stream_libsvm(source: IO[bytes], where: str, writer: _Writer, memory_limit: int) -> None:
     # Each chunk's dense matrix is bounded before it is made: one line `1 3000000000:1` would
     # make three billion columns. The chunks in flight share the job's memory for data.
     share = memory_limit // (_workers() + 2)
 
     def parse(chunk: memoryview, index: int) -> _Saved:
-        guard = _ChunkGuard(share, "a share of the job's memory for data, per chunk being parsed")
+        guard = MemoryGuard(
+            share,
+            "a share of the job's memory for data, per chunk being parsed",
+            advice="Check the file for an index far beyond the others, or give the job more "
+            "memory (SAGECRAFT_TRAINING_MEMORY_MB)",
+        )
         table = formats.libsvm_table(bytes(chunk), f"{where} (chunk {index + 1})", pa.float32(), guard)
         return writer.save(*_positional(table), where)
 
@@ -718,7 +698,7 @@ def agree(cluster: Cluster, stream: ChannelStream) -> StreamSchema:
             f"the hosts' '{channel}' channels hold different formats: "
             + "; ".join(f"{host}: {short_name(value['format'])}" for host, value in present)
         )
-    if first["format"] in _POSITIONAL:
+    if first["format"] in POSITIONAL:
         columns = [f"f{i}" for i in range(max(value["width"] for _, value in present))]
     else:
         columns = first["columns"]
@@ -870,7 +850,7 @@ def encoded(
 ) -> EncodedStream:
     """The stream as the fit reads it; `columns` the train channel's, for the validation one."""
     names = columns if columns is not None else schema.columns
-    if stream.format not in _POSITIONAL and stream.rows and stream.columns != names:
+    if stream.format not in POSITIONAL and stream.rows and stream.columns != names:
         raise job_wide(
             DataError(
                 f"the {stream.channel} channel's features ({', '.join(stream.columns)}) differ "
