@@ -9,9 +9,11 @@ __all__ = [
     "DataError",
     "DataTooLargeError",
     "DecodedTooLargeError",
+    "ForwardedError",
     "HyperparameterError",
     "InsufficientMemoryError",
     "ModelAlreadyLoadedError",
+    "ModelCrashedError",
     "ModelLoadError",
     "ModelLoadTimeoutError",
     "ModelNotFoundError",
@@ -199,6 +201,28 @@ class InsufficientMemoryError(SagecraftError):
     """Loading another model would exceed the memory budget; SageMaker then unloads idle models."""
 
     status = 507
+
+
+class ModelCrashedError(ModelLoadError):
+    """A model's process died (a signal, an exit, the out-of-memory killer) while it loaded or
+    answered, or the model was marked failed after dying again and again."""
+
+    status = 500
+
+
+class ForwardedError(SagecraftError):
+    """An error another process of the endpoint answered (a model host's, or the parent's), passed
+    on with its status, type and message as they were."""
+
+    def __init__(self, status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self._kind = kind
+        self.headers = headers or {}
+
+    @property
+    def kind(self) -> str:
+        return self._kind
 
 
 class ModelLoadTimeoutError(ModelLoadError):

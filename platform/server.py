@@ -17,6 +17,7 @@ from .serving.middleware import error_middleware
 from .serving.multi_model import add_model_routes
 from .serving.openapi import add_openapi_route
 from .serving.request_format import TARGET_MODEL
+from .serving.routed import routed_invoke
 
 
 async def ping(request: web.Request) -> web.Response:
@@ -50,7 +51,7 @@ async def invocations(request: web.Request) -> web.StreamResponse:
         target = request.headers.get(TARGET_MODEL)
         if not target:
             raise BadRequestError(f"a multi-model endpoint needs the {TARGET_MODEL} header")
-        return await invoke(request, target)
+        return await routed_invoke(request, target)
     if not _single_model_ready(request.app[RUNTIME]):
         raise NotReadyError("the model is still loading")
     return await invoke(request, SINGLE_MODEL)

@@ -247,13 +247,30 @@ class Server:
         children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text()
         return [int(pid) for pid in children.split()]
 
+    def descendant_pids(self) -> list[int]:
+        """Every process below the server's (a multi-model endpoint's fork server, its front
+        workers and its model hosts), from /proc."""
+        found, queue = [], [self.process.pid]
+        while queue:
+            pid = queue.pop()
+            try:
+                children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            except OSError:
+                continue
+            found += [int(c) for c in children]
+            queue += [int(c) for c in children]
+        return found
+
     def pss_bytes(self) -> int:
-        """Proportional memory of the server and its workers: shared pages counted once."""
+        """Proportional memory of the server and every process below it: shared pages counted
+        once, as a multi-model endpoint's budget counts them."""
         total = 0
-        for pid in [self.process.pid, *self.worker_pids()]:
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
-                    total += int(line.split()[1]) * 1024
+        for pid in [self.process.pid, *self.descendant_pids()]:
+            try:
+                lines = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
+            except OSError:
+                continue  # gone meanwhile
+            total += sum(int(line.split()[1]) * 1024 for line in lines if line.startswith("Pss:"))
         return total
 
     def peak_rss_bytes(self) -> int:

@@ -33,7 +33,7 @@ EXPORTED = {
         "TooManyRowsError", "DecodedTooLargeError", "RequestTimeoutError", "PredictionTimeoutError",
         "UnsupportedMediaTypeError", "ModelNotFoundError", "ModelAlreadyLoadedError",
         "InsufficientMemoryError", "ModelLoadTimeoutError", "NotReadyError", "OverloadedError",
-        "ClusterError",
+        "ClusterError", "ModelCrashedError", "ForwardedError",
     },
     "sagecraft.cluster": {"Cluster"},
     "sagecraft.checkpoints": {"CheckpointFolder"},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -13,6 +14,9 @@ from ..environment import ServingSettings
 from ..errors import NotReadyError
 from .registry import ModelRegistry
 from .request_format import RequestFormats
+
+if TYPE_CHECKING:
+    from .routed import FleetClient
 
 # The name the single model of a single-model endpoint has in the registry.
 SINGLE_MODEL = "model"
@@ -38,6 +42,8 @@ class Runtime:
     in_flight: int = 0  # invocations this worker holds now
     releasing: bool = False  # a release of freed memory to the OS is under way
     released_at: float = -1e9  # when the last one started (the event loop's clock)
+    # A multi-model endpoint's front worker: its link to the parent and the model hosts.
+    fleet: FleetClient | None = None
 
     def ready(self) -> Services:
         """The services; NotReadyError (503) while the plugins are still loading."""

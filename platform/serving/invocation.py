@@ -130,7 +130,26 @@ async def _invoke(
             f"the prediction did not finish within {settings.request_timeout_s:g} s "
             "(SAGECRAFT_REQUEST_TIMEOUT); send fewer rows per request"
         ) from None
-    return await _send(request, result, CSV if answered_as == BATCH_LINES else answered_as)
+    return await send_answer(request, result, CSV if answered_as == BATCH_LINES else answered_as)
+
+
+async def answer_forwarded(
+    app: web.Application,
+    model_name: str,
+    form: RequestFormat,
+    body: bytes | IO[bytes],
+    coding: str,
+) -> tuple[bytes | IO[bytes], str]:
+    """The answer and its content type for a body a multi-model endpoint's front worker read and
+    handed on (see routed.py): the model host's half of `invoke`. Bytes of at most
+    SMALL_BODY_BYTES, not compressed, take the small path, anything else the large one."""
+    services = app[RUNTIME].ready()
+    if isinstance(body, bytes) and len(body) <= SMALL_BODY_BYTES and coding == IDENTITY:
+        result, answered_as = await _answer_small(app, model_name, services, form, body)
+    else:
+        spooled = io.BytesIO(body) if isinstance(body, bytes) else body
+        result, answered_as = await _answer_large(app, model_name, services, form, spooled, coding)
+    return result, CSV if answered_as == BATCH_LINES else answered_as
 
 
 def _for_model(form: RequestFormat, model: LoadedModel, settings: ServingSettings) -> RequestFormat:
@@ -245,7 +264,9 @@ async def _in_thread(executor: Executor, function: Callable[..., T], *args: Any)
     return await asyncio.get_running_loop().run_in_executor(executor, function, *args)
 
 
-async def _send(request: web.Request, result: bytes | IO[bytes], content_type: str) -> web.StreamResponse:
+async def send_answer(
+    request: web.Request, result: bytes | IO[bytes], content_type: str
+) -> web.StreamResponse:
     """Small answers in one piece; large ones streamed from their spool file."""
     if isinstance(result, bytes):
         return web.Response(body=result, headers={"Content-Type": content_type})

@@ -3,8 +3,8 @@
 A single-model endpoint with more than one worker loads its model once, in a parent process that
 answers /ping with 503 meanwhile, then forks the workers: they share the model's memory
 copy-on-write and each runs its own event loop on the same listening socket. The parent replaces a
-worker that dies and, on SIGTERM, lets each drain its requests. A multi-model endpoint runs as one
-process, since SageMaker's load and unload calls must reach the process that serves the model.
+worker that dies and, on SIGTERM, lets each drain its requests. A multi-model endpoint runs front
+workers and a process per model (fleet.py).
 """
 
 from __future__ import annotations
@@ -26,9 +26,7 @@ from aiohttp import web
 
 from ..environment import ServingSettings
 from ..errors import SagecraftError
-from ..flat_trees import compile_walk
 from ..loaded_model import LoadedModel
-from ..memory import container_memory_bytes
 from ..plugins import PluginSet, installed_plugins
 from ..server import create_app
 from .appkeys import EXECUTOR, RUNTIME, SINGLE_MODEL, Services
@@ -42,14 +40,7 @@ log = logging.getLogger(__name__)
 Prepared = tuple[PluginSet, LoadedModel]
 
 
-def memory_budget(settings: ServingSettings) -> int | None:
-    """The multi-model memory budget: as configured, else 85% of the container's memory."""
-    if settings.memory_budget_bytes is not None:
-        return settings.memory_budget_bytes
-    return int(container_memory_bytes() * 0.85) if settings.multi_model else None
-
-
-async def _run_app(
+async def run_app(
     settings: ServingSettings,
     listener: socket.socket,
     start: Callable[[web.Application], Awaitable[None]],
@@ -140,9 +131,7 @@ def _registry(app: web.Application, plugins: PluginSet, settings: ServingSetting
     registry = ModelRegistry(
         app[EXECUTOR],
         LoadedModel.load,
-        memory_budget(settings),
-        settings.evict_idle_models,
-        settings.model_load_timeout_s,
+        load_timeout_s=settings.model_load_timeout_s,
     )
     app[RUNTIME].services = Services(types, RequestFormats(types, settings), registry)
     return registry
@@ -153,19 +142,13 @@ async def _serve_one_process(settings: ServingSettings, model_dir: Path, listene
         loop = asyncio.get_running_loop()
         plugins = await loop.run_in_executor(None, installed_plugins)
         registry = _registry(app, plugins, settings)
-        if settings.multi_model:
-            # Once per process, 0.25-0.5 s: here rather than inside the first tree model's load
-            # and its timeout.
-            await loop.run_in_executor(None, compile_walk)
-            log.info("multi-model endpoint ready; memory budget %d MiB", (registry.memory_budget or 0) >> 20)
-            return
         await registry.load(SINGLE_MODEL, model_dir)
         log.info("ready")
 
     log.info(
         "listening on %s:%d (body limit %d bytes)", settings.host, settings.port, settings.max_payload_bytes
     )
-    code = await _run_app(settings, listener, start)
+    code = await run_app(settings, listener, start)
     log.info("stopped")
     return code
 
@@ -196,7 +179,7 @@ async def _load_in_parent(
         done.set()
 
     # A duplicate descriptor: closing this temporary site must not close the real listener.
-    code = await _run_app(settings, listener.dup(), start, stop=done, handle_signals=False)
+    code = await run_app(settings, listener.dup(), start, stop=done, handle_signals=False)
     loading.clear()
     return prepared[0] if code == 0 and prepared else code
 
@@ -217,7 +200,7 @@ async def _worker(plan: WorkerPlan, balance: tuple[ConnectionCounts, int]) -> in
     async def start(app: web.Application) -> None:
         _registry(app, plugins, plan.settings).add_loaded(SINGLE_MODEL, model, str(plan.model_dir))
 
-    return await _run_app(plan.settings, plan.listener, start, balance=balance)
+    return await run_app(plan.settings, plan.listener, start, balance=balance)
 
 
 def _start_worker(plan: WorkerPlan, balance: tuple[ConnectionCounts, int]) -> int:
@@ -233,7 +216,7 @@ def _start_worker(plan: WorkerPlan, balance: tuple[ConnectionCounts, int]) -> in
     signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
     code = 1
     try:
-        code = _run_loop(_worker(plan, balance))
+        code = run_loop(_worker(plan, balance))
     finally:
         logging.shutdown()
         os._exit(code)
@@ -265,7 +248,7 @@ def _serve_workers(settings: ServingSettings, model_dir: Path, listener: socket.
     # so a SIGTERM at any moment (during the load, just after it, among the forks) is never lost.
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGINT, on_stop)
-    prepared = _run_loop(_load_in_parent(settings, model_dir, listener, loading))
+    prepared = run_loop(_load_in_parent(settings, model_dir, listener, loading))
     if stopping:
         log.info("stopped before the workers started")
         return 0
@@ -303,7 +286,7 @@ def _serve_workers(settings: ServingSettings, model_dir: Path, listener: socket.
     return 0
 
 
-def _run_loop(coroutine: Coroutine[Any, Any, T]) -> T:
+def run_loop(coroutine: Coroutine[Any, Any, T]) -> T:
     """`coroutine` run to its end on uvloop where installed, else on asyncio's loop."""
     try:
         import uvloop
@@ -317,6 +300,10 @@ def run_server(settings: ServingSettings, model_dir: Path, listener: socket.sock
 
     `listener` is already listening, so connections queue while this module's imports run.
     """
-    if settings.multi_model or settings.workers <= 1:
-        return _run_loop(_serve_one_process(settings, model_dir, listener))
+    if settings.multi_model:
+        from .fleet import serve_fleet
+
+        return serve_fleet(settings, listener)
+    if settings.workers <= 1:
+        return run_loop(_serve_one_process(settings, model_dir, listener))
     return _serve_workers(settings, model_dir, listener)

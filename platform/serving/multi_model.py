@@ -1,4 +1,8 @@
-"""The model API of a SageMaker multi-model endpoint: load, list, describe, unload, invoke."""
+"""The model API of a SageMaker multi-model endpoint: load, list, describe, unload, invoke.
+
+These routes run in the front workers: each call is checked here (the name, the folder) and then
+made to the endpoint's parent (fleet.py), which owns the models; an invocation goes to the model's
+host (routed.py)."""
 
 from __future__ import annotations
 
@@ -10,19 +14,19 @@ from aiohttp import web
 
 from ..errors import BadRequestError, ModelNotFoundError, NotReadyError
 from .appkeys import RUNTIME, SETTINGS, Runtime
-from .invocation import expect_continue, invoke
-from .registry import ModelRegistry
+from .invocation import expect_continue
+from .routed import FleetClient, routed_invoke
 
 PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 
 
-async def _registry(request: web.Request) -> ModelRegistry:
+async def _fleet(request: web.Request) -> FleetClient:
     runtime: Runtime = request.app[RUNTIME]
     await runtime.started.wait()
-    if runtime.services is None:
-        raise NotReadyError("the server could not load its plugins; see the log")
-    return runtime.services.registry
+    if runtime.fleet is None:
+        raise NotReadyError("the server could not start; see the log")
+    return runtime.fleet
 
 
 def model_folder(url: object, models_dir: Path) -> Path:
@@ -96,35 +100,36 @@ async def load_model(request: web.Request) -> web.Response:
         raise BadRequestError('send {"model_name": "...", "url": "..."}')
     name = check_model_name(document.get("model_name"))
     folder = model_folder(document.get("url"), request.app[SETTINGS].models_dir)
-    registry = await _registry(request)
-    await registry.load(name, folder, url=document["url"])
+    fleet = await _fleet(request)
+    await fleet.call("load", name=name, folder=str(folder), url=document["url"])
     return web.json_response({"status": f"model '{name}' loaded"})
 
 
 async def list_models(request: web.Request) -> web.Response:
-    registry = await _registry(request)
+    fleet = await _fleet(request)
     try:
         limit = int(request.query.get("limit", PAGE_SIZE))
     except ValueError:
         limit = 0
     if not 1 <= limit <= MAX_PAGE_SIZE:
         raise BadRequestError(f"limit must be a whole number from 1 to {MAX_PAGE_SIZE}")
-    models, token = registry.page(request.query.get("next_page_token"), limit)
-    body: dict[str, object] = {"models": models}
-    if token is not None:
-        body["nextPageToken"] = token
+    page = await fleet.call("list", token=request.query.get("next_page_token"), limit=limit)
+    body: dict[str, object] = {"models": page["models"]}
+    if page.get("token") is not None:
+        body["nextPageToken"] = page["token"]
     return web.json_response(body)
 
 
 async def describe_model(request: web.Request) -> web.Response:
-    registry = await _registry(request)
-    return web.json_response(registry.describe(request.match_info["name"]))
+    fleet = await _fleet(request)
+    described = await fleet.call("describe", name=request.match_info["name"])
+    return web.json_response(described["model"])
 
 
 async def unload_model(request: web.Request) -> web.Response:
-    registry = await _registry(request)
+    fleet = await _fleet(request)
     name = request.match_info["name"]
-    await registry.unload(name)
+    await fleet.call("unload", name=name)
     return web.json_response({"status": f"model '{name}' unloaded"})
 
 
@@ -132,8 +137,8 @@ def add_model_routes(app: web.Application) -> None:
     """The model API's routes, on a multi-model endpoint's application."""
 
     async def invoke_model(request: web.Request) -> web.StreamResponse:
-        await _registry(request)
-        return await invoke(request, request.match_info["name"])
+        await _fleet(request)
+        return await routed_invoke(request, request.match_info["name"])
 
     app.router.add_post("/models", load_model)
     app.router.add_get("/models", list_models)

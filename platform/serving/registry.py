@@ -1,4 +1,4 @@
-"""The loaded models of an endpoint: one for a single-model endpoint, many for a multi-model one.
+"""The models loaded in a serving process, by name.
 
 All methods run on the event loop; loading runs in a worker thread so other models keep serving.
 A model is used through `use(name)`, which waits for a load in progress and counts the request, so
@@ -17,20 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import (
-    InsufficientMemoryError,
     ModelAlreadyLoadedError,
     ModelLoadTimeoutError,
     ModelNotFoundError,
     SagecraftError,
 )
 from ..loaded_model import LoadedModel
-from ..memory import folder_bytes, release_memory, rss_bytes
+from ..memory import release_memory
 from .batching import PredictionBatcher
 
 log = logging.getLogger(__name__)
-
-# In memory a model takes a few times its folder's size (skops files are compressed).
-LOAD_SIZE_FACTOR = 3
 
 
 async def load_within(
@@ -91,20 +87,18 @@ class ModelInUse:
 
 
 class ModelRegistry:
-    """Models by name, with a memory budget (None: unlimited) and optional LRU eviction."""
+    """Models by name, loaded in this process: a single-model endpoint's one model, a model
+    host's (model_host.py) one model. A multi-model endpoint's budget and eviction, which count every
+    process, are fleet.py's."""
 
     def __init__(
         self,
         executor: Executor,
         loader: Callable[[Path], LoadedModel],
-        memory_budget: int | None = None,
-        evict_idle: bool = False,
         load_timeout_s: float | None = None,
     ) -> None:
         self.executor = executor
         self.loader = loader
-        self.memory_budget = memory_budget
-        self.evict_idle = evict_idle
         self.load_timeout_s = load_timeout_s
         self.entries: dict[str, ModelEntry] = {}
 
@@ -112,27 +106,8 @@ class ModelRegistry:
         entry = self.entries.get(name)
         return entry is not None and entry.ready.done() and entry.ready.exception() is None
 
-    def _least_recently_used_idle(self) -> str | None:
-        idle = [e for e in self.entries.values() if e.ready.done() and not e.unloading and e.in_flight == 0]
-        return min(idle, key=lambda e: e.last_used).name if idle else None
-
-    async def _make_room(self, needed: int) -> None:
-        if self.memory_budget is None:
-            return
-        while rss_bytes() + needed > self.memory_budget:
-            # Only the name is kept here: a reference to the entry would keep its model alive.
-            victim = self._least_recently_used_idle() if self.evict_idle else None
-            if victim is None:
-                raise InsufficientMemoryError(
-                    f"loading this model needs about {needed >> 20} MiB; the server uses "
-                    f"{rss_bytes() >> 20} MiB of its {self.memory_budget >> 20} MiB budget. "
-                    "Unload a model first"
-                )
-            log.info("evicting idle model '%s' to make room", victim)
-            await self.unload(victim)
-
     async def load(self, name: str, folder: Path, url: str | None = None) -> ModelEntry:
-        """Load `folder` under `name`; 409 if the name is taken, 507 if the budget is exceeded."""
+        """Load `folder` under `name`; 409 if the name is taken."""
         if name in self.entries:
             raise ModelAlreadyLoadedError(f"model '{name}' is already loaded")
         loop = asyncio.get_running_loop()
@@ -140,15 +115,9 @@ class ModelRegistry:
         entry.idle.set()
         self.entries[name] = entry
         try:
-            await self._make_room(folder_bytes(folder) * LOAD_SIZE_FACTOR)
             model = await load_within(
                 loop.run_in_executor(self.executor, self.loader, folder), self.load_timeout_s, folder
             )
-            if self.memory_budget is not None and rss_bytes() > self.memory_budget:
-                del model
-                raise InsufficientMemoryError(
-                    f"model '{name}' did not fit in the {self.memory_budget >> 20} MiB budget"
-                )
         except BaseException as exc:
             self.entries.pop(name, None)
             entry.ready.set_exception(exc if isinstance(exc, Exception) else SagecraftError(str(exc)))
