@@ -252,6 +252,8 @@ class ServingSettings:
     max_decoded_bytes: int = int(MIN_DEFAULT_DECODED_MB * 1024 * 1024)
     model_load_timeout_s: float = DEFAULT_MODEL_LOAD_TIMEOUT_S
     keepalive_timeout_s: float = DEFAULT_KEEPALIVE_TIMEOUT_S
+    # A multi-model endpoint's processes per model (0: one per worker), sharing the model's memory.
+    model_processes: int = 0
     models_dir: Path = Path(DEFAULT_BASE_DIR) / "models"
 
     @classmethod
@@ -296,6 +298,7 @@ class ServingSettings:
             model_load_timeout_s=_number(
                 environ, "SAGECRAFT_MODEL_LOAD_TIMEOUT", DEFAULT_MODEL_LOAD_TIMEOUT_S, 0.001
             ),
+            model_processes=int(_number(environ, "SAGECRAFT_MODEL_PROCESSES", 0, 0)),
             keepalive_timeout_s=_number(
                 environ, "SAGECRAFT_KEEPALIVE_TIMEOUT", DEFAULT_KEEPALIVE_TIMEOUT_S, 0.001
             ),

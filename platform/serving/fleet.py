@@ -4,8 +4,9 @@ The design (measured and argued in the README's multi-model section):
 - **front workers** (SAGEMAKER_MODEL_SERVER_WORKERS, one per core by default) take the HTTP
   connections in turn, as a single-model endpoint's workers do, read and check each request, and
   hand each invocation to the model's host over a Unix socket (routed.py);
-- **one model host per model** (model_host.py) loads the model and answers for it, so a model that
-  kills its process kills nothing else;
+- **one model host per model** (model_host.py) loads the model and answers for it in as many
+  processes as there are workers (sharing its memory), so a model that kills its process kills
+  nothing else;
 - **this parent** owns the model API's state: it starts a host per load (forked by the zygote,
   zygote.py), tells the fronts where each model is, counts the memory of every process against
   the budget, evicts idle models, replaces a front or a host that dies and, for a host, reloads its
@@ -88,6 +89,14 @@ def pss_bytes(pid: int) -> int:
     return rss_bytes(pid)
 
 
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as children:
+            return [int(child) for child in children.read().split()]
+    except OSError:
+        return []
+
+
 def describe_exit(info: dict[str, int]) -> str:
     """How a process ended, in words: 'killed by SIGSEGV', 'exited with status 3'."""
     if "signal" in info:
@@ -115,6 +124,14 @@ class Host:
     pid: int = 0
     link: FrameProtocol | None = None
     stats: list[asyncio.Future[Head]] = field(default_factory=list)
+    sockets: list[str] = field(default_factory=list)  # one per replica, once ready
+
+    def pids(self) -> list[int]:
+        """The host's processes: the primary and its replicas."""
+        return [self.pid, *_children(self.pid)] if self.pid and not self.exited.done() else []
+
+    def memory(self) -> int:
+        return sum(pss_bytes(pid) for pid in self.pids())
 
     def kill(self) -> None:
         if self.pid and not self.exited.done():
@@ -137,14 +154,12 @@ class Model:
     failure: str | None = None
 
     def describe(self) -> dict[str, Any]:
-        host = self.host
-        alive = host is not None and host.pid and not host.exited.done()
         return {
             "modelName": self.name,
             "modelUrl": self.url,
             "state": self.state,
             "loadSeconds": self.load_seconds,
-            "memoryBytes": pss_bytes(host.pid) if alive and host else 0,
+            "memoryBytes": self.host.memory() if self.host else 0,
             "crashes": len(self.crashes),
             **({"failure": self.failure} if self.failure else {}),
         }
@@ -248,8 +263,12 @@ class Fleet:
 
     def memory(self) -> int:
         """The proportional memory of every process of the endpoint."""
-        pids = [os.getpid(), self.zygote_pid, *self.processes]
-        return sum(pss_bytes(pid) for pid in pids)
+        pids = [
+            os.getpid(),
+            self.zygote_pid,
+            *(p for p, what in self.processes.items() if isinstance(what, int)),
+        ]
+        return sum(pss_bytes(pid) for pid in pids) + sum(host.memory() for host in self.hosts.values())
 
     # --- hosts ----------------------------------------------------------------------------------
 
@@ -289,6 +308,7 @@ class Fleet:
                 ) from None
             raise
         model.load_seconds = round(float(ready.get("seconds", 0.0)), 3)
+        host.sockets = [str(path) for path in ready.get("sockets", [])]
         return host
 
     def _on_host_frame(self, host: Host, head: Head, payload: bytes) -> None:
@@ -310,8 +330,9 @@ class Fleet:
         self.hosts.pop(host.generation, None)
         if host.link is not None:
             host.link.close()
-        with contextlib.suppress(OSError):
-            os.unlink(host.socket_path)
+        for path in host.sockets:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
         how = describe_exit(info)
         if not host.ready.done():
             log.error("model '%s': its process %d was %s while loading", host.name, host.pid, how)
@@ -329,8 +350,8 @@ class Fleet:
         if len(model.crashes) >= MAX_CRASHES:
             model.state = "failed"
             model.failure = (
-                f"model '{model.name}' is marked failed: its process was {how}, the "
-                f"{len(model.crashes)}th time within {CRASH_WINDOW_S:g} s. Unload it and load it again"
+                f"model '{model.name}' is marked failed: its process was {how}, {len(model.crashes)} "
+                f"crashes within {CRASH_WINDOW_S:g} s. Unload it and load it again"
             )
             log.error("%s", model.failure)
             return
@@ -408,7 +429,7 @@ class Fleet:
             name,
             folder,
             model.load_seconds or 0.0,
-            pss_bytes(host.pid) >> 20,
+            host.memory() >> 20,
             host.pid,
         )
 
@@ -437,7 +458,7 @@ class Fleet:
         model.state = "unloading"
         await model.settled.wait()  # a load in progress ends first
         host = model.host
-        before = pss_bytes(host.pid) if host else 0
+        before = host.memory() if host else 0
         if host is not None and not host.exited.done() and host.link is not None:
             host.link.send({"op": "unload"})
             await asyncio.shield(host.exited)
@@ -462,7 +483,7 @@ class Fleet:
         host = model.host
         if host is None:
             raise ModelNotFoundError(f"model '{name}' is not loaded")
-        return {"socket": host.socket_path, "generation": host.generation}
+        return {"sockets": host.sockets, "generation": host.generation}
 
     async def lost(self, name: str, generation: int) -> Head:
         """Why a front's connection to a model's host ended: the host's exit, once known."""
@@ -562,10 +583,11 @@ async def _run_parent(
     fleet = Fleet(settings, zygote_pid, zygote, spool_dir)
     await fleet.start()
     log.info(
-        "multi-model endpoint ready: %d front workers on %s:%d, one process per model; memory budget %d MiB",
+        "multi-model endpoint ready: %d front workers on %s:%d, %d processes per model; memory budget %d MiB",
         settings.workers,
         settings.host,
         settings.port,
+        max(1, settings.model_processes or settings.workers),
         fleet.budget >> 20,
     )
     stopped = asyncio.ensure_future(stop.wait())

@@ -1,40 +1,48 @@
-"""A model host: the process that holds one model of a multi-model endpoint and answers for it.
+"""A model host: the processes that hold one model of a multi-model endpoint and answer for it.
 
-Forked by the zygote when the model is loaded, it loads the model folder, listens on a Unix
-socket of its own, and answers the invocations the front workers hand on (frames.py): decoding,
-prediction and encoding are `invocation`'s own, so a model answers here exactly as on a
-single-model endpoint. A model that crashes its process (a segfault or abort in a native
-library, `os._exit`, the kernel's out-of-memory killer) takes only this process with it.
+Forked by the zygote when the model is loaded, the host loads the model folder, then forks its
+replicas (SAGECRAFT_MODEL_PROCESSES, one per worker by default), which share the model's memory
+copy-on-write as a single-model endpoint's workers do; each listens on a Unix socket of its own
+and answers the invocations the front workers hand on (frames.py): decoding, prediction and
+encoding are `invocation`'s own, so a model answers here exactly as on a single-model endpoint.
+A model that crashes a process (a segfault or abort in a native library, `os._exit`, the kernel's
+out-of-memory killer) takes only this model's processes with it: the first (the primary) ends
+the others and dies of the same signal, which is what the parent sees.
 
-Its control socket goes to the endpoint's parent (fleet.py): the host says `ready` (or `failed`,
-with the error) once the load ends, answers `stats` (requests in progress, seconds idle), and on
-`unload` finishes the requests in progress, then exits. It exits too if the parent goes away.
+The primary's control socket goes to the endpoint's parent (fleet.py): it says `ready` (with the
+sockets) or `failed` (with the error) once the load ends, answers `stats` (requests in progress,
+seconds idle, over every replica), and on `unload` has every replica finish its requests in
+progress, then exits. Every process exits when the parent, or the primary, goes away.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import io
 import logging
+import mmap
 import os
 import signal
 import socket
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
+import numpy as np
 from aiohttp import web
 
 from ..environment import ServingSettings
-from ..errors import SagecraftError
+from ..errors import ModelLoadTimeoutError, SagecraftError
 from ..loaded_model import LoadedModel
 from ..plugins import PluginSet
 from .appkeys import EXECUTOR, RUNTIME, SETTINGS, Runtime, Services
 from .bodies import SPOOL_BYTES
-from .frames import FrameProtocol, Head, connect_frames
+from .frames import FrameProtocol, Head, connect_frames, encode
 from .invocation import answer_forwarded
 from .registry import ModelRegistry
 from .request_format import RequestFormat, RequestFormats
@@ -46,6 +54,7 @@ log = logging.getLogger(__name__)
 OOM_SCORE_ADJ = 500
 # A frame's payload: a body or an answer up to SPOOL_BYTES travels in it, a larger one as a file.
 MAX_FRAME_PAYLOAD = SPOOL_BYTES + 1024
+REAP_S = 0.1  # how often the primary looks for a replica that has died
 
 
 def error_head(exc: BaseException) -> Head:
@@ -60,14 +69,61 @@ def _raise_oom_score() -> None:
         Path("/proc/self/oom_score_adj").write_text(str(OOM_SCORE_ADJ))
 
 
-class ModelHost:
-    """One loaded model and its connections (see the module's docstring)."""
+def _load(folder: Path, timeout_s: float) -> LoadedModel:
+    """The model, loaded in a thread bounded by `timeout_s` (a thread cannot be stopped: on a
+    timeout the host reports it and exits, which ends the thread)."""
+    outcome: dict[str, Any] = {}
 
-    def __init__(self, settings: ServingSettings, plugins: PluginSet, command: dict[str, Any]) -> None:
+    def load() -> None:
+        try:
+            outcome["model"] = LoadedModel.load(folder)
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=load, name="load", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        raise ModelLoadTimeoutError(
+            f"loading {folder} took longer than {timeout_s:g} s; raise SAGECRAFT_MODEL_LOAD_TIMEOUT "
+            "if the model is that large"
+        )
+    if "error" in outcome:
+        raise outcome["error"]
+    return cast(LoadedModel, outcome["model"])
+
+
+class _Counters:
+    """Each replica's requests in progress and the time of its last one, in memory shared across
+    the fork, so that the primary can answer `stats` for all of them."""
+
+    def __init__(self, replicas: int) -> None:
+        self._memory = mmap.mmap(-1, 16 * replicas)
+        self.values = np.frombuffer(self._memory, np.float64).reshape(replicas, 2)
+        self.values[:, 1] = time.monotonic()
+
+    def stats(self) -> Head:
+        return {
+            "in_flight": int(self.values[:, 0].sum()),
+            "idle_s": time.monotonic() - float(self.values[:, 1].max()),
+        }
+
+
+class _Replica:
+    """One process of a model host: the model, its socket, its invocations."""
+
+    def __init__(
+        self,
+        settings: ServingSettings,
+        plugins: PluginSet,
+        command: dict[str, Any],
+        model: LoadedModel,
+        counters: _Counters,
+        index: int,
+    ) -> None:
         self.name: str = command["name"]
-        self.folder = Path(command["folder"])
-        self.socket_path: str = command["socket"]
         self.spool_dir: str = command["spool"]
+        self.counters = counters.values[index]
         self.app = web.Application()  # holds what invocation reads; never served over HTTP
         self.app[SETTINGS] = settings
         self.app[RUNTIME] = Runtime()
@@ -77,85 +133,53 @@ class ModelHost:
         types.max_rows = settings.max_rows
         types.max_decoded_bytes = settings.max_decoded_bytes
         # The endpoint's memory budget counts every process; the parent enforces it.
-        self.registry = ModelRegistry(
-            self.executor, LoadedModel.load, load_timeout_s=settings.model_load_timeout_s
-        )
+        self.registry = ModelRegistry(self.executor, LoadedModel.load)
+        self.registry.add_loaded(self.name, model, command["folder"])
         self.app[RUNTIME].services = Services(types, RequestFormats(types, settings), self.registry)
         self.stop = asyncio.get_running_loop().create_future()
-        self.tasks: set[asyncio.Task[None]] = set()
-        self.control: FrameProtocol | None = None
+        self.tasks: set[asyncio.Task[Any]] = set()
 
-    async def run(self, control_socket: socket.socket) -> int:
-        self.control = await connect_frames(control_socket, self._on_control, self._on_control_lost, 1 << 20)
-        started = time.monotonic()
-        try:
-            await self.registry.load(self.name, self.folder)
-        except Exception as exc:
-            if not isinstance(exc, SagecraftError):
-                log.exception("model '%s' could not load from %s", self.name, self.folder)
-            self.control.send({"op": "failed", **error_head(exc)})
-            await self._flush_control()
-            return 0
-        server = await asyncio.get_running_loop().create_unix_server(self._connection, path=self.socket_path)
-        self.control.send({"op": "ready", "seconds": time.monotonic() - started})
+    async def serve(self, listener: socket.socket) -> None:
+        """Answer on `listener` until `stop` is set."""
+        server = await asyncio.get_running_loop().create_unix_server(self._connection, sock=listener)
         await self.stop
         server.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
-        return 0
 
-    async def _flush_control(self) -> None:
-        if self.control is not None:
-            self.control.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.control.closed, 5)
-
-    # --- control, from the parent -------------------------------------------------------------
-
-    def _on_control(self, head: Head, payload: bytes) -> None:
-        op = head.get("op")
-        if op == "stats":
-            entry = self.registry.entries.get(self.name)
-            idle = time.monotonic() - entry.last_used if entry else 0.0
-            busy = entry.in_flight if entry else 0
-            self._reply_control({"op": "stats", "in_flight": busy + len(self.tasks), "idle_s": idle})
-        elif op == "unload":
-            self._spawn(self._unload())
-
-    def _reply_control(self, head: Head) -> None:
-        if self.control is not None:
-            self.control.send(head)
-
-    async def _unload(self) -> None:
+    async def finish(self) -> None:
+        """Finish the requests in progress (new ones are answered 404)."""
         with contextlib.suppress(SagecraftError):
-            await self.registry.unload(self.name)  # waits for the requests in progress
+            await self.registry.unload(self.name)
         while self.tasks - {asyncio.current_task()}:  # answers still being written
             await asyncio.sleep(0.01)
-        self._reply_control({"op": "unloaded"})
+
+    async def unload(self) -> None:
+        await self.finish()
+        self.end()
+
+    def end(self) -> None:
         if not self.stop.done():
             self.stop.set_result(None)
 
-    def _on_control_lost(self) -> None:
-        if not self.stop.done():
-            self.stop.set_result(None)
-
-    # --- invocations, from the front workers --------------------------------------------------
+    def spawn(self, coroutine: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     def _connection(self) -> FrameProtocol:
         protocol: FrameProtocol
 
         def on_frame(head: Head, payload: bytes) -> None:
-            self._spawn(self._answer(protocol, head, payload))
+            self.spawn(self._answer(protocol, head, payload))
 
         protocol = FrameProtocol(on_frame, lambda: None, MAX_FRAME_PAYLOAD)
         return protocol
 
-    def _spawn(self, coroutine: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coroutine)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
     async def _answer(self, protocol: FrameProtocol, head: Head, payload: bytes) -> None:
         request_id = head.get("id")
+        counters = self.counters
+        counters[0] += 1
+        counters[1] = time.monotonic()
         try:
             form = RequestFormat(head["content_type"], head["accept"], head.get("output"))
             body: bytes | IO[bytes] = payload
@@ -168,6 +192,8 @@ class ModelHost:
             if not isinstance(exc, SagecraftError):
                 log.exception("model '%s': an invocation failed", self.name)
             protocol.send({"id": request_id, **error_head(exc)})
+        finally:
+            counters[0] -= 1
 
     def _reply(self, result: bytes | IO[bytes]) -> tuple[Head, bytes]:
         """An answer goes back in the frame up to SPOOL_BYTES, as a spool file beyond."""
@@ -189,14 +215,101 @@ def _open_spooled(spool_dir: str, name: object) -> IO[bytes]:
     """A spooled body by its name in the spool folder (a bare name: never a path elsewhere)."""
     if not isinstance(name, str) or os.path.basename(name) != name or not name:
         raise SagecraftError("a spooled body's name is not a file name")
-    handle = open(os.path.join(spool_dir, name), "rb")  # noqa: SIM115 (returned)
-    return handle
+    return open(os.path.join(spool_dir, name), "rb")
+
+
+async def _serve_replica(replica_args: tuple[Any, ...], listener: socket.socket, primary_alive: int) -> int:
+    """A replica other than the first: serves until told to unload (SIGUSR1) or orphaned."""
+    loop = asyncio.get_running_loop()
+    replica = _Replica(*replica_args)
+    loop.add_signal_handler(signal.SIGUSR1, lambda: replica.spawn(replica.unload()))
+    loop.add_reader(primary_alive, replica.end)  # readable only at EOF: the primary is gone
+    await replica.serve(listener)
+    return 0
+
+
+class _Primary:
+    """The first replica's other duties: the control socket and the other replicas."""
+
+    def __init__(
+        self, replica: _Replica, counters: _Counters, others: list[int], settings: ServingSettings
+    ) -> None:
+        self.replica = replica
+        self.counters = counters
+        self.others = set(others)
+        self.settings = settings
+        self.unloading = False
+        self.control: FrameProtocol | None = None
+
+    async def run(self, control: socket.socket, listener: socket.socket) -> int:
+        self.control = await connect_frames(control, self._on_control, self.replica.end, 1 << 20)
+        self.replica.spawn(self._watch())
+        await self.replica.serve(listener)
+        for pid in self.others:  # the parent went away: so do they (they see the pipe close too)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        return 0
+
+    def _on_control(self, head: Head, payload: bytes) -> None:
+        if head.get("op") == "stats" and self.control is not None:
+            self.control.send({"op": "stats", **self.counters.stats()})
+        elif head.get("op") == "unload" and not self.unloading:
+            self.unloading = True
+            self.replica.spawn(self._unload())
+
+    async def _unload(self) -> None:
+        for pid in self.others:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGUSR1)
+        deadline = time.monotonic() + self.settings.request_timeout_s + self.settings.shutdown_timeout_s
+        await self.replica.finish()
+        while self.others and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        for pid in self.others:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if self.control is not None:
+            self.control.send({"op": "unloaded"})
+        self.replica.end()
+
+    async def _watch(self) -> None:
+        # uvloop keeps SIGCHLD for itself: the replicas are looked at in turn instead.
+        while self.others:
+            self._reap()
+            await asyncio.sleep(REAP_S)
+
+    def _reap(self) -> None:
+        while self.others:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self.others.discard(pid)
+            if not self.unloading:
+                self._die_like(status)
+
+    def _die_like(self, status: int) -> None:
+        """A replica crashed: end the others, then die of the same signal (or exit with the
+        same status), so that the parent sees how the model's process ended."""
+        for pid in self.others:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        logging.shutdown()
+        if os.WIFSIGNALED(status):
+            number = os.WTERMSIG(status)
+            signal.signal(number, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {number})
+            os.kill(os.getpid(), number)
+        os._exit(os.waitstatus_to_exitcode(status) or 1)
 
 
 def run_model_host(
     settings: ServingSettings, plugins: PluginSet, command: dict[str, Any], control: socket.socket
 ) -> int:
-    """The zygote's `host` role: serve one model until unloaded or orphaned; the exit status."""
+    """The zygote's `host` role: load the model, fork the replicas, serve until unloaded or
+    orphaned; the exit status."""
     from .lifecycle import run_loop
 
     # A SIGTERM or Ctrl-C meant for the endpoint must not kill a model mid-answer: the parent
@@ -204,8 +317,47 @@ def run_model_host(
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _raise_oom_score()
+    started = time.monotonic()
+    try:
+        model = _load(Path(command["folder"]), settings.model_load_timeout_s)
+    except Exception as exc:
+        if not isinstance(exc, SagecraftError):
+            log.exception("model '%s' could not load from %s", command["name"], command["folder"])
+        control.sendall(encode({"op": "failed", **error_head(exc)}))
+        return 0
+    loaded_s = time.monotonic() - started
+    replicas = max(1, settings.model_processes or settings.workers)
+    listeners = []
+    for index in range(replicas):
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(f"{command['socket']}-{index}")
+        listener.listen(128)
+        listeners.append(listener)
+    counters = _Counters(replicas)
+    gc.freeze()  # the model never changes: keep the collector from copying its pages
+    # Unloads are signalled: until its event loop handles SIGUSR1, a replica must not die of it.
+    signal.signal(signal.SIGUSR1, lambda signum, frame: None)
+    primary_alive, primary_holds = os.pipe()
+    others = []
+    for index in range(1, replicas):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                os.close(primary_holds)
+                control.close()
+                arguments = (settings, plugins, command, model, counters, index)
+                code = run_loop(_serve_replica(arguments, listeners[index], primary_alive))
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        others.append(pid)
+    os.close(primary_alive)
+    sockets = [listener.getsockname() for listener in listeners]
+    control.sendall(encode({"op": "ready", "seconds": loaded_s, "sockets": sockets}))
 
     async def main() -> int:
-        return await ModelHost(settings, plugins, command).run(control)
+        replica = _Replica(settings, plugins, command, model, counters, 0)
+        return await _Primary(replica, counters, others, settings).run(control, listeners[0])
 
     return run_loop(main())
