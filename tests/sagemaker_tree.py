@@ -204,6 +204,7 @@ class Server:
             stderr=subprocess.STDOUT,
         )
         self.session = requests.Session()
+        self.multi_model = env.get("SAGEMAKER_MULTI_MODEL") == "true"
 
     def wait_ready(self, timeout: float = 90) -> Server:
         deadline = time.monotonic() + timeout
@@ -236,16 +237,33 @@ class Server:
         data = body.encode() if isinstance(body, str) else body
         return self.session.post(f"{self.url}/invocations", data=data, headers=headers, timeout=120, **kwargs)
 
+    @staticmethod
+    def _children(pid: int) -> list[int]:
+        try:
+            return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        except OSError:
+            return []
+
+    def server_pid(self) -> int:
+        """The process that loads the model: below the supervisor on a single-model endpoint
+        (sagecraft.serving.supervisor), the first process itself on a multi-model one."""
+        if self.multi_model:
+            return self.process.pid
+        deadline = time.monotonic() + 10
+        while not (children := self._children(self.process.pid)) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return children[0] if children else self.process.pid
+
     def rss_bytes(self) -> int:
         """The server process's resident memory, from /proc."""
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+        for line in Path(f"/proc/{self.server_pid()}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
         return 0
 
     def worker_pids(self) -> list[int]:
-        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text()
-        return [int(pid) for pid in children.split()]
+        """A single-model endpoint's worker processes (none when it runs as one process)."""
+        return self._children(self.server_pid())
 
     def descendant_pids(self) -> list[int]:
         """Every process below the server's (a multi-model endpoint's fork server, its front
@@ -274,7 +292,7 @@ class Server:
         return total
 
     def peak_rss_bytes(self) -> int:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+        for line in Path(f"/proc/{self.server_pid()}/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) * 1024
         return 0

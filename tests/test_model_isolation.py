@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -328,3 +329,20 @@ def test_a_model_that_allocates_past_the_containers_memory_costs_only_itself(
                 break
             except OSError:  # its last processes are still exiting
                 time.sleep(0.1)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_single_model_endpoint_whose_load_crashes_names_the_folder_and_the_signal(
+    tmp_path: Path, crashy_site: Path, crashy_model: Path, workers: str
+) -> None:
+    model_dir = tmp_path / "model"
+    shutil.copytree(crashy_model, model_dir)
+    (model_dir / "crashy.json").write_text(json.dumps({"crash": "segfault on load"}))
+    server = Server(tmp_path, pythonpath=crashy_site, SAGEMAKER_MODEL_SERVER_WORKERS=workers)
+    try:
+        server.process.wait(timeout=120)
+    finally:
+        server.stop()
+    assert server.process.returncode == 1
+    log = server.log()
+    assert f"loading the model in {model_dir} killed the server (SIGSEGV)" in log, log

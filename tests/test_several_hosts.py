@@ -14,9 +14,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import xgboost as xgb
 
+from sagecraft.loaded_model import LoadedModel
 from sagecraft.local_cluster import HostRun, LocalCluster
 from sagemaker_tree import Server, TrainingTree, install_test_plugin
 
@@ -85,16 +87,12 @@ def _explain(results: list[HostRun]) -> str:
 
 
 def _accuracy(model_dir: Path, x: np.ndarray, labels: np.ndarray) -> float:
-    """The served model's accuracy on rows it never saw, through the real server."""
-    server = Server(model_dir.parent).wait_ready()
-    try:
-        body = "".join(",".join(f"{v:.5f}" for v in row) + "\n" for row in x)
-        answer = server.invoke(body, accept="application/json")
-        assert answer.status_code == 200, answer.text
-        predicted = answer.json()["predictions"]
-    finally:
-        server.stop()
-    return float(np.mean(np.array(predicted) == labels))
+    """The model's accuracy on rows it never saw, loaded as `sagecraft serve` loads it (the
+    served answers of a model trained on several hosts are checked through the real server by
+    test_a_class_and_a_category_on_one_shard_only_are_served_back)."""
+    model = LoadedModel.load(model_dir)
+    predicted = model.predict(pd.DataFrame(x.astype(np.float32), columns=model.feature_names))
+    return float(np.mean(np.asarray(predicted) == labels))
 
 
 def _one_host(
@@ -371,9 +369,12 @@ def test_sigterm_to_every_host_stops_them_after_the_same_round(tmp_path: Path) -
 
 
 def test_a_resumed_job_starts_every_host_from_the_leaders_checkpoint(tmp_path: Path) -> None:
-    x, labels = _rows(7, 1500)
+    x, labels = _rows(7, 1000)
     trees = _job(
-        tmp_path / "first", {"algorithm": "xgboost", "num_round": 6, "checkpoint_rounds": 3}, "ShardedByS3Key"
+        tmp_path / "first",
+        {"algorithm": "xgboost", "num_round": 6, "checkpoint_rounds": 3},
+        "ShardedByS3Key",
+        hosts=2,
     )
     for index, tree in enumerate(trees):
         tree.write_config("checkpointconfig.json", {"LocalPath": str(tree.base / "checkpoints")})
@@ -382,21 +383,21 @@ def test_a_resumed_job_starts_every_host_from_the_leaders_checkpoint(tmp_path: P
             "part.csv",
             _csv(x[index * 500 : (index + 1) * 500], labels[index * 500 : (index + 1) * 500]),
         )
-    assert [r.returncode for r in _run(trees)] == [0, 0, 0]
+    assert [r.returncode for r in _run(trees)] == [0, 0]
     saved = sorted(p.name for p in (trees[0].base / "checkpoints").iterdir())
     assert saved == ["xgboost-checkpoint.3.ubj", "xgboost-checkpoint.6.ubj"]
     assert not list((trees[1].base / "checkpoints").iterdir())  # only the leader writes them
     for tree in trees:
         tree.hyperparameters({**FAST, "algorithm": "xgboost", "num_round": 9, "checkpoint_rounds": 3})
     results = _run(trees)
-    assert [r.returncode for r in results] == [0, 0, 0], _explain(results)
+    assert [r.returncode for r in results] == [0, 0], _explain(results)
     assert "resuming from the checkpoint sent by algo-1 (6 rounds done)" in results[1].stderr
     assert [line.split("\t")[0] for line in _metric_lines(results[0])] == ["[6]", "[7]", "[8]"]
 
 
 def test_a_leader_that_starts_late_is_waited_for(tmp_path: Path) -> None:
-    x, labels = _rows(8, 900)
-    trees = _job(tmp_path, {"algorithm": "xgboost", "num_round": 3}, "ShardedByS3Key")
+    x, labels = _rows(8, 600)
+    trees = _job(tmp_path, {"algorithm": "xgboost", "num_round": 3}, "ShardedByS3Key", hosts=2)
     for index, tree in enumerate(trees):
         tree.add_file(
             "train",
@@ -404,7 +405,7 @@ def test_a_leader_that_starts_late_is_waited_for(tmp_path: Path) -> None:
             _csv(x[index * 300 : (index + 1) * 300], labels[index * 300 : (index + 1) * 300]),
         )
     results = _run(trees, delays={"algo-1": 5.0})
-    assert [r.returncode for r in results] == [0, 0, 0], _explain(results)
+    assert [r.returncode for r in results] == [0, 0], _explain(results)
     assert results[0].model_files
 
 

@@ -188,6 +188,8 @@ class Fleet:
         self.processes: dict[int, Host | int] = {}  # pid -> host, or a front's slot
         self.hosts: dict[int, Host] = {}  # by generation, while alive
         self.spawning: dict[int, asyncio.Future[int]] = {}
+        # Exits reported before the coroutine that spawned the process had registered its pid.
+        self.unclaimed: dict[int, dict[str, int]] = {}
         self.tags = itertools.count(1)
         self.generations = itertools.count(1)
         self.stopping = False
@@ -236,12 +238,21 @@ class Fleet:
 
     async def _start_front(self, slot: int) -> None:
         pid, sock = await self._spawn("front", slot=slot)
-        self.processes[pid] = slot
         link = await connect_frames(sock, partial(self._on_front_frame, slot), lambda: None, CONTROL_PAYLOAD)
         self.fronts[slot] = Front(slot, pid, link)
+        self._claim(pid, slot)
+
+    def _claim(self, pid: int, what: Host | int) -> None:
+        """Register a process just spawned (its exit may already have been reported)."""
+        self.processes[pid] = what
+        if pid in self.unclaimed:
+            self._on_exit(pid, self.unclaimed.pop(pid))
 
     def _on_exit(self, pid: int, info: dict[str, int]) -> None:
-        what = self.processes.pop(pid, None)
+        if pid not in self.processes:
+            self.unclaimed[pid] = info
+            return
+        what = self.processes.pop(pid)
         if isinstance(what, int):
             front = self.fronts.pop(what, None)
             if front is not None:
@@ -328,19 +339,15 @@ class Fleet:
     def _host_exited(self, host: Host, info: dict[str, int]) -> None:
         host.exited.set_result(info)
         self.hosts.pop(host.generation, None)
-        if host.link is not None:
-            host.link.close()
         for path in host.sockets:
             with contextlib.suppress(OSError):
                 os.unlink(path)
         how = describe_exit(info)
         if not host.ready.done():
-            log.error("model '%s': its process %d was %s while loading", host.name, host.pid, how)
-            host.ready.set_exception(
-                ModelCrashedError(f"model '{host.name}' could not load: its process was {how}")
-            )
-            host.ready.exception()
+            self._task(self._died_loading(host, how))
             return
+        if host.link is not None:
+            host.link.close()
         model = self.models.get(host.name)
         if model is None or model.host is not host or model.state != "ready":
             return  # unloaded, or replaced: an exit that was asked for
@@ -359,6 +366,20 @@ class Fleet:
         model.state = "reloading"
         model.settled.clear()
         self._task(self._reload(model, how))
+
+    async def _died_loading(self, host: Host, how: str) -> None:
+        """A host that exits while loading may have said why first (`failed`): its control
+        socket is read to the end before its death is taken as the reason."""
+        if host.link is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(host.link.closed), EXIT_WAIT_S)
+            host.link.close()
+        if not host.ready.done():
+            log.error("model '%s': its process %d was %s while loading", host.name, host.pid, how)
+            host.ready.set_exception(
+                ModelCrashedError(f"model '{host.name}' could not load: its process was {how}")
+            )
+            host.ready.exception()
 
     async def _reload(self, model: Model, how: str) -> None:
         try:

@@ -3,8 +3,9 @@
 A single-model endpoint with more than one worker loads its model once, in a parent process that
 answers /ping with 503 meanwhile, then forks the workers: they share the model's memory
 copy-on-write and each runs its own event loop on the same listening socket. The parent replaces a
-worker that dies and, on SIGTERM, lets each drain its requests. A multi-model endpoint runs front
-workers and a process per model (fleet.py).
+worker that dies and, on SIGTERM, lets each drain its requests. Either runs below a supervisor
+(supervisor.py) that names the signal, and the model folder, when a load kills the server. A
+multi-model endpoint runs front workers and processes per model (fleet.py).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from .appkeys import EXECUTOR, RUNTIME, SINGLE_MODEL, Services
 from .balanced_accept import ABSENT, BalancedSite, ConnectionCounts
 from .registry import ModelRegistry, load_within
 from .request_format import RequestFormats
+from .supervisor import mark_loaded, supervise
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -143,6 +145,7 @@ async def _serve_one_process(settings: ServingSettings, model_dir: Path, listene
         plugins = await loop.run_in_executor(None, installed_plugins)
         registry = _registry(app, plugins, settings)
         await registry.load(SINGLE_MODEL, model_dir)
+        mark_loaded()
         log.info("ready")
 
     log.info(
@@ -254,6 +257,7 @@ def _serve_workers(settings: ServingSettings, model_dir: Path, listener: socket.
         return 0
     if isinstance(prepared, int):
         return prepared
+    mark_loaded()
     # Objects loaded so far never change: keep the collector from touching (and so copying) them.
     gc.freeze()
     counts = ConnectionCounts(settings.workers)
@@ -305,5 +309,7 @@ def run_server(settings: ServingSettings, model_dir: Path, listener: socket.sock
 
         return serve_fleet(settings, listener)
     if settings.workers <= 1:
-        return run_loop(_serve_one_process(settings, model_dir, listener))
-    return _serve_workers(settings, model_dir, listener)
+        return supervise(
+            lambda: run_loop(_serve_one_process(settings, model_dir, listener)), model_dir, listener
+        )
+    return supervise(lambda: _serve_workers(settings, model_dir, listener), model_dir, listener)
