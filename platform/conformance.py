@@ -374,11 +374,13 @@ def _corrupt_model(job: _Job) -> None:
                     f"after two bad model files the endpoint no longer loads a good one: {status} "
                     f"{text[:300]}"
                 )
-            if name != "good" and status == 0:
+            if name != "good" and (status == 0 or "ModelCrashedError" in text):
+                # A multi-model endpoint survives it (the model's own processes die), a
+                # single-model one does not: the plugin must refuse the file itself.
                 raise _Failed(
-                    f"loading a {name} model file killed the endpoint (the process died): "
-                    "`load_model` must check the file before a native library parses it, and "
-                    "refuse it with ModelLoadError"
+                    f"loading a {name} model file killed the process that loaded it "
+                    f"({text[:200] or 'the endpoint died'}): `load_model` must check the file "
+                    "before a native library parses it, and refuse it with ModelLoadError"
                 )
             if name != "good" and (status == 200 or "ModelLoadError" not in text):
                 raise _Failed(

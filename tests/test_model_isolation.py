@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -186,9 +188,30 @@ def test_two_workers_answer_three_algorithms_as_in_process_from_many_clients(
         assert hammer.answers > 50 and not hammer.wrong, hammer.wrong[:5]
         # Both front workers took connections (the balanced accept of a single-model endpoint).
         log = server.log()
-        assert log.count("accepting connections") == 2, log
+        assert log.count("accepting connections") >= 2, log
     finally:
         server.session.delete(f"{server.url}/models/sum")
+
+
+def test_a_front_worker_killed_is_replaced_and_the_models_keep_answering(
+    endpoint: tuple[Server, Path],
+) -> None:
+    server, _ = endpoint
+    fronts = [int(m) for m in re.findall(r"worker (\d+) accepting connections", server.log())]
+    assert len(fronts) >= 2
+    os.kill(fronts[-1], signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while len(re.findall(r"worker (\d+) accepting connections", server.log())) <= len(fronts):
+        assert time.monotonic() < deadline, server.log()
+        time.sleep(0.1)
+    assert f"front worker {fronts[-1]} killed by SIGKILL" in server.log()
+    session = requests.Session()
+    for _ in range(20):  # new connections, taken by either front
+        answer = requests.post(
+            f"{server.url}/models/forest/invoke", data="5.0,3.4,1.5,0.2", headers={"Content-Type": "text/csv"}
+        )
+        assert answer.text == "setosa\n"
+    assert _invoke(session, server, "xgboost", "6.6,3.0,5.6,2.0").text == "virginica\n"
 
 
 def test_unload_ends_the_models_process_and_gives_its_memory_back(
@@ -313,7 +336,13 @@ def test_a_model_that_allocates_past_the_containers_memory_costs_only_itself(
             _load(server, "forest", place_model(tmp_path, "forest", iris_forest.model_dir)).status_code == 200
         )
         hog = _variant(tmp_path, "hog", crashy_model, crash="allocate on load", bytes=3 << 30)
-        refused = _load(server, "hog", hog)
+        hammer = Hammer(server, _expected(("forest", iris_forest)), threads=2)
+        try:
+            refused = _load(server, "hog", hog)
+            hammer.stop()
+        finally:
+            hammer.stopped.set()
+        assert hammer.answers > 0 and not hammer.wrong, hammer.wrong[:5]
         assert refused.status_code == 500, refused.text
         message = refused.json()["message"]
         assert "hog" in message and "SIGKILL" in message and "out-of-memory" in message, message

@@ -224,14 +224,25 @@ def test_unload_during_an_invocation_lets_it_finish(endpoint: tuple[Server, dict
     worker = threading.Thread(target=lambda: outcome.update(r=_invoke(server, "busy", body)))
     worker.start()
     time.sleep(0.7)
-    unloaded = server.session.delete(f"{server.url}/models/busy")
+    unloader = threading.Thread(
+        target=lambda: outcome.update(unloaded=requests.delete(f"{server.url}/models/busy", timeout=120))
+    )
+    unloader.start()
+    time.sleep(0.2)
+    during = {"load": _load(server, "busy", urls["forest"]), "invoke": _invoke(server, "busy")}
+    unloader.join()
     invocation_done_first = not worker.is_alive()
     worker.join()
-    assert unloaded.status_code == 200
+    assert outcome["unloaded"].status_code == 200
     assert invocation_done_first, "unload returned while its invocation was still running"
     assert outcome["r"].status_code == 200
     assert len(outcome["r"].text.splitlines()) == 150_000
+    # While the unload waits for that invocation: the name is still taken, the model gone.
+    assert during["load"].status_code == 409, during["load"].text
+    assert during["invoke"].status_code == 404, during["invoke"].text
     assert _invoke(server, "busy").status_code == 404
+    assert _load(server, "busy", urls["forest"]).status_code == 200  # free again once unloaded
+    assert server.session.delete(f"{server.url}/models/busy").status_code == 200
 
 
 @pytest.mark.slow

@@ -117,23 +117,23 @@ def test_xgboost_on_sharded_data_trains_one_model_on_the_leader(tmp_path: Path) 
     x, labels = _rows(0, 3600)
     test_x, test_labels = _rows(1, 600)
     parameters = {"algorithm": "xgboost", "num_round": 15, "eval_metric": "accuracy"}
-    trees = _job(tmp_path / "job", parameters, "ShardedByS3Key")
-    shards = [(0, 900), (900, 2100), (2100, 3600)]  # unequal, as shards are
+    trees = _job(tmp_path / "job", parameters, "ShardedByS3Key", hosts=2)
+    shards = [(0, 1400), (1400, 3600)]  # unequal, as shards are
     for tree, (start, end) in zip(trees, shards, strict=True):
         tree.add_file("train", "part.csv", _csv(x[start:end], labels[start:end]))
     results = _run(trees)
-    assert [r.returncode for r in results] == [0, 0, 0], _explain(results)
+    assert [r.returncode for r in results] == [0, 0], _explain(results)
     assert results[0].model_files == ["manifest.json", "xgboost-model.ubj"]
-    assert results[1].model_files == results[2].model_files == []
+    assert results[1].model_files == []
     lines = _metric_lines(results[0])
-    assert len(lines) == 15 and not _metric_lines(results[1]) and not _metric_lines(results[2])
+    assert len(lines) == 15 and not _metric_lines(results[1])
     booster = xgb.Booster(model_file=str(trees[0].model_dir / "xgboost-model.ubj"))
     predicted = booster.inplace_predict(x.astype(np.float32)) > 0.5
     exact = float(np.mean(predicted == (labels == "yes")))
     assert lines[-1].startswith("[14]\t") and lines[-1].endswith(f"\ttrain-accuracy:{exact:.6g}")
     for index, (start, end) in enumerate(shards):
         assert (
-            f"host algo-{index + 1} of 3 trains on {end - start} of the job's 3600 rows"
+            f"host algo-{index + 1} of 2 trains on {end - start} of the job's 3600 rows"
             in results[index].stderr
         )
     one = _one_host(tmp_path, parameters, x, labels)
@@ -144,11 +144,11 @@ def test_xgboost_on_sharded_data_trains_one_model_on_the_leader(tmp_path: Path) 
     assert abs(several - single) <= 0.02, (several, single)
     # Streamed (each host's shard parsed into batches, the schema agreed from their summaries):
     # the same model, to the byte.
-    streamed = _job(tmp_path / "streamed", {**parameters, "streaming": "true"}, "ShardedByS3Key")
+    streamed = _job(tmp_path / "streamed", {**parameters, "streaming": "true"}, "ShardedByS3Key", hosts=2)
     for tree, (start, end) in zip(streamed, shards, strict=True):
         tree.add_file("train", "part.csv", _csv(x[start:end], labels[start:end]))
     results = _run(streamed)
-    assert [r.returncode for r in results] == [0, 0, 0], _explain(results)
+    assert [r.returncode for r in results] == [0, 0], _explain(results)
     assert all("streamed:" in r.stderr for r in results)
     model = "xgboost-model.ubj"
     assert (streamed[0].model_dir / model).read_bytes() == (trees[0].model_dir / model).read_bytes()
@@ -419,13 +419,14 @@ def test_the_forest_grows_its_trees_on_every_host(tmp_path: Path, distribution: 
         tmp_path / "job",
         {"algorithm": "random_forest", "n_estimators": 31, "random_state": 3},
         distribution,
+        hosts=2,
         validation=True,
     )
     for index, tree in enumerate(trees):
         if distribution == "ShardedByS3Key":
-            part = slice(index * 1000, (index + 1) * 1000)
+            part = slice(index * 1500, (index + 1) * 1500)
             tree.add_file("train", "part.csv", _csv(x[part], labels[part]))
-            vpart = slice(index * 200, (index + 1) * 200)
+            vpart = slice(index * 300, (index + 1) * 300)
             tree.add_file("validation", "part.csv", _csv(val_x[vpart], val_labels[vpart]))
         else:
             for part in range(3):
@@ -433,7 +434,7 @@ def test_the_forest_grows_its_trees_on_every_host(tmp_path: Path, distribution: 
                 tree.add_file("train", f"part-{part}.csv", _csv(x[rows], labels[rows]))
             tree.add_file("validation", "all.csv", _csv(val_x, val_labels))
     results = _run(trees)
-    assert [r.returncode for r in results] == [0, 0, 0], _explain(results)
+    assert [r.returncode for r in results] == [0, 0], _explain(results)
     (line,) = _metric_lines(results[0])
     assert line.startswith("[31]\ttrain-accuracy:") and "oob-accuracy:" in line
     printed = float(line.split("validation-accuracy:")[1])

@@ -462,15 +462,25 @@ class Fleet:
                     f"loading this model needs about {needed >> 20} MiB; the endpoint's processes use "
                     f"{used >> 20} MiB of its {self.budget >> 20} MiB budget. Unload a model first"
                 )
-            log.info("evicting idle model '%s' to make room", victim)
-            await self.unload(victim)
+            victim_name, idle_s = victim
+            host = self.models[victim_name].host
+            log.info(
+                "evicting idle model '%s' to make room (%d MiB, idle %.0f s)",
+                victim_name,
+                (host.memory() if host else 0) >> 20,
+                idle_s,
+            )
+            await self.unload(victim_name)
 
-    async def _idle_victim(self) -> str | None:
-        """The ready model idle the longest, with no request in progress."""
+    async def _idle_victim(self) -> tuple[str, float] | None:
+        """The ready model idle the longest, with no request in progress, and its idle seconds."""
         ready = [m for m in self.models.values() if m.state == "ready" and m.host is not None]
         stats = await asyncio.gather(*(self._stats(m.host) for m in ready if m.host))
         idle = [(s["idle_s"], m.name) for m, s in zip(ready, stats, strict=True) if s and s["in_flight"] == 0]
-        return max(idle)[1] if idle else None
+        if not idle:
+            return None
+        seconds, name = max(idle)
+        return name, float(seconds)
 
     async def unload(self, name: str) -> None:
         """Forget the model once its requests in progress are answered; its process has exited,
