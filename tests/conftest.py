@@ -17,13 +17,6 @@ os.environ.setdefault("SAGECRAFT_TRAINING_REPORT", "false")
 from sagemaker_tree import Server, TrainingTree, iris_tree, regression_rows
 
 
-def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """`-n auto`: one worker more than the cores. Many tests spend their time waiting on the
-    processes they drive (a server starting, a host joining, a drain, a timeout): with one worker
-    a core, a third of the suite's time left both cores idle (165% of 2 busy in a fresh clone)."""
-    return (os.cpu_count() or 1) + 1
-
-
 @pytest.fixture
 def with_report(monkeypatch: pytest.MonkeyPatch) -> None:
     """Training jobs of this test (in-process or `sagecraft train`) write their report."""

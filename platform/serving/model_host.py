@@ -46,6 +46,7 @@ from .frames import FrameProtocol, Head, connect_frames, encode
 from .invocation import answer_forwarded
 from .registry import ModelRegistry
 from .request_format import RequestFormat, RequestFormats
+from .zygote import exited_children
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ OOM_SCORE_ADJ = 500
 # A frame's payload: a body or an answer up to SPOOL_BYTES travels in it, a larger one as a file.
 MAX_FRAME_PAYLOAD = SPOOL_BYTES + 1024
 REAP_S = 0.1  # how often the primary looks for a replica that has died
+FLUSH_TIMEOUT_S = 10.0  # for the answers still buffered when a replica stops
 
 
 def error_head(exc: BaseException) -> Head:
@@ -138,12 +140,19 @@ class _Replica:
         self.app[RUNTIME].services = Services(types, RequestFormats(types, settings), self.registry)
         self.stop = asyncio.get_running_loop().create_future()
         self.tasks: set[asyncio.Task[Any]] = set()
+        self.connections: set[FrameProtocol] = set()
 
     async def serve(self, listener: socket.socket) -> None:
-        """Answer on `listener` until `stop` is set."""
+        """Answer on `listener` until `stop` is set, then send what is still buffered: an answer
+        written just before the stop must reach its front before the process exits."""
         server = await asyncio.get_running_loop().create_unix_server(self._connection, sock=listener)
         await self.stop
         server.close()
+        for connection in self.connections:
+            connection.close()  # a transport closes once its buffer is written
+        closing = [connection.closed for connection in self.connections]
+        if closing:
+            await asyncio.wait(closing, timeout=FLUSH_TIMEOUT_S)
         self.executor.shutdown(wait=False, cancel_futures=True)
 
     async def finish(self) -> None:
@@ -172,7 +181,8 @@ class _Replica:
         def on_frame(head: Head, payload: bytes) -> None:
             self.spawn(self._answer(protocol, head, payload))
 
-        protocol = FrameProtocol(on_frame, lambda: None, MAX_FRAME_PAYLOAD)
+        protocol = FrameProtocol(on_frame, lambda: self.connections.discard(protocol), MAX_FRAME_PAYLOAD)
+        self.connections.add(protocol)
         return protocol
 
     async def _answer(self, protocol: FrameProtocol, head: Head, payload: bytes) -> None:
@@ -279,13 +289,7 @@ class _Primary:
             await asyncio.sleep(REAP_S)
 
     def _reap(self) -> None:
-        while self.others:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
+        for pid, status in exited_children():
             self.others.discard(pid)
             if not self.unloading:
                 self._die_like(status)

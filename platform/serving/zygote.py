@@ -15,7 +15,7 @@ import os
 import select
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
@@ -33,7 +33,8 @@ def _exit_status(status: int) -> dict[str, int]:
     return {"code": os.waitstatus_to_exitcode(status)}
 
 
-def _reap(commands: socket.socket) -> None:
+def exited_children() -> Iterator[tuple[int, int]]:
+    """Each child that has exited, as (pid, wait status), reaped without waiting for the others."""
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -41,6 +42,11 @@ def _reap(commands: socket.socket) -> None:
             return
         if pid == 0:
             return
+        yield pid, status
+
+
+def _reap(commands: socket.socket) -> None:
+    for pid, status in exited_children():
         with contextlib.suppress(OSError):
             commands.send(orjson.dumps({"exited": pid, **_exit_status(status)}))
 
