@@ -112,6 +112,11 @@ def _body(rows: np.ndarray) -> str:
     return "\n".join(",".join(f"{v:g}" for v in row) for row in rows)
 
 
+def _good_models(server: Server) -> dict[str, Path]:
+    """The endpoint's forest and XGBoost model folders."""
+    return {name: Path(server.base) / "models" / name / "model" for name in ("forest", "xgboost")}
+
+
 class Hammer:
     """Clients asking the good models without a pause, from threads, until stopped; every answer
     is compared with the in-process prediction."""
@@ -145,10 +150,19 @@ class Hammer:
             future.result()
         self.pool.shutdown()
 
+    def __enter__(self) -> Hammer:
+        return self
 
-def _expected(*trees: tuple[str, TrainingTree]) -> dict[str, list[str]]:
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def _expected(model_dirs: dict[str, Path]) -> dict[str, list[str]]:
+    """The in-process predictions of IRIS_ROWS by each model, by name."""
     frame = pd.DataFrame(IRIS_ROWS, columns=IRIS_COLUMNS)
-    return {name: [str(v) for v in LoadedModel.load(tree.model_dir).predict(frame)] for name, tree in trees}
+    return {
+        name: [str(v) for v in LoadedModel.load(folder).predict(frame)] for name, folder in model_dirs.items()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -173,18 +187,17 @@ def test_two_workers_answer_three_algorithms_as_in_process_from_many_clients(
 ) -> None:
     server, base = endpoint
     assert _load(server, "sum", _variant(base, "sum", crashy_model)).status_code == 200
-    expected = _expected(("forest", iris_forest), ("xgboost", iris_xgboost))
+    expected = _expected({"forest": iris_forest.model_dir, "xgboost": iris_xgboost.model_dir})
     rows = np.round(np.random.default_rng(5).normal(size=(30, 5)), 3)  # the plugin's five features
     try:
-        hammer = Hammer(server, expected, threads=8)
-        session = requests.Session()
-        for start in range(0, 30, 3):
-            answer = _invoke(session, server, "sum", _body(rows[start : start + 3]))
-            assert answer.status_code == 200, answer.text
-            got = np.array([float(v) for v in answer.text.split()])
-            np.testing.assert_allclose(got, rows[start : start + 3].sum(axis=1), rtol=1e-5, atol=1e-5)
-        time.sleep(1)
-        hammer.stop()
+        with Hammer(server, expected, threads=8) as hammer:
+            session = requests.Session()
+            for start in range(0, 30, 3):
+                answer = _invoke(session, server, "sum", _body(rows[start : start + 3]))
+                assert answer.status_code == 200, answer.text
+                got = np.array([float(v) for v in answer.text.split()])
+                np.testing.assert_allclose(got, rows[start : start + 3].sum(axis=1), rtol=1e-5, atol=1e-5)
+            time.sleep(1)
         assert hammer.answers > 50 and not hammer.wrong, hammer.wrong[:5]
         # Both front workers took connections (the balanced accept of a single-model endpoint).
         log = server.log()
@@ -240,12 +253,8 @@ def test_a_model_whose_load_segfaults_answers_500_naming_the_signal(
     endpoint: tuple[Server, Path], crashy_model: Path
 ) -> None:
     server, base = endpoint
-    hammer = Hammer(server, _expected_good(server))
-    try:
+    with Hammer(server, _expected(_good_models(server))) as hammer:
         refused = _load(server, "segv", _variant(base, "segv", crashy_model, crash="segfault on load"))
-        hammer.stop()
-    finally:
-        hammer.stopped.set()
     assert refused.status_code == 500, refused.text
     message = refused.json()["message"]
     assert "segv" in message and "SIGSEGV" in message, message
@@ -260,14 +269,10 @@ def test_a_model_that_aborts_at_its_tenth_predict_costs_only_its_own_requests(
     server, base = endpoint
     url = _variant(base, "abort", crashy_model, crash="abort on predict", after=10)
     assert _load(server, "abort", url).status_code == 200
-    hammer = Hammer(server, _expected_good(server))
     session = requests.Session()
-    try:
+    with Hammer(server, _expected(_good_models(server))) as hammer:
         answers = [_invoke(session, server, "abort", "1,2,3,4,5") for _ in range(10)]
         time.sleep(0.5)
-        hammer.stop()
-    finally:
-        hammer.stopped.set()
     statuses = [a.status_code for a in answers]
     assert statuses[:9] == [200] * 9 and statuses[9] == 500, statuses
     message = answers[9].json()["message"]
@@ -296,16 +301,6 @@ def test_a_model_that_keeps_crashing_is_marked_failed(
     assert "marked failed" in answers[3].json()["message"]
     assert server.session.delete(f"{server.url}/models/flaky").status_code == 200
     assert _invoke(session, server, "forest", "5.0,3.4,1.5,0.2").text == "setosa\n"
-
-
-def _expected_good(server: Server) -> dict[str, list[str]]:
-    """The in-process predictions of the endpoint's forest and XGBoost models."""
-    frame = pd.DataFrame(IRIS_ROWS, columns=IRIS_COLUMNS)
-    models = Path(server.base) / "models"
-    return {
-        name: [str(v) for v in LoadedModel.load(models / name / "model").predict(frame)]
-        for name in ("forest", "xgboost")
-    }
 
 
 MEMORY_CGROUPS = Path("/sys/fs/cgroup/memory")

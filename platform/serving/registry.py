@@ -57,9 +57,6 @@ class ModelEntry:
     unloading: bool = False
     batcher: PredictionBatcher | None = None
 
-    def describe(self) -> dict[str, str]:
-        return {"modelName": self.name, "modelUrl": self.url}
-
 
 class ModelInUse:
     """What `ModelRegistry.use` returns; a class rather than a generator-based context manager,
@@ -163,18 +160,3 @@ class ModelRegistry:
         if entry is None or entry.unloading:
             raise ModelNotFoundError(f"model '{name}' is not loaded")
         return ModelInUse(entry)
-
-    def describe(self, name: str) -> dict[str, str]:
-        entry = self.entries.get(name)
-        if entry is None or entry.unloading:
-            raise ModelNotFoundError(f"model '{name}' is not loaded")
-        return entry.describe()
-
-    def page(self, token: str | None, limit: int) -> tuple[list[dict[str, str]], str | None]:
-        """One page of models in name order; the token is the last name of the previous page."""
-        names = sorted(n for n, e in self.entries.items() if not e.unloading)
-        if token:
-            names = [n for n in names if n > token]
-        page = names[:limit]
-        following = page[-1] if len(names) > limit else None
-        return [self.entries[n].describe() for n in page], following
