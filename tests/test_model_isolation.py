@@ -7,6 +7,8 @@ a segfault in its load, an abort at its tenth predict, an allocation past the co
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import os
 import re
@@ -14,6 +16,7 @@ import shutil
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -66,6 +69,8 @@ CRASHY_PLUGIN = """
         PREDICTS += 1
         if model["crash"] == "abort on predict" and PREDICTS >= model["after"]:
             os.abort()
+        if model["crash"] == "allocate on -1" and features.iloc[0, 0] == -1:
+            np.ones(model["bytes"], dtype=np.uint8)
         return features.to_numpy(dtype=float).sum(axis=1)
 """
 IRIS_ROWS = np.round(np.random.default_rng(3).uniform([4, 2, 1, 0], [8, 4.5, 7, 2.5], size=(40, 4)), 1)
@@ -306,50 +311,109 @@ def test_a_model_that_keeps_crashing_is_marked_failed(
 MEMORY_CGROUPS = Path("/sys/fs/cgroup/memory")
 
 
-@pytest.mark.skipif(
-    not os.access(MEMORY_CGROUPS, os.W_OK), reason="needs a writable cgroup v1 memory hierarchy"
-)
-def test_a_model_that_allocates_past_the_containers_memory_costs_only_itself(
-    tmp_path: Path, crashy_site: Path, crashy_model: Path, iris_forest: TrainingTree
-) -> None:
-    """The endpoint in a memory cgroup of 1.5 GiB (a container); a model allocates 3 GiB as it
-    loads. The kernel's out-of-memory killer takes the model's process (model hosts rank first),
-    never the front workers or the parent."""
-    group = MEMORY_CGROUPS / f"sagecraft-isolation-{os.getpid()}"
+@contextlib.contextmanager
+def memory_cgroup(limit: int) -> Iterator[list[str]]:
+    """A cgroup v1 memory group of `limit` bytes (a container's memory); yields the command
+    prefix that runs a command in it. Removed after, once its last processes have exited."""
+    group = MEMORY_CGROUPS / f"sagecraft-isolation-{os.getpid()}-{next(GROUPS)}"
     group.mkdir()
-    server = None
     try:
-        (group / "memory.limit_in_bytes").write_text(str(1536 << 20))
-        enter = f'echo $$ > {group}/cgroup.procs && exec "$0" "$@"'
-        server = Server(
-            tmp_path,
-            pythonpath=crashy_site,
-            command=["sh", "-c", enter, *SAGECRAFT],
-            SAGEMAKER_MULTI_MODEL="true",
-        ).wait_ready()
-        assert (
-            _load(server, "forest", place_model(tmp_path, "forest", iris_forest.model_dir)).status_code == 200
-        )
-        hog = _variant(tmp_path, "hog", crashy_model, crash="allocate on load", bytes=3 << 30)
-        # Not under load: with clients on the forest during the out-of-memory kill, the kernel
-        # once took the forest's process too (a second kill before the first victim's memory
-        # was back); a limit per model's processes would make that deterministic.
-        refused = _load(server, "hog", hog)
-        assert refused.status_code == 500, refused.text
-        message = refused.json()["message"]
-        assert "hog" in message and "SIGKILL" in message and "out-of-memory" in message, message
-        session = requests.Session()
-        assert _invoke(session, server, "forest", "5.0,3.4,1.5,0.2").text == "setosa\n"
-        assert server.process.poll() is None
+        (group / "memory.limit_in_bytes").write_text(str(limit))
+        yield ["sh", "-c", f'echo $$ > {group}/cgroup.procs && exec "$0" "$@"']
     finally:
-        if server is not None:
-            server.stop()
         for _ in range(50):
             try:
                 group.rmdir()
                 break
             except OSError:  # its last processes are still exiting
                 time.sleep(0.1)
+
+
+GROUPS = itertools.count()
+needs_memory_cgroups = pytest.mark.skipif(
+    not os.access(MEMORY_CGROUPS, os.W_OK), reason="needs a writable cgroup v1 memory hierarchy"
+)
+
+
+@needs_memory_cgroups
+def test_a_model_that_allocates_past_the_containers_memory_fails_alone_under_load(
+    tmp_path: Path,
+    crashy_site: Path,
+    crashy_model: Path,
+    iris_forest: TrainingTree,
+    iris_xgboost: TrainingTree,
+) -> None:
+    """The endpoint in a memory cgroup of 1.5 GiB (a container), its budget the default (85% of
+    it); a model allocates 3 GiB as it loads, while clients ask two other models. Its processes
+    may grow by what the budget has left: the allocation fails in the model's own process and its
+    load answers 507; no other process is touched, no request to the others is lost."""
+    with memory_cgroup(1536 << 20) as enter:
+        server = Server(
+            tmp_path,
+            pythonpath=crashy_site,
+            command=[*enter, *SAGECRAFT],
+            SAGEMAKER_MULTI_MODEL="true",
+            SAGEMAKER_MODEL_SERVER_WORKERS="2",
+        ).wait_ready()
+        try:
+            for name, tree in (("forest", iris_forest), ("xgboost", iris_xgboost)):
+                assert _load(server, name, place_model(tmp_path, name, tree.model_dir)).status_code == 200
+            hog = _variant(tmp_path, "hog", crashy_model, crash="allocate on load", bytes=3 << 30)
+            before = set(server.descendant_pids())
+            with Hammer(server, _expected(_good_models(server))) as hammer:
+                refused = _load(server, "hog", hog)
+                time.sleep(0.5)
+            assert refused.status_code == 507, refused.text
+            message = refused.json()["message"]
+            assert "'hog' ran out of memory" in message and "budget" in message, message
+            assert not hammer.wrong and hammer.answers > 10, hammer.wrong[:5]
+            assert before <= set(server.descendant_pids()), "no process of the endpoint was killed"
+            assert server.process.poll() is None
+            # One that allocates 3 GiB when a row starts with -1: that request fails, the model
+            # and its processes stay.
+            url = _variant(tmp_path, "greedy", crashy_model, crash="allocate on -1", bytes=3 << 30)
+            assert _load(server, "greedy", url).status_code == 200
+            session = requests.Session()
+            with Hammer(server, _expected(_good_models(server))) as hammer:
+                failed = _invoke(session, server, "greedy", "-1,2,3,4,5")
+                answered = _invoke(session, server, "greedy", "1,2,3,4,5")
+            assert failed.status_code == 500, failed.text
+            assert "'greedy' ran out of memory answering this request" in failed.json()["message"]
+            assert answered.status_code == 200 and float(answered.text) == 15.0, answered.text
+            assert not hammer.wrong, hammer.wrong[:5]
+            assert server.session.get(f"{server.url}/models/greedy").json()["crashes"] == 0
+        finally:
+            server.stop()
+
+
+@needs_memory_cgroups
+def test_a_model_past_the_containers_memory_under_a_budget_too_high_is_killed_alone(
+    tmp_path: Path, crashy_site: Path, crashy_model: Path, iris_forest: TrainingTree
+) -> None:
+    """A budget set above the container's memory leaves the kernel's out-of-memory killer to act:
+    it takes the model's process (model hosts rank first), never the front workers or the parent,
+    and the load answers 500 naming the signal."""
+    with memory_cgroup(1536 << 20) as enter:
+        server = Server(
+            tmp_path,
+            pythonpath=crashy_site,
+            command=[*enter, *SAGECRAFT],
+            SAGEMAKER_MULTI_MODEL="true",
+            SAGECRAFT_MEMORY_BUDGET_MB="8192",
+        ).wait_ready()
+        try:
+            url = place_model(tmp_path, "forest", iris_forest.model_dir)
+            assert _load(server, "forest", url).status_code == 200
+            hog = _variant(tmp_path, "hog", crashy_model, crash="allocate on load", bytes=3 << 30)
+            refused = _load(server, "hog", hog)
+            assert refused.status_code == 500, refused.text
+            message = refused.json()["message"]
+            assert "hog" in message and "SIGKILL" in message and "out-of-memory" in message, message
+            session = requests.Session()
+            assert _invoke(session, server, "forest", "5.0,3.4,1.5,0.2").text == "setosa\n"
+            assert server.process.poll() is None
+        finally:
+            server.stop()
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])

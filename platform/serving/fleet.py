@@ -68,6 +68,7 @@ CONTROL_PAYLOAD = 1 << 20
 STATS_TIMEOUT_S = 2.0
 # How long a front asking why a host went away waits for its exit status.
 EXIT_WAIT_S = 2.0
+ENDED_KEPT = 256
 
 
 def memory_budget(settings: ServingSettings) -> int:
@@ -188,6 +189,8 @@ class Fleet:
         self.fronts: dict[int, Front] = {}
         self.processes: dict[int, Host | int] = {}  # pid -> host, or a front's slot
         self.hosts: dict[int, Host] = {}  # by generation, while alive
+        # How the last hosts ended, by generation: a front may ask after the exit was handled.
+        self.ended: dict[int, str] = {}
         self.spawning: dict[int, asyncio.Future[int]] = {}
         # Exits reported before the coroutine that spawned the process had registered its pid.
         self.unclaimed: dict[int, dict[str, int]] = {}
@@ -296,10 +299,20 @@ class Fleet:
             loop.create_future(),
             loop.create_future(),
         )
+        # What the budget has left bounds how far the model's processes may grow (the host sets
+        # it as their data limit): a model that allocates past it fails alone with a MemoryError
+        # instead of waking the kernel's out-of-memory killer, which may take other processes too.
+        room = max(self.budget - self.memory(), HOST_BYTES)
         model.host = host
         self.hosts[generation] = host
         pid, sock = await self._spawn(
-            "host", name=model.name, folder=str(model.folder), socket=host.socket_path, spool=self.spool_dir
+            "host",
+            name=model.name,
+            folder=str(model.folder),
+            socket=host.socket_path,
+            spool=self.spool_dir,
+            room=room,
+            budget=self.budget,
         )
         host.pid = pid
         self.processes[pid] = host
@@ -340,10 +353,12 @@ class Fleet:
     def _host_exited(self, host: Host, info: dict[str, int]) -> None:
         host.exited.set_result(info)
         self.hosts.pop(host.generation, None)
+        how = self.ended[host.generation] = describe_exit(info)
+        while len(self.ended) > ENDED_KEPT:
+            del self.ended[next(iter(self.ended))]
         for path in host.sockets:
             with contextlib.suppress(OSError):
                 os.unlink(path)
-        how = describe_exit(info)
         if not host.ready.done():
             self._task(self._died_loading(host, how))
             return
@@ -526,8 +541,8 @@ class Fleet:
                 await asyncio.wait_for(asyncio.shield(host.exited), EXIT_WAIT_S)
         if host is not None and host.exited.done():
             how = describe_exit(host.exited.result())
-        elif host is None and model is not None and model.crashes:
-            how = "stopped"
+        elif generation in self.ended:
+            how = self.ended[generation]
         else:
             how = "unreachable"
         then = "; it is being reloaded" if model is not None and model.state == "reloading" else ""

@@ -7,7 +7,9 @@ and answers the invocations the front workers hand on (frames.py): decoding, pre
 encoding are `invocation`'s own, so a model answers here exactly as on a single-model endpoint.
 A model that crashes a process (a segfault or abort in a native library, `os._exit`, the kernel's
 out-of-memory killer) takes only this model's processes with it: the first (the primary) ends
-the others and dies of the same signal, which is what the parent sees.
+the others and dies of the same signal, which is what the parent sees. Their data is bounded by
+what the memory budget had left at the load (`limit_data`): a model that allocates past it gets
+a MemoryError in its own process, before the kernel would pick a process to kill.
 
 The primary's control socket goes to the endpoint's parent (fleet.py): it says `ready` (with the
 sockets) or `failed` (with the error) once the load ends, answers `stats` (requests in progress,
@@ -24,6 +26,7 @@ import io
 import logging
 import mmap
 import os
+import resource
 import signal
 import socket
 import tempfile
@@ -37,7 +40,7 @@ import numpy as np
 from aiohttp import web
 
 from ..environment import ServingSettings
-from ..errors import ModelLoadTimeoutError, SagecraftError
+from ..errors import InsufficientMemoryError, ModelLoadTimeoutError, SagecraftError
 from ..loaded_model import LoadedModel
 from ..plugins import PluginSet
 from .appkeys import EXECUTOR, RUNTIME, SETTINGS, Runtime, Services
@@ -57,6 +60,11 @@ OOM_SCORE_ADJ = 500
 MAX_FRAME_PAYLOAD = SPOOL_BYTES + 1024
 REAP_S = 0.1  # how often the primary looks for a replica that has died
 FLUSH_TIMEOUT_S = 10.0  # for the answers still buffered when a replica stops
+# Address space a process takes beyond what its model holds, counted by RLIMIT_DATA though
+# hardly touched: malloc's arenas, and a stack per thread (OpenMP's, one per core, and the
+# predict threads). Measured: a small model's host and replicas grew by 20-25 MiB in all.
+ARENA_ALLOWANCE = 128 << 20
+DEFAULT_STACK = 8 << 20
 
 
 def error_head(exc: BaseException) -> Head:
@@ -69,6 +77,45 @@ def error_head(exc: BaseException) -> Head:
 def _raise_oom_score() -> None:
     with contextlib.suppress(OSError):
         Path("/proc/self/oom_score_adj").write_text(str(OOM_SCORE_ADJ))
+
+
+def data_bytes() -> int:
+    """This process's data (VmData: its heap and private writable mappings), from /proc."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmData:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def limit_data(room: int, threads_per_replica: int) -> int:
+    """Bound this process and the replicas it forks to their data now plus `room` and what their
+    threads take (RLIMIT_DATA, soft and hard, so that a plugin cannot lift it): past it an
+    allocation fails in the process that makes it, as a MemoryError, and costs only this model.
+    Called by the host before it loads; the limit set, in bytes."""
+    stack, _ = resource.getrlimit(resource.RLIMIT_STACK)
+    if stack == resource.RLIM_INFINITY or stack <= 0:
+        stack = DEFAULT_STACK
+    threads = (os.cpu_count() or 1) + threads_per_replica
+    limit = data_bytes() + room + ARENA_ALLOWANCE + threads * stack
+    _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+    return limit
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether an error, or one it came from, is an allocation that failed (Python's MemoryError,
+    or a native library's std::bad_alloc as XGBoost reports it)."""
+    seen: BaseException | None = exc
+    for _ in range(16):  # a chain of causes is short; never follow a cycle
+        if seen is None:
+            break
+        if isinstance(seen, MemoryError) or "bad_alloc" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _load(folder: Path, timeout_s: float) -> LoadedModel:
@@ -199,7 +246,14 @@ class _Replica:
             reply, data = self._reply(result)
             protocol.send({"id": request_id, "status": 200, "content_type": content_type, **reply}, data)
         except Exception as exc:
-            if not isinstance(exc, SagecraftError):
+            if is_out_of_memory(exc):
+                log.error("model '%s' ran out of memory answering a request: %r", self.name, exc)
+                exc = SagecraftError(
+                    f"model '{self.name}' ran out of memory answering this request: its processes may "
+                    "grow by what the endpoint's memory budget had left when it loaded. Send fewer rows "
+                    "a request, or unload models and load this one again"
+                )
+            elif not isinstance(exc, SagecraftError):
                 log.exception("model '%s': an invocation failed", self.name)
             protocol.send({"id": request_id, **error_head(exc)})
         finally:
@@ -321,14 +375,23 @@ def run_model_host(
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _raise_oom_score()
+    room = int(command["room"])
+    limit_data(room, settings.workers)
     started = time.monotonic()
     try:
         model = _load(Path(command["folder"]), settings.model_load_timeout_s)
     except Exception as exc:
-        if not isinstance(exc, SagecraftError):
+        if is_out_of_memory(exc):
+            exc = InsufficientMemoryError(
+                f"model '{command['name']}' ran out of memory as it loaded: its processes may grow by "
+                f"{room >> 20} MiB, what the endpoint's {int(command['budget']) >> 20} MiB budget had "
+                "left. Unload a model, or raise SAGECRAFT_MEMORY_BUDGET_MB if the container has the memory"
+            )
+        elif not isinstance(exc, SagecraftError):
             log.exception("model '%s' could not load from %s", command["name"], command["folder"])
         control.sendall(encode({"op": "failed", **error_head(exc)}))
         return 0
+    log.debug("model '%s': data %d MiB after its load", command["name"], data_bytes() >> 20)
     loaded_s = time.monotonic() - started
     replicas = max(1, settings.model_processes or settings.workers)
     listeners = []
