@@ -90,3 +90,13 @@ def regression_server(regression_xgboost: TrainingTree) -> Iterator[Server]:
 def iris_server(request: pytest.FixtureRequest) -> Server:
     """Each iris model in turn: both algorithms must behave the same at the HTTP boundary."""
     return request.getfixturevalue(f"{request.param}_server")
+
+
+@pytest.fixture(scope="session")
+def binary_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Folders `<name>/xgboost-model` in XGBoost's old binary format, written by XGBoost 2.1.4
+    (old_xgboost.py), each with the writer's own predictions of old_xgboost.PROBE."""
+    from old_xgboost import install_writer, write_binary_models
+
+    site = install_writer(tmp_path_factory.mktemp("xgboost-writer"))
+    return write_binary_models(site, tmp_path_factory.mktemp("binary-models"))

@@ -18,6 +18,7 @@ import itertools
 import json
 import random
 import shutil
+import struct
 import sys
 import tempfile
 import zipfile
@@ -136,6 +137,31 @@ class XGBoostMutator:
         return ubjson.dumps(document), "; ".join(what)
 
 
+class BinaryMutator:
+    """XGBoost's old binary format (a built-in algorithm's `xgboost-model`): bytes, and 32-bit
+    fields (counts, child indices, split features, values) set to interesting numbers."""
+
+    file = "xgboost-model"
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __call__(self, rng: random.Random) -> tuple[bytes, str]:
+        if rng.random() < 0.3:
+            return _byte_mutation(self.data, rng)
+        data = bytearray(self.data)
+        what = []
+        for _ in range(rng.choice([1, 1, 2, 3])):
+            at = 4 + 4 * rng.randrange((len(data) - 4) // 4)
+            if rng.random() < 0.7:
+                value = rng.choice(INTERESTING_INTEGERS) % 2**32
+                data[at : at + 4] = value.to_bytes(4, "little")
+            else:
+                data[at : at + 4] = struct.pack("<f", rng.choice([*INTERESTING_FLOATS[:3], 0.0, -1.0, 3.5]))
+            what.append(f"bytes {at}-{at + 3} = {bytes(data[at : at + 4]).hex()}")
+        return bytes(data), "; ".join(what)
+
+
 class SkopsMutator:
     file = "model.skops"
 
@@ -204,8 +230,13 @@ OUTPUTS = (LABEL, PROBABILITIES, RAW_MARGIN, CONTRIBUTIONS, LEAVES)
 
 
 def run(model_dir: Path, count: int, seed: int, progress: Path) -> dict[str, Any]:
-    manifest_algorithm = json.loads((model_dir / "manifest.json").read_text())["algorithm"]
-    mutator_type: Callable[[bytes], Any] = XGBoostMutator if manifest_algorithm == "xgboost" else SkopsMutator
+    mutator_type: Callable[[bytes], Any]
+    if not (model_dir / "manifest.json").exists():  # a built-in algorithm's binary xgboost-model
+        mutator_type = BinaryMutator
+    elif json.loads((model_dir / "manifest.json").read_text())["algorithm"] == "xgboost":
+        mutator_type = XGBoostMutator
+    else:
+        mutator_type = SkopsMutator
     original = (model_dir / mutator_type.file).read_bytes()
     mutate = mutator_type(original)
     rng = random.Random(seed)

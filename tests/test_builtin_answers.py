@@ -13,17 +13,13 @@ import io
 import json
 from pathlib import Path
 
-import boto3
 import numpy as np
 import pytest
-import sagemaker.local.local_session as local_session
 import xgboost as xgb
 from sagemaker.base_deserializers import CSVDeserializer, JSONDeserializer, StringDeserializer
-from sagemaker.base_serializers import CSVSerializer
-from sagemaker.local import LocalSagemakerRuntimeClient, LocalSession
-from sagemaker.predictor import Predictor
 
 from sagemaker_tree import Server, TrainingTree
+from sdk_client import sdk_predictor as _predictor
 
 RNG = np.random.default_rng(44)
 X = RNG.normal(size=(400, 4)).astype(np.float32)
@@ -48,15 +44,6 @@ def _serve_builtin(base: Path, objective: str, **env: str) -> tuple[Server, xgb.
     (base / "model").mkdir(parents=True)
     (base / "model" / "xgboost-model").write_bytes(bytes(booster.save_raw("ubj")))
     return Server(base, SAGEMAKER_MODEL_SERVER_WORKERS="1", **env).wait_ready(), booster
-
-
-def _predictor(server: Server, monkeypatch: pytest.MonkeyPatch, deserializer: object) -> Predictor:
-    monkeypatch.setattr(local_session, "get_docker_host", lambda: "127.0.0.1")
-    session = LocalSession(boto_session=boto3.Session(region_name="us-east-1"))
-    session.sagemaker_runtime_client = LocalSagemakerRuntimeClient({"local": {"serving_port": server.port}})
-    return Predictor(
-        "sagecraft-local", sagemaker_session=session, serializer=CSVSerializer(), deserializer=deserializer
-    )
 
 
 @pytest.mark.parametrize("objective", ["binary:logistic", "multi:softprob"])

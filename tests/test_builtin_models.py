@@ -1,7 +1,8 @@
 """A model folder from SageMaker's built-in XGBoost (a lone `xgboost-model`, written here by
-XGBoost itself, in UBJSON and in JSON) serves without a manifest.json, on a single-model and a
-multi-model endpoint, and answers as the same booster does in-process; a pickled booster and
-XGBoost's old binary format are refused with the line that converts them."""
+XGBoost itself, in UBJSON and in JSON; the old binary format is in test_binary_models.py) serves
+without a manifest.json, on a single-model and a multi-model endpoint, and answers as the same
+booster does in-process; a pickled booster is refused saying how to convert it, a file that is no
+model in any of the formats naming what is wrong."""
 
 from __future__ import annotations
 
@@ -89,10 +90,11 @@ def test_a_builtin_model_loads_on_a_multi_model_endpoint(tmp_path: Path) -> None
     ("make", "phrase"),
     [
         (lambda b: pickle.dumps(b), "is a pickled booster"),
-        (lambda b: b"binf" + bytes(b.save_raw("ubj"))[4:], "neither UBJSON nor JSON"),
+        (lambda b: b"binf" + bytes(b.save_raw("ubj"))[4:], "not a valid XGBoost binary model"),
+        (lambda b: b"\0\1" + bytes(b.save_raw("ubj")), "not an XGBoost model in UBJSON, JSON or"),
         (lambda b: bytes(b.save_raw("ubj"))[: len(b.save_raw("ubj")) // 2], "xgboost-model is"),
     ],
-    ids=["pickled", "binary format", "truncated"],
+    ids=["pickled", "binary format", "no format", "truncated"],
 )
 def test_builtin_models_that_cannot_be_checked_are_refused(tmp_path: Path, make, phrase: str) -> None:  # type: ignore[no-untyped-def]
     (tmp_path / "model").mkdir()

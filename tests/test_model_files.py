@@ -85,19 +85,28 @@ def _serve_refuses(base: Path, *phrases: str, **env: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["forest", "xgboost", "categorical forest", "categorical xgboost"])
+@pytest.mark.parametrize(
+    "model", ["forest", "xgboost", "categorical forest", "categorical xgboost", "binary xgboost"]
+)
 def test_thousands_of_mutated_model_files_load_or_are_refused_and_never_crash(
     tmp_path: Path,
     small_iris_models: dict[str, Path],
     categorical_models: dict[str, Path],
+    request: pytest.FixtureRequest,
     model: str,
 ) -> None:
-    folder = {
-        "forest": small_iris_models["random_forest"],
-        "xgboost": small_iris_models["xgboost"],
-        "categorical forest": categorical_models["random_forest"],
-        "categorical xgboost": categorical_models["xgboost"],
-    }[model]
+    if model == "binary xgboost":  # a built-in algorithm's folder: XGBoost 1's format, no manifest
+        folder = tmp_path / "builtin"
+        folder.mkdir()
+        written = request.getfixturevalue("binary_models") / "softprob" / "xgboost-model"
+        shutil.copy(written, folder / "xgboost-model")
+    else:
+        folder = {
+            "forest": small_iris_models["random_forest"],
+            "xgboost": small_iris_models["xgboost"],
+            "categorical forest": categorical_models["random_forest"],
+            "categorical xgboost": categorical_models["xgboost"],
+        }[model]
     progress = tmp_path / "progress"
     run = subprocess.run(
         [

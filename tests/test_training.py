@@ -6,9 +6,11 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
+import xgboost as xgb
 
-from sagemaker_tree import TrainingTree, iris_rows, iris_tree, regression_rows
+from sagemaker_tree import Server, TrainingTree, iris_rows, iris_tree, regression_rows
 
 # What SageMaker users write in MetricDefinitions for the built-in XGBoost (tab shown as #011).
 VALIDATION_RMSE = re.compile(r".*\[[0-9]+\].*#011validation-rmse:(\S+)")
@@ -89,6 +91,26 @@ def test_native_xgboost_parameter_passes_through(tmp_path: Path) -> None:
     assert tree.train().returncode == 0, tree.explain()
     manifest = json.loads((tree.model_dir / "manifest.json").read_text())
     assert manifest["hyperparameters"]["device"] == "cpu"
+
+
+@pytest.mark.parametrize("booster", ["gblinear", "dart"])
+def test_linear_and_dart_boosters_train_and_serve(tmp_path: Path, booster: str) -> None:
+    """XGBoost predicts in place for trees only: a gblinear model is served from a DMatrix."""
+    tree = TrainingTree(tmp_path)
+    tree.add_file("train", "train.csv", regression_rows(0, 200))
+    tree.hyperparameters({"algorithm": "xgboost", "booster": booster, "num_round": 10})
+    assert tree.train().returncode == 0, tree.explain()
+    rows = [line.split(",", 1)[1] for line in regression_rows(1, 20).splitlines()]
+    features = np.array([[float(v) for v in row.split(",")] for row in rows], dtype=np.float32)
+    written = xgb.Booster(model_file=str(tree.model_dir / "xgboost-model.ubj"))
+    expected = written.predict(xgb.DMatrix(features, feature_names=written.feature_names))
+    server = Server(tree.base).wait_ready()
+    try:
+        answer = server.invoke("\n".join(rows))
+        assert answer.status_code == 200, answer.text
+        np.testing.assert_allclose([float(v) for v in answer.text.split()], expected, rtol=1e-6, atol=1e-6)
+    finally:
+        server.stop()
 
 
 def test_forest_regression_and_task_override(tmp_path: Path) -> None:

@@ -6,11 +6,12 @@ import json
 import re
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
 
 import xgboost as xgb
@@ -80,16 +81,28 @@ class XGBoostModel:
     flat: FlatBooster | None = None
     # The other files of a built-in algorithm's folder, answering with this one (ensemble.py).
     members: tuple[XGBoostModel, ...] = ()
+    linear: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        # XGBoost predicts in place for trees only: a gblinear booster needs a DMatrix.
+        booster_name = orjson.loads(self.booster.save_config())["learner"]["gradient_booster"]["name"]
+        object.__setattr__(self, "linear", booster_name == "gblinear")
+
+    def _library(self, matrix: np.ndarray | pd.DataFrame, margin: bool) -> np.ndarray:
+        if self.linear:
+            data = xgb.DMatrix(matrix, missing=np.nan, feature_names=self.booster.feature_names)
+            return self.booster.predict(data, output_margin=margin)
+        return self.booster.inplace_predict(matrix, predict_type="margin" if margin else "value")
 
     def margin(self, matrix: np.ndarray | pd.DataFrame) -> np.ndarray:
         if self.flat is not None and isinstance(matrix, np.ndarray) and len(matrix) <= FLAT_MAX_ROWS:
             return self.flat.margins(matrix)
-        return self.booster.inplace_predict(matrix, predict_type="margin")
+        return self._library(matrix, margin=True)
 
     def regression(self, matrix: np.ndarray | pd.DataFrame) -> np.ndarray:
         if self.flat is not None and self.flat.identity_link:
             return self.margin(matrix)
-        return self.booster.inplace_predict(matrix)
+        return self._library(matrix, margin=False)
 
 
 @hookimpl
@@ -514,9 +527,13 @@ def predict(model: XGBoostModel, features: pd.DataFrame, output: str) -> np.ndar
             if categorical
             else xgb.DMatrix(matrix, missing=np.nan, feature_names=model.booster.feature_names)
         )
-        result = model.booster.predict(
-            data, pred_contribs=output == CONTRIBUTIONS, pred_leaf=output == LEAVES
-        )
+        try:
+            result = model.booster.predict(
+                data, pred_contribs=output == CONTRIBUTIONS, pred_leaf=output == LEAVES
+            )
+        except xgb.core.XGBoostError as exc:  # a tree's statistics TreeSHAP cannot use, say
+            why = xgboost_message(exc)
+            raise UnsupportedOutputError(f"this model cannot give '{output}': {why}") from None
         # Multi-class contributions are (rows, classes, features + 1): one flat row per record.
         return result.reshape(len(matrix), -1)
     if model.n_classes == 0:

@@ -1,7 +1,7 @@
 """Models trained elsewhere: the `xgboost-model` file in a `model.tar.gz` of SageMaker's built-in
-XGBoost algorithm (UBJSON or JSON, as XGBoost writes them), described so that it serves without
-a manifest.json. Pickled boosters (older built-in versions) and XGBoost's old binary format are
-refused with the one line of Python that converts them: sagecraft never unpickles, and every
+XGBoost algorithm (UBJSON or JSON, as XGBoost 2 and 3 write them, or XGBoost 1's binary format,
+binary_format.py), described so that it serves without a manifest.json. Pickled boosters (older
+built-in versions) are refused saying how to convert them: sagecraft never unpickles, and every
 file is decoded and checked in Python before XGBoost's parser sees it. Other model files in the
 folder make an ensemble with it: ensemble.py.
 """
@@ -20,10 +20,6 @@ from .model_checks import category_names, trees_of
 from .persistence import BUILTIN_MODEL_FILE, booster_objective, read_booster
 
 _PICKLE = b"\x80"
-_CONVERT = (
-    "python3 -c \"import xgboost; b = xgboost.Booster(); b.load_model('xgboost-model'); "
-    "b.save_model('xgboost-model.json')\" (then ship xgboost-model.json as xgboost-model)"
-)
 
 
 def describe(model_dir: Path) -> Manifest | None:
@@ -39,11 +35,6 @@ def describe(model_dir: Path) -> Manifest | None:
             "never unpickles a model. Where you trust the file, unpickle it once with the xgboost "
             "that wrote it and save the booster as JSON, booster.save_model('xgboost-model.json'), "
             "then ship that file as xgboost-model"
-        )
-    if data[:1] not in (b"{", b" ", b"\n"):  # UBJSON and JSON objects start with '{'
-        raise ModelLoadError(
-            f"{path} is neither UBJSON nor JSON (XGBoost's old binary format?); sagecraft reads "
-            f"the formats it can check before XGBoost parses them. Convert it once: {_CONVERT}"
         )
     booster, document = read_booster(path)
     objective, n_classes = booster_objective(booster, path)

@@ -33,6 +33,7 @@ NODE_ARRAYS = (
 )
 CATEGORICAL = 1
 NO_PARENT = (2**31 - 1, -1)  # the root's parent as XGBoost writes it (its own marker, masked)
+SMALLEST_COVER = float(np.finfo(np.float32).tiny)
 MAX_CATEGORIES = 1 << 20  # codes a categorical split may name where the model lists no categories
 
 
@@ -298,7 +299,9 @@ def check_document(document: dict[str, Any], where: str) -> None:
             for name in ("split_conditions", "base_weights", "loss_changes", "sum_hessian"):
                 check_values(np.asarray(tree[name], np.float64), f"{at}, {name}")
             cover = np.asarray(tree["sum_hessian"], np.float64)
-            if (cover < 0).any() or (cover[~leaf] <= 0).any():
+            # A subnormal cover is no real split's either: contributions divide by it (and
+            # overflow), which a crafted binary file found.
+            if (cover < 0).any() or (cover[~leaf] < SMALLEST_COVER).any():
                 raise ModelLoadError(f"{at}: a split covers no weight (sum_hessian)")
             _check_parents(np.asarray(tree["parents"]), nodes, at)
             _check_categories(tree, nodes, widths, at)

@@ -18,6 +18,8 @@ import orjson
 
 from sagecraft.errors import ModelLoadError
 
+from .binary_format import MAGIC, read_binary_model
+
 MAX_DEPTH = 64  # XGBoost's documents nest about 8 deep
 _NUMBERS = {"i": ">i1", "U": ">u1", "I": ">i2", "l": ">i4", "L": ">i8", "d": ">f4", "D": ">f8"}
 
@@ -118,11 +120,14 @@ class _UBJSON:
 
 
 def read_document(data: bytes) -> dict[str, Any]:
-    """The model document in `data`, a UBJSON or JSON XGBoost model file. Raises ModelLoadError
-    for anything else, naming what is wrong and where."""
+    """The model document in `data`, an XGBoost model file in UBJSON, JSON or XGBoost's old binary
+    format (binary_format.py). Raises ModelLoadError for anything else, naming what is wrong and
+    where."""
+    if data[:4] == MAGIC:
+        return read_binary_model(data)
     if data[:1] != b"{":
         raise ModelLoadError(
-            "not an XGBoost model in JSON or UBJSON (XGBoost's binary and pickled formats are not read)"
+            "not an XGBoost model in UBJSON, JSON or XGBoost's binary format (pickled boosters are not read)"
         )
     if data[1:2] in (b'"', b" ", b"\n", b"\r", b"\t", b"}"):
         try:

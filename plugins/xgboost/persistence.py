@@ -11,6 +11,7 @@ import xgboost as xgb
 from sagecraft.errors import ModelLoadError
 from sagecraft.files import read_model_file
 
+from .binary_format import MAGIC
 from .messages import xgboost_message
 from .model_checks import check_document
 from .model_file import read_document
@@ -40,6 +41,8 @@ def booster_from_bytes(data: bytes, where: str) -> tuple[xgb.Booster, dict[str, 
     except ModelLoadError as exc:
         raise ModelLoadError(f"{where} is {exc}") from None
     check_document(document, where)
+    if data[:4] == MAGIC:  # a format XGBoost no longer reads: it gets the document as JSON
+        data = orjson.dumps(document)
     booster = xgb.Booster()
     try:
         booster.load_model(bytearray(data))
