@@ -55,6 +55,9 @@ def test_the_default_answer_is_the_objectives_output(
     try:
         rows = _predictor(server, monkeypatch, CSVDeserializer()).predict(PROBE.tolist())
         values = np.array(rows, dtype=float)
+        # AWS's layout (sagemaker_inference's array_to_csv): a line a row, a softprob row's
+        # probabilities comma-separated on it.
+        assert values.shape == (len(PROBE), 1 if expected.ndim == 1 else expected.shape[1])
         assert np.allclose(values.reshape(expected.shape), expected, rtol=1e-6, atol=1e-7)  # rows 10, 11
         answer = _predictor(server, monkeypatch, JSONDeserializer()).predict(PROBE.tolist())
         scores = [record["score"] for record in answer["predictions"]]  # row 13
@@ -116,6 +119,27 @@ def test_the_keys_of_multiclass_and_regression_models(
         values = booster.inplace_predict(PROBE)
         assert [r["predicted_score"] for r in records] == pytest.approx(values.tolist(), rel=1e-6)
         assert all(r["labels"] is None and r["probability"] is None for r in records)
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("objective", ["binary:logitraw", "binary:hinge", "multi:softmax"])
+def test_raw_scores_of_objectives_without_probabilities_are_their_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, objective: str
+) -> None:
+    """AWS's serve_utils: the raw score of these objectives is what the objective outputs (the
+    margin, 0/1, the class index) and the raw scores [1 - x, x], for multi:softmax too."""
+    server, booster = _serve_builtin(tmp_path, objective, SAGEMAKER_INFERENCE_OUTPUT=ALL_KEYS)
+    output = booster.inplace_predict(PROBE)  # the margin, 0/1, or the class index
+    try:
+        records = _predictor(server, monkeypatch, JSONDeserializer()).predict(PROBE.tolist())["predictions"]
+        for record, x in zip(records, output.astype(float), strict=True):
+            assert record["raw_score"] == pytest.approx(x, rel=1e-6, abs=1e-6)
+            assert record["raw_scores"] == pytest.approx([1 - x, x], rel=1e-6, abs=1e-6)
+            label = int(x > 0) if objective == "binary:logitraw" else int(x)
+            assert record["predicted_label"] == label
+            assert record["labels"] == ([0, 1, 2] if objective == "multi:softmax" else [0, 1])
+            assert record["predicted_score"] is None
     finally:
         server.stop()
 

@@ -9,9 +9,11 @@ parameter (`text/csv; output=probabilities`), or SAGEMAKER_INFERENCE_OUTPUT, in 
 
 The keys of SageMaker's built-in algorithms answer with the meanings they have there: `labels`
 (every class label), `raw_score` (the score of the prediction: the positive class's probability,
-the winning class's, or the regression value), `raw_scores` (every class's score), and
-`predicted_score` (a regression's value); a key that does not apply to the model (`labels` of a
-regression, `predicted_score` of a classifier) answers NaN, as there.
+the winning class's, or the regression value; for an objective without probabilities, its own
+output: the margin of binary:logitraw, the class of binary:hinge and multi:softmax), `raw_scores`
+(every class's score; `[1 - x, x]` of that output for those objectives), and `predicted_score`
+(a regression's value); a key that does not apply to the model (`labels` of a regression,
+`predicted_score` of a classifier) answers NaN, as there.
 """
 
 from __future__ import annotations
@@ -154,5 +156,20 @@ def _built_in_key(model: LoadedModel, features: pd.DataFrame, kind: str) -> np.n
         return np.tile(classes, (rows, 1)) if rows else np.empty((0, len(classes)), dtype=object)
     if kind == "predicted_score":  # a regression's value: a classifier has none
         return np.full(rows, np.nan)
+    if model.builtin_default in ("raw_margin", PREDICTED_LABEL):
+        # An objective without probabilities (binary:logitraw, binary:hinge, multi:softmax): the
+        # built-in algorithm's raw score is the objective's output, its raw scores [1 - x, x]
+        # (for multi:softmax too, where x is the class index: AWS's meaning, kept as it is).
+        score = _objective_output(model, features)
+        return score if kind == "raw_score" else np.column_stack([1.0 - score, score])
     probabilities = model.predict(features, PROBABILITIES)
     return probabilities if kind == "raw_scores" else _score(probabilities)
+
+
+def _objective_output(model: LoadedModel, features: pd.DataFrame) -> np.ndarray:
+    """What a classifier's objective outputs when it has no probabilities: the margin
+    (binary:logitraw), else the class's index (binary:hinge's 0 or 1, multi:softmax's class)."""
+    if model.builtin_default == "raw_margin":
+        return np.asarray(model.predict(features, RAW_MARGIN), dtype=np.float64).reshape(len(features))
+    labels = model.predict(features, LABEL)
+    return pd.Index(model.classes).get_indexer(labels).astype(np.float64)
