@@ -7,6 +7,7 @@ model in any of the formats naming what is wrong."""
 from __future__ import annotations
 
 import pickle
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -33,11 +34,17 @@ def _booster(objective: str) -> xgb.Booster:
 
 
 def _builtin_folder(base: Path, booster: xgb.Booster, form: str) -> Path:
-    """/opt/ml/model as the built-in algorithm's model.tar.gz unpacks: one file, xgboost-model."""
-    folder = base / "model"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "xgboost-model").write_bytes(bytes(booster.save_raw(form)))
-    return folder
+    """/opt/ml/model as SageMaker unpacks the built-in algorithm's model.tar.gz: one file,
+    xgboost-model."""
+    base.mkdir(parents=True, exist_ok=True)
+    written = base / "xgboost-model"
+    written.write_bytes(bytes(booster.save_raw(form)))
+    with tarfile.open(base / "model.tar.gz", "w:gz") as tar:
+        tar.add(written, arcname="xgboost-model")
+    written.unlink()
+    with tarfile.open(base / "model.tar.gz") as tar:
+        tar.extractall(base / "model", filter="data")
+    return base / "model"
 
 
 @pytest.mark.parametrize("form", ["ubj", "json"])
@@ -72,9 +79,10 @@ def test_a_builtin_model_serves_without_a_manifest(tmp_path: Path, objective: st
         server.stop()
 
 
-def test_a_builtin_model_loads_on_a_multi_model_endpoint(tmp_path: Path) -> None:
+@pytest.mark.parametrize("form", ["ubj", "json"])
+def test_a_builtin_model_loads_on_a_multi_model_endpoint(tmp_path: Path, form: str) -> None:
     booster = _booster("reg:squarederror")
-    folder = _builtin_folder(tmp_path / "built", booster, "ubj")
+    folder = _builtin_folder(tmp_path / "built", booster, form)
     server, _ = serve_models(tmp_path / "mme", builtin=folder)
     try:
         answer = server.session.post(
