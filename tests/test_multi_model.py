@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -316,3 +317,21 @@ def test_eviction_makes_room_for_a_new_model(tmp_path: Path, big_forest: Path) -
         assert _invoke(server, "b", "0,0,0,0,0").status_code == 200
     finally:
         server.stop()
+
+
+def test_a_stop_right_after_the_endpoint_is_ready_reaches_every_front(tmp_path: Path) -> None:
+    """SIGTERM as soon as the endpoint answers: a front worker still starting has not yet put
+    its handler in place of the zygote's SIG_IGN, so the parent signals again until every front
+    has drained (the first signal alone was lost about half the time, and the endpoint waited
+    out its whole shutdown timeout)."""
+    for attempt in range(3):
+        (tmp_path / str(attempt)).mkdir()
+        server = Server(
+            tmp_path / str(attempt), SAGEMAKER_MULTI_MODEL="true", SAGECRAFT_SHUTDOWN_TIMEOUT="60"
+        ).wait_ready()
+        server.process.send_signal(signal.SIGTERM)
+        try:
+            # A lost signal would keep it 65 s (the timeout, then the parent's kill).
+            assert server.process.wait(30) == 0, server.log()
+        finally:
+            server.stop()

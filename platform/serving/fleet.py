@@ -69,6 +69,7 @@ STATS_TIMEOUT_S = 2.0
 # How long a front asking why a host went away waits for its exit status.
 EXIT_WAIT_S = 2.0
 ENDED_KEPT = 256
+RESIGNAL_S = 1.0
 
 
 def memory_budget(settings: ServingSettings) -> int:
@@ -600,11 +601,17 @@ class Fleet:
     async def stop(self) -> None:
         """Drain the fronts (SIGTERM: each answers what it holds), then stop the hosts."""
         self.stopping = True
-        for front in list(self.fronts.values()):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(front.pid, signal.SIGTERM)
         deadline = time.monotonic() + self.settings.shutdown_timeout_s + 5
+        signalled = 0.0
         while self.fronts and time.monotonic() < deadline and not self.lost_zygote.done():
+            # Again each second: a front forked just before the stop has not yet replaced the
+            # zygote's SIG_IGN with its handler, and would lose the first (a drain in progress
+            # takes another as the same request).
+            if time.monotonic() - signalled >= RESIGNAL_S:
+                signalled = time.monotonic()
+                for front in list(self.fronts.values()):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(front.pid, signal.SIGTERM)
             await asyncio.sleep(0.05)
         for front in self.fronts.values():
             with contextlib.suppress(ProcessLookupError):
