@@ -87,10 +87,12 @@ def test_hyperparameter_names_with_control_characters_or_of_any_length_are_refus
 # --- multi-model names ---------------------------------------------------------------------------
 
 
-@pytest.fixture
-def endpoint(tmp_path: Path, iris_forest: TrainingTree) -> tuple[Server, str]:
-    url = place_model(tmp_path, "source", iris_forest.model_dir)
-    server = Server(tmp_path, SAGEMAKER_MULTI_MODEL="true").wait_ready()
+@pytest.fixture(scope="module")
+def endpoint(tmp_path_factory: pytest.TempPathFactory, iris_forest: TrainingTree) -> tuple[Server, str]:
+    """One endpoint for every name below: each test leaves it with no model loaded."""
+    base = tmp_path_factory.mktemp("names")
+    url = place_model(base, "source", iris_forest.model_dir)
+    server = Server(base, SAGEMAKER_MULTI_MODEL="true").wait_ready()
     yield server, url
     server.stop()
 
