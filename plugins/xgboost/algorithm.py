@@ -6,7 +6,7 @@ import json
 import re
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -81,12 +81,14 @@ class XGBoostModel:
     flat: FlatBooster | None = None
     # The other files of a built-in algorithm's folder, answering with this one (ensemble.py).
     members: tuple[XGBoostModel, ...] = ()
-    linear: bool = field(init=False)
+    # XGBoost predicts in place for trees only: a gblinear booster needs a DMatrix. Read from
+    # the booster once (None: not yet); `replace` copies it.
+    linear: bool | None = None
 
     def __post_init__(self) -> None:
-        # XGBoost predicts in place for trees only: a gblinear booster needs a DMatrix.
-        booster_name = orjson.loads(self.booster.save_config())["learner"]["gradient_booster"]["name"]
-        object.__setattr__(self, "linear", booster_name == "gblinear")
+        if self.linear is None:
+            booster_name = orjson.loads(self.booster.save_config())["learner"]["gradient_booster"]["name"]
+            object.__setattr__(self, "linear", booster_name == "gblinear")
 
     def _library(self, matrix: np.ndarray | pd.DataFrame, margin: bool) -> np.ndarray:
         if self.linear:

@@ -93,7 +93,7 @@ def _tree(reader: _Reader, tree_id: int) -> dict[str, Any]:
     _, n_nodes, n_deleted, _, n_features, leaf_vector = reader.unpack(_TREE)
     if n_nodes <= 0:
         raise reader.fail(f"tree {tree_id} has {n_nodes} nodes")
-    if leaf_vector not in (0, 1):  # 0 before XGBoost 1.6; vector leaves were never saved so
+    if leaf_vector not in (0, 1):  # 0 in older files; vector leaves were never saved so
         raise reader.fail(f"tree {tree_id} has a size_leaf_vector of {leaf_vector}")
     nodes = reader.array(_NODE, n_nodes, f"nodes of tree {tree_id}")
     stats = reader.array(_STAT, n_nodes, f"node statistics of tree {tree_id}")
@@ -127,7 +127,7 @@ def _gbtree(reader: _Reader) -> dict[str, Any]:
     n_trees, parallel = reader.unpack(_GBTREE)
     if n_trees < 0 or n_trees > (len(reader.data) - reader.at) // (_TREE.size + _NODE.itemsize):
         raise reader.fail(f"{n_trees} trees would run past the end of the file")
-    parallel = max(parallel, 1)  # XGBoost 1.0-1.5 left it 0 (then "deprecated_num_roots", 1)
+    parallel = max(parallel, 1)  # older files may leave it 0: one tree a group each round
     trees = [_tree(reader, i) for i in range(n_trees)]
     groups = reader.array(np.dtype("<i4"), n_trees, "tree groups").astype(int).tolist()
     indptr = [0]
@@ -205,7 +205,7 @@ def read_binary_model(data: bytes) -> dict[str, Any]:
                 "boost_from_average": str(int(bool(from_average))),
                 "num_class": str(n_classes),
                 "num_feature": str(n_features),
-                "num_target": str(max(n_targets, 1)),  # 0 in files from before XGBoost 1.6
+                "num_target": str(max(n_targets, 1)),  # 0 (reserved) in files older than the field
             },
             "objective": objective,
         },
