@@ -329,6 +329,19 @@ def memory_cgroup(limit: int) -> Iterator[list[str]]:
                 time.sleep(0.1)
 
 
+@contextlib.contextmanager
+def contained_endpoint(base: Path, site: Path, **env: str) -> Iterator[Server]:
+    """A multi-model endpoint with the crashy plugin, in a 1.5 GiB memory cgroup (a container)."""
+    with memory_cgroup(1536 << 20) as enter:
+        server = Server(
+            base, pythonpath=site, command=[*enter, *SAGECRAFT], SAGEMAKER_MULTI_MODEL="true", **env
+        ).wait_ready()
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
 GROUPS = itertools.count()
 needs_memory_cgroups = pytest.mark.skipif(
     not os.access(MEMORY_CGROUPS, os.W_OK), reason="needs a writable cgroup v1 memory hierarchy"
@@ -347,43 +360,33 @@ def test_a_model_that_allocates_past_the_containers_memory_fails_alone_under_loa
     it); a model allocates 3 GiB as it loads, while clients ask two other models. Its processes
     may grow by what the budget has left: the allocation fails in the model's own process and its
     load answers 507; no other process is touched, no request to the others is lost."""
-    with memory_cgroup(1536 << 20) as enter:
-        server = Server(
-            tmp_path,
-            pythonpath=crashy_site,
-            command=[*enter, *SAGECRAFT],
-            SAGEMAKER_MULTI_MODEL="true",
-            SAGEMAKER_MODEL_SERVER_WORKERS="2",
-        ).wait_ready()
-        try:
-            for name, tree in (("forest", iris_forest), ("xgboost", iris_xgboost)):
-                assert _load(server, name, place_model(tmp_path, name, tree.model_dir)).status_code == 200
-            hog = _variant(tmp_path, "hog", crashy_model, crash="allocate on load", bytes=3 << 30)
-            before = set(server.descendant_pids())
-            with Hammer(server, _expected(_good_models(server))) as hammer:
-                refused = _load(server, "hog", hog)
-                time.sleep(0.5)
-            assert refused.status_code == 507, refused.text
-            message = refused.json()["message"]
-            assert "'hog' ran out of memory" in message and "budget" in message, message
-            assert not hammer.wrong and hammer.answers > 10, hammer.wrong[:5]
-            assert before <= set(server.descendant_pids()), "no process of the endpoint was killed"
-            assert server.process.poll() is None
-            # One that allocates 3 GiB when a row starts with -1: that request fails, the model
-            # and its processes stay.
-            url = _variant(tmp_path, "greedy", crashy_model, crash="allocate on -1", bytes=3 << 30)
-            assert _load(server, "greedy", url).status_code == 200
-            session = requests.Session()
-            with Hammer(server, _expected(_good_models(server))) as hammer:
-                failed = _invoke(session, server, "greedy", "-1,2,3,4,5")
-                answered = _invoke(session, server, "greedy", "1,2,3,4,5")
-            assert failed.status_code == 500, failed.text
-            assert "'greedy' ran out of memory answering this request" in failed.json()["message"]
-            assert answered.status_code == 200 and float(answered.text) == 15.0, answered.text
-            assert not hammer.wrong, hammer.wrong[:5]
-            assert server.session.get(f"{server.url}/models/greedy").json()["crashes"] == 0
-        finally:
-            server.stop()
+    with contained_endpoint(tmp_path, crashy_site, SAGEMAKER_MODEL_SERVER_WORKERS="2") as server:
+        for name, tree in (("forest", iris_forest), ("xgboost", iris_xgboost)):
+            assert _load(server, name, place_model(tmp_path, name, tree.model_dir)).status_code == 200
+        hog = _variant(tmp_path, "hog", crashy_model, crash="allocate on load", bytes=3 << 30)
+        before = set(server.descendant_pids())
+        with Hammer(server, _expected(_good_models(server))) as hammer:
+            refused = _load(server, "hog", hog)
+            time.sleep(0.5)
+        assert refused.status_code == 507, refused.text
+        message = refused.json()["message"]
+        assert "'hog' ran out of memory" in message and "budget" in message, message
+        assert not hammer.wrong and hammer.answers > 10, hammer.wrong[:5]
+        assert before <= set(server.descendant_pids()), "no process of the endpoint was killed"
+        assert server.process.poll() is None
+        # One that allocates 3 GiB when a row starts with -1: that request fails, the model
+        # and its processes stay.
+        url = _variant(tmp_path, "greedy", crashy_model, crash="allocate on -1", bytes=3 << 30)
+        assert _load(server, "greedy", url).status_code == 200
+        session = requests.Session()
+        with Hammer(server, _expected(_good_models(server))) as hammer:
+            failed = _invoke(session, server, "greedy", "-1,2,3,4,5")
+            answered = _invoke(session, server, "greedy", "1,2,3,4,5")
+        assert failed.status_code == 500, failed.text
+        assert "'greedy' ran out of memory answering this request" in failed.json()["message"]
+        assert answered.status_code == 200 and float(answered.text) == 15.0, answered.text
+        assert not hammer.wrong, hammer.wrong[:5]
+        assert server.session.get(f"{server.url}/models/greedy").json()["crashes"] == 0
 
 
 @needs_memory_cgroups
@@ -393,27 +396,17 @@ def test_a_model_past_the_containers_memory_under_a_budget_too_high_is_killed_al
     """A budget set above the container's memory leaves the kernel's out-of-memory killer to act:
     it takes the model's process (model hosts rank first), never the front workers or the parent,
     and the load answers 500 naming the signal."""
-    with memory_cgroup(1536 << 20) as enter:
-        server = Server(
-            tmp_path,
-            pythonpath=crashy_site,
-            command=[*enter, *SAGECRAFT],
-            SAGEMAKER_MULTI_MODEL="true",
-            SAGECRAFT_MEMORY_BUDGET_MB="8192",
-        ).wait_ready()
-        try:
-            url = place_model(tmp_path, "forest", iris_forest.model_dir)
-            assert _load(server, "forest", url).status_code == 200
-            hog = _variant(tmp_path, "hog", crashy_model, crash="allocate on load", bytes=3 << 30)
-            refused = _load(server, "hog", hog)
-            assert refused.status_code == 500, refused.text
-            message = refused.json()["message"]
-            assert "hog" in message and "SIGKILL" in message and "out-of-memory" in message, message
-            session = requests.Session()
-            assert _invoke(session, server, "forest", "5.0,3.4,1.5,0.2").text == "setosa\n"
-            assert server.process.poll() is None
-        finally:
-            server.stop()
+    with contained_endpoint(tmp_path, crashy_site, SAGECRAFT_MEMORY_BUDGET_MB="8192") as server:
+        url = place_model(tmp_path, "forest", iris_forest.model_dir)
+        assert _load(server, "forest", url).status_code == 200
+        hog = _variant(tmp_path, "hog", crashy_model, crash="allocate on load", bytes=3 << 30)
+        refused = _load(server, "hog", hog)
+        assert refused.status_code == 500, refused.text
+        message = refused.json()["message"]
+        assert "hog" in message and "SIGKILL" in message and "out-of-memory" in message, message
+        session = requests.Session()
+        assert _invoke(session, server, "forest", "5.0,3.4,1.5,0.2").text == "setosa\n"
+        assert server.process.poll() is None
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
