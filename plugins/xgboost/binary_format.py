@@ -31,6 +31,8 @@ import orjson
 
 from sagecraft.errors import ModelLoadError
 
+from .byte_reader import ByteReader
+
 MAGIC = b"binf"
 _LEARNER = struct.Struct("<fIiiiIIIi100x")  # 136 bytes
 _GBTREE = struct.Struct("<ii152x")  # 160 bytes
@@ -42,27 +44,15 @@ MAX_STRING = 1 << 20
 _DEFAULT_LEFT = 1 << 31
 
 
-class _Reader:
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.at = 0
-
-    def fail(self, why: str) -> ModelLoadError:
-        return ModelLoadError(f"not a valid XGBoost binary model: {why} at byte {self.at}")
-
-    def take(self, size: int) -> bytes:
-        if size < 0 or size > len(self.data) - self.at:
-            raise self.fail(f"{size} bytes wanted, {len(self.data) - self.at} left")
-        chunk = self.data[self.at : self.at + size]
-        self.at += size
-        return chunk
+class _Reader(ByteReader):
+    format_name = "XGBoost binary model"
 
     def unpack(self, layout: struct.Struct) -> tuple[Any, ...]:
         return layout.unpack(self.take(layout.size))
 
     def count(self, item_bytes: int, what: str) -> int:
         (count,) = struct.unpack("<Q", self.take(8))
-        if count > (len(self.data) - self.at) // item_bytes:
+        if count > self.left() // item_bytes:
             raise self.fail(f"{count} {what} would run past the end of the file")
         return int(count)
 
@@ -76,7 +66,7 @@ class _Reader:
             raise self.fail(f"{what} is not UTF-8") from None
 
     def array(self, dtype: np.dtype[Any], count: int, what: str) -> np.ndarray:
-        if count < 0 or count > (len(self.data) - self.at) // dtype.itemsize:
+        if count < 0 or count > self.left() // dtype.itemsize:
             raise self.fail(f"{count} {what} would run past the end of the file")
         return np.frombuffer(self.take(count * dtype.itemsize), dtype)
 
@@ -125,7 +115,7 @@ def _tree(reader: _Reader, tree_id: int) -> dict[str, Any]:
 
 def _gbtree(reader: _Reader) -> dict[str, Any]:
     n_trees, parallel = reader.unpack(_GBTREE)
-    if n_trees < 0 or n_trees > (len(reader.data) - reader.at) // (_TREE.size + _NODE.itemsize):
+    if n_trees < 0 or n_trees > reader.left() // (_TREE.size + _NODE.itemsize):
         raise reader.fail(f"{n_trees} trees would run past the end of the file")
     parallel = max(parallel, 1)  # older files may leave it 0: one tree a group each round
     trees = [_tree(reader, i) for i in range(n_trees)]

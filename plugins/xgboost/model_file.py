@@ -19,27 +19,16 @@ import orjson
 from sagecraft.errors import ModelLoadError
 
 from .binary_format import MAGIC, read_binary_model
+from .byte_reader import ByteReader
 
 MAX_DEPTH = 64  # XGBoost's documents nest about 8 deep
 _NUMBERS = {"i": ">i1", "U": ">u1", "I": ">i2", "l": ">i4", "L": ">i8", "d": ">f4", "D": ">f8"}
 
 
-class _UBJSON:
+class _UBJSON(ByteReader):
     """UBJSON (draft 12, as XGBoost writes and reads it) from a bytes object."""
 
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.at = 0
-
-    def fail(self, why: str) -> ModelLoadError:
-        return ModelLoadError(f"not a valid UBJSON model: {why} at byte {self.at}")
-
-    def take(self, size: int) -> bytes:
-        if size < 0 or size > len(self.data) - self.at:
-            raise self.fail(f"a length of {size} bytes runs past the end of the file")
-        chunk = self.data[self.at : self.at + size]
-        self.at += size
-        return chunk
+    format_name = "UBJSON model"
 
     def peek(self) -> bytes:
         return self.data[self.at : self.at + 1]
@@ -102,10 +91,10 @@ class _UBJSON:
             count = self.integer(self.marker())
             if typed is not None:
                 dtype = np.dtype(_NUMBERS[typed])
-                if count < 0 or count > (len(self.data) - self.at) // dtype.itemsize:
+                if count < 0 or count > self.left() // dtype.itemsize:
                     raise self.fail(f"an array of {count} numbers runs past the end of the file")
                 return np.frombuffer(self.take(count * dtype.itemsize), dtype).astype(dtype.newbyteorder("="))
-            if count < 0 or count > len(self.data) - self.at:  # every element takes a byte at least
+            if count < 0 or count > self.left():  # every element takes a byte at least
                 raise self.fail(f"an array of {count} values runs past the end of the file")
             return [self.value(depth + 1) for _ in range(count)]
         if typed is not None:
