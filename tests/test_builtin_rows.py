@@ -52,7 +52,10 @@ ROWS: dict[int, list[str]] = {
     ],
     10: ["test_builtin_answers.py::test_the_default_answer_is_the_objectives_output"],
     11: ["test_builtin_answers.py::test_the_default_answer_is_the_objectives_output"],
-    12: ["test_builtin_answers.py::test_raw_scores_of_objectives_without_probabilities_are_their_output"],
+    12: [
+        "test_builtin_models.py::test_a_builtin_model_serves_without_a_manifest",
+        "test_binary_models.py::test_binary_models_serve_on_a_multi_model_endpoint",
+    ],
     13: ["test_builtin_answers.py::test_the_default_answer_is_the_objectives_output"],
     14: [
         "test_builtin_answers.py::test_the_seven_keys_of_a_binary_model_as_aws_gives_them",
