@@ -123,8 +123,10 @@ def _structural_mutation(document: Any, rng: random.Random) -> str:
     return f"{'/'.join(map(str, path))} = {parent[key]!r}"
 
 
-class XGBoostMutator:
-    file = "xgboost-model.ubj"
+class _FileMutator:
+    """A model file mutated as bytes (30% of the time) or by its structure (`structural`)."""
+
+    file: str
 
     def __init__(self, data: bytes) -> None:
         self.data = data
@@ -132,23 +134,28 @@ class XGBoostMutator:
     def __call__(self, rng: random.Random) -> tuple[bytes, str]:
         if rng.random() < 0.3:
             return _byte_mutation(self.data, rng)
+        return self.structural(rng)
+
+    def structural(self, rng: random.Random) -> tuple[bytes, str]:
+        raise NotImplementedError
+
+
+class XGBoostMutator(_FileMutator):
+    file = "xgboost-model.ubj"
+
+    def structural(self, rng: random.Random) -> tuple[bytes, str]:
         document = read_document(self.data)
         what = [_structural_mutation(document, rng) for _ in range(rng.choice([1, 1, 1, 2, 3]))]
         return ubjson.dumps(document), "; ".join(what)
 
 
-class BinaryMutator:
-    """XGBoost's old binary format (a built-in algorithm's `xgboost-model`): bytes, and 32-bit
-    fields (counts, child indices, split features, values) set to interesting numbers."""
+class BinaryMutator(_FileMutator):
+    """XGBoost's old binary format (a built-in algorithm's `xgboost-model`): 32-bit fields
+    (counts, child indices, split features, values) set to interesting numbers."""
 
     file = "xgboost-model"
 
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-    def __call__(self, rng: random.Random) -> tuple[bytes, str]:
-        if rng.random() < 0.3:
-            return _byte_mutation(self.data, rng)
+    def structural(self, rng: random.Random) -> tuple[bytes, str]:
         data = bytearray(self.data)
         what = []
         for _ in range(rng.choice([1, 1, 2, 3])):

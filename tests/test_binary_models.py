@@ -102,8 +102,16 @@ def test_binary_models_serve_on_a_multi_model_endpoint(
             url = place_model(tmp_path, name, folder)
             loaded = server.session.post(f"{server.url}/models", json={"model_name": name, "url": url})
             assert loaded.status_code == 200, loaded.text
+        # A crafted one (a child index outside its tree) fails its own load, naming the node.
+        crafted = _tarball(binary_models, "binary", tmp_path / "built" / "crafted")
+        data = (crafted / "xgboost-model").read_bytes()
+        (crafted / "xgboost-model").write_bytes(_set(data, _first_tree(data) + 148 + 4, "<i", 10**6))
+        url = place_model(tmp_path, "crafted", crafted)
+        refused = server.session.post(f"{server.url}/models", json={"model_name": "crafted", "url": url})
+        assert refused.status_code == 500 and refused.json()["type"] == "ModelLoadError", refused.text
+        assert "tree 0: node 0 has a child outside the tree" in refused.json()["message"]
         predictor = sdk_predictor(server, monkeypatch, JSONDeserializer())
-        for name in sorted(MODELS):
+        for name in sorted(MODELS):  # every other model still answers
             answer = predictor.predict(PROBE.tolist(), target_model=name)
             scores = np.array([record["score"] for record in answer["predictions"]], dtype=np.float32)
             _assert_as_written(scores, _expected(binary_models, name), name)
@@ -139,7 +147,7 @@ def _first_tree(data: bytes) -> int:
         (lambda d: _set(d, _first_tree(d) + 4, "<i", 10**8), "nodes of tree 0 would run past"),
         (lambda d: _set(d, _first_tree(d) + 4, "<i", -1), "tree 0 has -1 nodes"),
         (lambda d: _set(d, _first_tree(d) + 20, "<i", -1), "size_leaf_vector"),
-        (lambda d: _set(d, _first_tree(d) + 148 + 4, "<i", 10**6), "tree 0"),
+        (lambda d: _set(d, _first_tree(d) + 148 + 4, "<i", 10**6), "tree 0: node 0 has a child outside"),
         (lambda d: _set(d, 4 + 20, "<I", 0), "before XGBoost 1.0"),
         (lambda d: d.replace(b"binary:logistic", b"binary:logitraw", 1), "does not match"),
     ],

@@ -391,7 +391,6 @@ def run_model_host(
             log.exception("model '%s' could not load from %s", command["name"], command["folder"])
         control.sendall(encode({"op": "failed", **error_head(exc)}))
         return 0
-    log.debug("model '%s': data %d MiB after its load", command["name"], data_bytes() >> 20)
     loaded_s = time.monotonic() - started
     replicas = max(1, settings.model_processes or settings.workers)
     listeners = []
