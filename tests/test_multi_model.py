@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 import time
@@ -216,10 +217,14 @@ def test_requests_during_a_load_wait_for_that_one_load(
         server.session.delete(f"{server.url}/models/rf-during")
 
 
-def test_unload_during_an_invocation_lets_it_finish(endpoint: tuple[Server, dict]) -> None:
+def test_unload_during_an_invocation_lets_it_finish(endpoint: tuple[Server, dict], slow_model: Path) -> None:
     server, urls = endpoint
-    assert _load(server, "busy", urls["forest"]).status_code == 200
-    rows = np.random.default_rng(0).uniform([4, 2, 1, 0], [8, 4.5, 7, 2.5], size=(150_000, 4))
+    # The slow model, its predicts of over 1000 rows made to take 3 s: the unload and the
+    # requests below come while that invocation runs (a large body alone could finish first).
+    url = place_model(Path(urls["forest"]).parents[2], "busy", slow_model)
+    (Path(url) / "slow.json").write_text(json.dumps({"delay": 0, "predict_delay": 3}))
+    assert _load(server, "busy", url).status_code == 200
+    rows = np.random.default_rng(0).uniform([4, 2, 1, 0], [8, 4.5, 7, 2.5], size=(2_000, 4))
     body = "\n".join(",".join(f"{v:.2f}" for v in row) for row in rows)
     outcome: dict[str, requests.Response] = {}
     worker = threading.Thread(target=lambda: outcome.update(r=_invoke(server, "busy", body)))
@@ -236,8 +241,8 @@ def test_unload_during_an_invocation_lets_it_finish(endpoint: tuple[Server, dict
     worker.join()
     assert outcome["unloaded"].status_code == 200
     assert invocation_done_first, "unload returned while its invocation was still running"
-    assert outcome["r"].status_code == 200
-    assert len(outcome["r"].text.splitlines()) == 150_000
+    assert outcome["r"].status_code == 200, outcome["r"].text + server.log()[-3000:]
+    assert len(outcome["r"].text.splitlines()) == 2_000
     # While the unload waits for that invocation: the name is still taken, the model gone.
     assert during["load"].status_code == 409, during["load"].text
     assert during["invoke"].status_code == 404, during["invoke"].text
@@ -319,19 +324,25 @@ def test_eviction_makes_room_for_a_new_model(tmp_path: Path, big_forest: Path) -
         server.stop()
 
 
-def test_a_stop_right_after_the_endpoint_is_ready_reaches_every_front(tmp_path: Path) -> None:
+def test_a_stop_right_after_the_endpoint_is_ready_reaches_every_front(
+    tmp_path: Path, iris_forest: TrainingTree
+) -> None:
     """SIGTERM as soon as the endpoint answers: a front worker still starting has not yet put
     its handler in place of the zygote's SIG_IGN, so the parent signals again until every front
     has drained (the first signal alone was lost about half the time, and the endpoint waited
-    out its whole shutdown timeout)."""
+    out its whole shutdown timeout). The last time with a model loaded: its process ends with the
+    endpoint, and is not taken for a crash and reloaded (it was, and the stop waited for it)."""
     for attempt in range(3):
-        (tmp_path / str(attempt)).mkdir()
-        server = Server(
-            tmp_path / str(attempt), SAGEMAKER_MULTI_MODEL="true", SAGECRAFT_SHUTDOWN_TIMEOUT="60"
-        ).wait_ready()
+        base = tmp_path / str(attempt)
+        base.mkdir()
+        server = Server(base, SAGEMAKER_MULTI_MODEL="true", SAGECRAFT_SHUTDOWN_TIMEOUT="60").wait_ready()
+        if attempt == 2:
+            url = place_model(base, "forest", iris_forest.model_dir)
+            assert _load(server, "forest", url).status_code == 200
         server.process.send_signal(signal.SIGTERM)
         try:
             # A lost signal would keep it 65 s (the timeout, then the parent's kill).
             assert server.process.wait(30) == 0, server.log()
+            assert "reloading" not in server.log(), server.log()
         finally:
             server.stop()

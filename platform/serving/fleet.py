@@ -366,8 +366,8 @@ class Fleet:
         if host.link is not None:
             host.link.close()
         model = self.models.get(host.name)
-        if model is None or model.host is not host or model.state != "ready":
-            return  # unloaded, or replaced: an exit that was asked for
+        if model is None or model.host is not host or model.state != "ready" or self.stopping:
+            return  # unloaded, replaced, or the endpoint stopping: an exit that was asked for
         now = time.monotonic()
         model.crashes = [t for t in model.crashes if now - t < CRASH_WINDOW_S] + [now]
         self._broadcast({"op": "forget", "name": model.name})

@@ -18,6 +18,7 @@ import itertools
 import os
 import socket
 import tempfile
+from functools import partial
 from typing import IO, Any
 
 from aiohttp import web
@@ -75,7 +76,8 @@ class HostLink:
     async def connect(self, sockets: list[str]) -> None:
         loop = asyncio.get_running_loop()
         for path in sockets:
-            protocol = FrameProtocol(self._on_frame, self._on_lost, MAX_FRAME_PAYLOAD)
+            on_lost = partial(self._on_lost, len(self.protocols))
+            protocol = FrameProtocol(self._on_frame, on_lost, MAX_FRAME_PAYLOAD)
             await loop.create_unix_connection(lambda p=protocol: p, path)  # type: ignore[misc]
             self.protocols.append(protocol)
             self.busy.append(0)
@@ -117,13 +119,19 @@ class HostLink:
         for protocol in self.protocols:
             protocol.close()
 
-    def _on_lost(self) -> None:
-        """One connection ended: the host is going away (replicas end together)."""
-        self.close()
-        if self.pending:
-            pending, self.pending = self.pending, {}
-            self.on.clear()
-            self.client.spawn(self._fail(pending))
+    def _on_lost(self, connection: int) -> None:
+        """One connection ended: the host is going away, so no new request comes to this link.
+        Its replicas end one by one (an unload's idle ones first, a crash's all at once): the
+        requests in flight on this connection are answered with what became of the host, those
+        on the others still get their answers."""
+        self.lost = True
+        if self.client.links.get(self.name) is self:
+            del self.client.links[self.name]
+        gone = {rid: waiting for rid, waiting in self.pending.items() if self.on.get(rid) == connection}
+        for request_id in gone:
+            self._done(request_id)
+        if gone:
+            self.client.spawn(self._fail(gone))
 
     async def _fail(self, pending: dict[int, tuple[asyncio.Future[tuple[Head, bytes]], float]]) -> None:
         """The host went away with requests in flight: each is answered with what became of it."""
